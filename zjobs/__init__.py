@@ -1,0 +1,71 @@
+"""zjobs: event-driven jobs over ZeroMQ, speaking the ZJP/1 wire protocol.
+
+A job implements ``run(request, resources)``; a processor serves it on a PULL socket
+(requests) and a PUB socket (responses); clients in any language send and listen.
+"""
+
+from zjobs.cache import CachedJob, MemoryCache, cached
+from zjobs.client import Client
+from zjobs.errors import (
+    BindError,
+    CallTimeout,
+    ClosedError,
+    ConnectError,
+    EncodeError,
+    NotReady,
+    ProtocolError,
+    ReceiveTimeout,
+    RemoteError,
+    SendTimeout,
+    StartError,
+    Timeout,
+    ZJobsError,
+)
+from zjobs.handler import Counters
+from zjobs.job import MISS, GetCache, PutCache, Run
+from zjobs.memory import MemoryProcessor, MemoryReceiver, MemorySender
+from zjobs.processor import Endpoints, Processor, ZmqProcessor
+from zjobs.protocol import ErrorInfo, Request, Response
+from zjobs.receiver import McReceive, ZmqReceiver
+from zjobs.sender import MpSend, ZmqSender
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MISS",
+    "BindError",
+    "CachedJob",
+    "CallTimeout",
+    "Client",
+    "ClosedError",
+    "ConnectError",
+    "Counters",
+    "EncodeError",
+    "Endpoints",
+    "ErrorInfo",
+    "GetCache",
+    "McReceive",
+    "MemoryCache",
+    "MemoryProcessor",
+    "MemoryReceiver",
+    "MemorySender",
+    "MpSend",
+    "NotReady",
+    "Processor",
+    "ProtocolError",
+    "PutCache",
+    "ReceiveTimeout",
+    "RemoteError",
+    "Request",
+    "Response",
+    "Run",
+    "SendTimeout",
+    "StartError",
+    "Timeout",
+    "ZJobsError",
+    "ZmqProcessor",
+    "ZmqReceiver",
+    "ZmqSender",
+    "__version__",
+    "cached",
+]

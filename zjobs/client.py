@@ -1,0 +1,365 @@
+"""The Client: a sender plus a receiver on a private topic, correlating responses by id.
+
+``call`` waits for one response; ``submit`` returns a ``concurrent.futures.Future`` so
+that thousands of requests can be in flight at once. One background thread reads the
+responses and completes the futures; sends happen in the caller's thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future, InvalidStateError
+from typing import Any, Self
+
+import zmq
+
+from zjobs.errors import CallTimeout, ClosedError, NotReady, ReceiveTimeout, Timeout
+from zjobs.protocol import PONG, Id, Meta, Response
+from zjobs.receiver import McReceive, ZmqReceiver
+from zjobs.sender import IdGenerator, MpSend, ZmqSender
+from zjobs.sockets import ClientSecurity, endpoint_list
+
+__all__ = ["Client"]
+
+log = logging.getLogger(__name__)
+
+_TICK_S = 0.05  # longest the reader sleeps before checking deadlines and closing
+
+
+class _Pending:
+    __slots__ = ("future", "timeout_s", "whole")
+
+    def __init__(self, future: Future[Any], timeout_s: float, whole: bool) -> None:
+        self.future = future
+        self.timeout_s = timeout_s
+        self.whole = whole  # complete with the Response itself, not its value
+
+
+class Client:
+    """Calls processors: sends requests, waits for their responses.
+
+    Build it with :meth:`connect` (ZeroMQ endpoints), from a processor
+    (``processor.client()``), or from any :class:`MpSend` and :class:`McReceive` pair, which
+    the client then owns and closes.
+
+    Args:
+        sender: where requests go.
+        receiver: where responses come from; the client subscribes it to its private topic.
+        timeout_s: the default time a call may take, after which its future fails with
+            :class:`CallTimeout`.
+        ready_timeout_s: how long the readiness handshake may take.
+        expect_processors: how many distinct processors must answer a ping before the client
+            counts as ready (load balancing over N processors needs all N subscribed).
+        topic: the private reply topic; random (32 hex characters) by default.
+    """
+
+    def __init__(
+        self,
+        sender: MpSend,
+        receiver: McReceive,
+        *,
+        timeout_s: float = 30.0,
+        ready_timeout_s: float = 10.0,
+        expect_processors: int = 1,
+        topic: str | None = None,
+    ) -> None:
+        self.sender = sender
+        self.receiver = receiver
+        self.timeout_s = timeout_s
+        self.ready_timeout_s = ready_timeout_s
+        self.expect_processors = expect_processors
+        self.topic = topic or secrets.token_hex(16)
+        self.unmatched = 0
+        """Responses on this client's topic that answered no pending call (late, or foreign)."""
+        self._ids = IdGenerator()
+        self._pending: dict[Id, _Pending] = {}
+        self._deadlines: list[tuple[float, Id]] = []
+        self._lock = threading.Lock()
+        self._ready_lock = threading.Lock()
+        self._ready = False
+        self._pongs: dict[Id, float] = {}
+        self._pong_from: set[str] = set()
+        self._pong_event = threading.Event()
+        self._closed = threading.Event()
+        self._reader: threading.Thread | None = None
+        receiver.subscribe(self.topic)
+
+    @classmethod
+    def connect(
+        cls,
+        requests: str | Iterable[str],
+        responses: str | Iterable[str],
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        security: ClientSecurity | None = None,
+        send_timeout_s: float | None = None,
+        expect_processors: int | None = None,
+        **options: Any,
+    ) -> Client:
+        """A client over ZeroMQ, connected to processors' request and response endpoints.
+
+        By default the readiness handshake waits for as many processors as there are
+        request endpoints.
+        """
+        request_eps, response_eps = endpoint_list(requests), endpoint_list(responses)
+        sender = ZmqSender(request_eps, context=context, security=security,
+                           send_timeout_s=send_timeout_s)
+        try:
+            receiver = ZmqReceiver(response_eps, topics=(), context=context, security=security)
+        except BaseException:
+            sender.close()
+            raise
+        expected = expect_processors or max(1, len(request_eps))
+        return cls(sender, receiver, expect_processors=expected, **options)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed.is_set() else "ready" if self._ready else "new"
+        return (f"<Client {state} topic={self.topic} pending={len(self._pending)} "
+                f"sender={self.sender!r} receiver={self.receiver!r}>")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pending(self) -> int:
+        """How many calls are waiting for a response."""
+        return len(self._pending)
+
+    # -- readiness -----------------------------------------------------------------------
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Ping until ``expect_processors`` distinct processors answered (the slow-joiner rule).
+
+        Called by the first ``call``/``submit``; call it yourself to fail early.
+
+        Raises:
+            NotReady: not enough processors answered within ``timeout_s``.
+        """
+        with self._ready_lock:
+            if self._ready:
+                return
+            self._ensure_reader()
+            limit = self.ready_timeout_s if timeout_s is None else timeout_s
+            deadline = time.monotonic() + limit
+            interval = 0.002
+            while len(self._pong_from) < self.expect_processors:
+                if self._closed.is_set():
+                    raise ClosedError("client is closed")
+                if time.monotonic() >= deadline:
+                    raise NotReady(getattr(self.sender, "endpoints", []), limit,
+                                   len(self._pong_from), self.expect_processors)
+                self._pong_event.clear()
+                self._send_ping()
+                self._pong_event.wait(interval)
+                interval = min(interval * 1.5, 0.1)
+            self._ready = True
+            self._pongs.clear()
+
+    def _send_ping(self) -> Id:
+        rid = self._ids()
+        self._pongs[rid] = time.monotonic()
+        try:
+            self.sender.send(None, id=rid, reply_to=self.topic, ping=True)
+        except Timeout:
+            pass  # nobody takes requests yet; the handshake keeps trying until its deadline
+        return rid
+
+    def ping(self, timeout_s: float | None = None) -> float:
+        """Round-trip one ping; return the seconds it took.
+
+        Raises:
+            CallTimeout: no pong in time.
+        """
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        self._ensure_reader()
+        future: Future[Any] = Future()
+        start = time.monotonic()
+        rid = self._register(future, limit)
+        try:
+            self.sender.send(None, id=rid, reply_to=self.topic, ping=True)
+        except BaseException:
+            self._forget(rid)
+            raise
+        future.result()
+        return time.monotonic() - start
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        request: Any,
+        *,
+        timeout_s: float | None = None,
+        meta: Meta | None = None,
+        deadline_ms: int | None = None,
+    ) -> Future[Any]:
+        """Send a request; return a future for its response value.
+
+        The future fails with :class:`RemoteError` for an error response, with
+        :class:`CallTimeout` after ``timeout_s`` (the client default when None), and with
+        :class:`ClosedError` if the client closes first. Cancelling it ignores a late response.
+
+        Raises:
+            EncodeError: the request cannot be encoded (nothing was sent).
+            SendTimeout, NotReady, ClosedError: the request could not be sent.
+        """
+        return self._submit(request, timeout_s, meta, deadline_ms, whole=False)
+
+    def _submit(self, request: Any, timeout_s: float | None, meta: Meta | None,
+                deadline_ms: int | None, *, whole: bool) -> Future[Any]:
+        if not self._ready:
+            self.wait_ready()
+        future: Future[Any] = Future()
+        rid = self._register(future, self.timeout_s if timeout_s is None else timeout_s, whole)
+        try:
+            self.sender.send(request, id=rid, reply_to=self.topic, meta=meta,
+                             deadline_ms=deadline_ms)
+        except BaseException:
+            self._forget(rid)
+            raise
+        return future
+
+    def call(
+        self,
+        request: Any,
+        *,
+        timeout_s: float | None = None,
+        meta: Meta | None = None,
+        deadline_ms: int | None = None,
+    ) -> Any:
+        """Send a request and return its response value.
+
+        Raises:
+            RemoteError: the processor answered with an error (type, message, processor).
+            CallTimeout: no response within ``timeout_s``.
+        """
+        return self.submit(request, timeout_s=timeout_s, meta=meta,
+                           deadline_ms=deadline_ms).result()
+
+    def call_response(self, request: Any, *, timeout_s: float | None = None,
+                      meta: Meta | None = None) -> Response:
+        """Like :meth:`call`, but return the whole :class:`Response` (error responses too)."""
+        future = self._submit(request, timeout_s, meta, None, whole=True)
+        return future.result()  # type: ignore[no-any-return]
+
+    def _register(self, future: Future[Any], timeout_s: float, whole: bool = False) -> Id:
+        if self._closed.is_set():
+            raise ClosedError("client is closed")
+        rid = self._ids()
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            self._pending[rid] = _Pending(future, timeout_s, whole)
+            heapq.heappush(self._deadlines, (deadline, rid))
+        return rid
+
+    def _forget(self, rid: Id) -> None:
+        with self._lock:
+            self._pending.pop(rid, None)
+
+    # -- the reader thread ---------------------------------------------------------------
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None:
+            if self._closed.is_set():
+                raise ClosedError("client is closed")
+            self._reader = threading.Thread(
+                target=self._read, name=f"zjobs-client-{self.topic[:8]}", daemon=True)
+            self._reader.start()
+
+    def _read(self) -> None:
+        receive = self.receiver.receive
+        closed = self._closed
+        while not closed.is_set():
+            try:
+                response = receive(self._wait_s())
+            except ReceiveTimeout:
+                response = None
+            except ClosedError:
+                return
+            except Exception:
+                log.exception("client %s: receiving failed", self.topic)
+                return
+            if response is not None:
+                self._dispatch(response)
+            if self._deadlines and self._deadlines[0][0] <= time.monotonic():
+                self._expire()
+
+    def _wait_s(self) -> float:
+        if not self._deadlines:
+            return _TICK_S
+        return max(0.0, min(_TICK_S, self._deadlines[0][0] - time.monotonic()))
+
+    def _dispatch(self, response: Response) -> None:
+        rid = response.id
+        if rid is None:
+            self.unmatched += 1
+            return
+        if response.status == PONG and self._pongs.pop(rid, None) is not None:
+            self._pong_from.add(response.instance or response.processor or str(rid))
+            self._pong_event.set()
+        with self._lock:
+            pending = self._pending.pop(rid, None)
+        if pending is None:
+            if response.status != PONG:
+                self.unmatched += 1
+            return
+        future = pending.future
+        try:
+            if pending.whole:
+                future.set_result(response)
+            elif response.error is not None:
+                try:
+                    response.unwrap()
+                except Exception as exc:
+                    future.set_exception(exc)
+            else:
+                future.set_result(response.value)
+        except InvalidStateError:
+            pass  # the caller cancelled it
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        expired: list[tuple[Id, _Pending]] = []
+        with self._lock:
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, rid = heapq.heappop(self._deadlines)
+                pending = self._pending.pop(rid, None)
+                if pending is not None:
+                    expired.append((rid, pending))
+        for rid, pending in expired:
+            self._pongs.pop(rid, None)
+            try:
+                pending.future.set_exception(CallTimeout(rid, pending.timeout_s))
+            except InvalidStateError:
+                pass
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the reader, fail every pending call with :class:`ClosedError`, close the
+        sender and receiver. Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join()
+        with self._lock:
+            pending = list(self._pending.items())
+            self._pending.clear()
+            self._deadlines.clear()
+        for rid, entry in pending:
+            try:
+                entry.future.set_exception(ClosedError(f"client closed before request {rid!r} "
+                                                       "was answered"))
+            except InvalidStateError:
+                pass
+        self.sender.close()
+        self.receiver.close()

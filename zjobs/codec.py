@@ -1,0 +1,85 @@
+"""msgpack encoding with zjobs' fixed settings, written out once.
+
+``bytes`` travel as msgpack bin and ``str`` as msgpack str (``use_bin_type=True``), and
+decoding keeps them apart (``raw=False``), so an id or a value keeps its type across
+languages. Nothing here ever unpickles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from zjobs.errors import EncodeError, ProtocolError
+
+__all__ = ["canonical", "decode", "decode_header", "encode"]
+
+
+def encode(value: Any) -> bytes:
+    """Encode a value as msgpack; raise :class:`EncodeError` if msgpack cannot represent it."""
+    try:
+        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(f"cannot encode {type(value).__name__} as msgpack: {exc}") from exc
+
+
+def decode(data: bytes | memoryview) -> Any:
+    """Decode exactly one msgpack value; raise :class:`ProtocolError` on anything else.
+
+    Map keys may be of any hashable type, as request values from other languages allow.
+    """
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types (ExtraData, ValueError, ...)
+        raise ProtocolError(f"not a single msgpack value: {exc}") from exc
+
+
+def decode_header(data: bytes | memoryview) -> Any:
+    """Decode a header frame: like :func:`decode`, but arrays become tuples (hashable keys)."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=False)
+    except Exception as exc:
+        raise ProtocolError(f"header is not a single msgpack value: {exc}") from exc
+
+
+def _normalize(value: Any) -> Any:
+    # Maps are ordered by their encoded keys so that equal maps encode to equal bytes.
+    if isinstance(value, dict):
+        return dict(sorted(((encode(k), _normalize(v)) for k, v in value.items())))
+    if isinstance(value, list | tuple):
+        return [_normalize(v) for v in value]
+    return value
+
+
+def canonical(value: Any) -> bytes:
+    """The canonical msgpack bytes of a value: equal values give equal bytes.
+
+    Map entries are sorted by the bytes of their keys, and tuples encode like lists,
+    so the result is a stable cache key for a request.
+    """
+    if not isinstance(value, dict | list | tuple):
+        return encode(value)
+    return _encode_normalized(_normalize(value))
+
+
+def _encode_normalized(value: Any) -> bytes:
+    # Keys were replaced by their encodings; write them back as raw msgpack.
+    packer = msgpack.Packer(use_bin_type=True)
+    out = bytearray()
+    _write(packer, value, out)
+    return bytes(out)
+
+
+def _write(packer: msgpack.Packer, value: Any, out: bytearray) -> None:
+    if isinstance(value, dict):
+        out += packer.pack_map_header(len(value))
+        for key_bytes, item in value.items():
+            out += key_bytes
+            _write(packer, item, out)
+    elif isinstance(value, list):
+        out += packer.pack_array_header(len(value))
+        for item in value:
+            _write(packer, item, out)
+    else:
+        out += encode(value)

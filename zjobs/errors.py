@@ -1,0 +1,153 @@
+"""The zjobs exception tree.
+
+Every error zjobs raises derives from :class:`ZJobsError`::
+
+    ZJobsError
+    ├── ProtocolError          bytes that are not valid ZJP/1
+    ├── EncodeError            a value msgpack cannot encode
+    ├── BindError              an endpoint could not be bound (names the endpoint)
+    ├── ConnectError           an endpoint could not be connected (names the endpoint)
+    ├── StartError             a processor could not start (its resources factory raised)
+    ├── RemoteError            a processor answered with an error response
+    ├── Timeout                (also a builtin TimeoutError)
+    │   ├── SendTimeout        a request could not be queued in time
+    │   ├── ReceiveTimeout     no response arrived in time
+    │   ├── CallTimeout        a call got no answer in time
+    │   └── NotReady           the readiness handshake got no pong in time
+    └── ClosedError            the object was closed (pending calls fail with it)
+
+Errors carry their context as attributes, not only in their text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class ZJobsError(Exception):
+    """Root of every error zjobs raises."""
+
+
+class ProtocolError(ZJobsError):
+    """Bytes that do not form a valid ZJP/1 message."""
+
+
+class EncodeError(ZJobsError):
+    """A value that msgpack cannot encode (for example a set or a custom object)."""
+
+
+class BindError(ZJobsError):
+    """An endpoint could not be bound: in use, malformed, or not permitted."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(f"cannot bind {endpoint}: {reason}")
+        self.endpoint = endpoint
+        self.reason = reason
+
+
+class ConnectError(ZJobsError):
+    """An endpoint could not be connected (usually a malformed address)."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(f"cannot connect {endpoint}: {reason}")
+        self.endpoint = endpoint
+        self.reason = reason
+
+
+class StartError(ZJobsError):
+    """A processor failed to start, for example because its resources factory raised."""
+
+
+class RemoteError(ZJobsError):
+    """A processor answered with an error response.
+
+    Attributes:
+        type: the ZJP/1 error type ("JobFailed", "BadRequest", ...).
+        message: the processor's message, e.g. ``ValueError: boom``.
+        id: the request id the error answers.
+        processor: the name of the processor that answered.
+        details: every key of the error map, including ones this version does not know.
+    """
+
+    def __init__(
+        self,
+        type: str,
+        message: str,
+        *,
+        id: str | bytes | None = None,
+        processor: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{type}: {message}" if message else type)
+        self.type = type
+        self.message = message
+        self.id = id
+        self.processor = processor
+        self.details = details if details is not None else {"type": type, "message": message}
+
+    @property
+    def exception(self) -> str | None:
+        """The class name of the exception the job raised, when the processor sent it."""
+        value = self.details.get("exception")
+        return value if isinstance(value, str) else None
+
+
+class Timeout(ZJobsError, TimeoutError):
+    """Something did not happen in time; catchable as the builtin ``TimeoutError`` too."""
+
+
+class SendTimeout(Timeout):
+    """A request could not be queued before the send timeout (no processor, or all full)."""
+
+    def __init__(self, endpoints: Sequence[str], timeout_s: float | None) -> None:
+        super().__init__(
+            f"could not send within {timeout_s}s to {', '.join(endpoints) or 'no endpoint'}"
+        )
+        self.endpoints = list(endpoints)
+        self.timeout_s = timeout_s
+
+
+class ReceiveTimeout(Timeout):
+    """No response arrived before the receive timeout."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        super().__init__(f"no response within {timeout_s}s")
+        self.timeout_s = timeout_s
+
+
+class CallTimeout(Timeout):
+    """A call got no response in time.
+
+    Attributes:
+        id: the request id.
+        timeout_s: the time allowed for each attempt.
+        attempts: how many times the request was sent.
+    """
+
+    def __init__(self, id: str | bytes, timeout_s: float, attempts: int = 1) -> None:
+        tries = "" if attempts == 1 else f" after {attempts} attempts"
+        super().__init__(f"no response to request {id!r} within {timeout_s}s{tries}")
+        self.id = id
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+
+
+class NotReady(Timeout):
+    """The readiness handshake did not see enough processors answer a ping in time."""
+
+    def __init__(
+        self, endpoints: Sequence[str], timeout_s: float, seen: int, expected: int
+    ) -> None:
+        super().__init__(
+            f"no pong from {expected - seen} of {expected} processor(s) within {timeout_s}s "
+            f"(requests: {', '.join(endpoints) or 'in-memory'})"
+        )
+        self.endpoints = list(endpoints)
+        self.timeout_s = timeout_s
+        self.seen = seen
+        self.expected = expected
+
+
+class ClosedError(ZJobsError):
+    """The client, sender, receiver or processor was closed."""

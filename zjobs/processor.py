@@ -1,0 +1,327 @@
+"""Processors: the ``Processor`` interface and ``ZmqProcessor``, which serves one job on
+a PULL socket (requests) and a PUB socket (responses).
+
+The sockets are bound when the processor is created, so its endpoints (wildcards
+resolved) are known at once. It then runs in the calling thread (:meth:`run`) or in a
+background thread (:meth:`start`), one request at a time, until stopped. Stopping is
+graceful: the job in progress finishes and its response is published first.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, Self
+
+import zmq
+
+from zjobs.errors import ClosedError, StartError, Timeout
+from zjobs.handler import Counters, RequestHandler, new_instance_id
+from zjobs.job import Job, describe_job, run_job
+from zjobs.receiver import McReceive, ZmqReceiver
+from zjobs.resources import ResourceFactory, Resources
+from zjobs.sender import MpSend, ZmqSender
+from zjobs.sockets import DEFAULT_MAX_MESSAGE_SIZE, ServerSecurity, bind, connectable
+
+if TYPE_CHECKING:
+    from zjobs.client import Client
+
+__all__ = ["Endpoints", "Processor", "ZmqProcessor"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where a processor listens: its request (PULL) and response (PUB) endpoints."""
+
+    requests: str
+    responses: str
+
+
+class Processor(Protocol):
+    """Runs one job: takes requests, runs the job, broadcasts every response."""
+
+    name: str
+
+    @property
+    def counters(self) -> Counters:
+        """What the processor has done so far."""
+        ...
+
+    def run(self) -> None:
+        """Serve in the calling thread until stopped."""
+        ...
+
+    def start(self) -> Self:
+        """Serve in a background thread; return once serving."""
+        ...
+
+    def stop(self, timeout_s: float | None = 10.0) -> None:
+        """Stop serving (the job in progress finishes first) and release everything."""
+        ...
+
+    def sender(self) -> MpSend:
+        """A sender connected to this processor."""
+        ...
+
+    def receiver(self, topics: Iterable[str | bytes] = ("",)) -> McReceive:
+        """A receiver connected to this processor, subscribed to ``topics``."""
+        ...
+
+
+class ZmqProcessor:
+    """A :class:`Processor` over ZeroMQ sockets, serving in a thread.
+
+    Args:
+        job: an object with ``run(request, resources)`` (optionally ``get_cache`` and
+            ``put_cache``), or a function ``f(request, resources)``.
+        requests: endpoint to bind the PULL socket on (``tcp://127.0.0.1:*`` picks a port).
+        responses: endpoint to bind the PUB socket on.
+        name: written into every response; defaults to the job's name.
+        resources: a factory for the resources passed to the job (see :mod:`zjobs.resources`);
+            called when serving starts, closed when it stops.
+        context: the zmq context (the shared instance by default).
+        max_message_size: largest request frame accepted (ZMQ_MAXMSGSIZE); a peer sending a
+            larger one is disconnected by libzmq.
+        linger_ms: how long published responses may still flush after the sockets close.
+        rcvhwm: requests queued in the processor before senders are held back.
+        sndhwm: responses queued per subscriber before the publisher drops for that subscriber.
+        security: server-side security (e.g. CURVE) for both sockets.
+
+    Raises:
+        BindError: an endpoint could not be bound (the error names it).
+        TypeError: ``job`` is not a job.
+    """
+
+    def __init__(
+        self,
+        job: Job,
+        *,
+        requests: str = "tcp://127.0.0.1:*",
+        responses: str = "tcp://127.0.0.1:*",
+        name: str | None = None,
+        resources: ResourceFactory | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        linger_ms: int = 1000,
+        rcvhwm: int = 1000,
+        sndhwm: int = 100_000,
+        security: ServerSecurity | None = None,
+    ) -> None:
+        run_job(job)  # fail now, not in the serving thread
+        self.job = job
+        self.name = name or describe_job(job)
+        self.instance = new_instance_id()
+        self.context = context or zmq.Context.instance()
+        self._resources = Resources(resources)
+        self._handler: RequestHandler | None = None
+        self._state = "created"
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._pull: zmq.Socket[bytes] | None = None
+        self._pub: zmq.Socket[bytes] | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        try:
+            self._pull = self.context.socket(zmq.PULL)
+            self._pub = self.context.socket(zmq.PUB)
+            self._pull.linger = 0
+            self._pull.rcvhwm = rcvhwm
+            self._pull.maxmsgsize = max_message_size
+            self._pub.linger = linger_ms
+            self._pub.sndhwm = sndhwm
+            if security is not None:
+                security.configure_server(self._pull)
+                security.configure_server(self._pub)
+            self.endpoints = Endpoints(bind(self._pull, requests), bind(self._pub, responses))
+        except BaseException:
+            self._close_sockets()
+            raise
+
+    def __repr__(self) -> str:
+        ep = getattr(self, "endpoints", None)
+        where = f" requests={ep.requests} responses={ep.responses}" if ep else ""
+        return f"<ZmqProcessor {self.name!r} {self._state}{where}>"
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def state(self) -> str:
+        """One of created, running, stopping, stopped."""
+        return self._state
+
+    @property
+    def counters(self) -> Counters:
+        """A snapshot of the processor's counters (all zero before it serves)."""
+        handler = self._handler
+        return handler.counters if handler is not None else Counters()
+
+    @property
+    def connect_endpoints(self) -> Endpoints:
+        """The endpoints a local peer connects to (wildcard hosts become loopback)."""
+        return Endpoints(connectable(self.endpoints.requests),
+                         connectable(self.endpoints.responses))
+
+    def sender(self, **options: Any) -> ZmqSender:
+        """A :class:`ZmqSender` connected to this processor (options go to its constructor)."""
+        options.setdefault("context", self.context)
+        return ZmqSender(self.connect_endpoints.requests, **options)
+
+    def receiver(self, topics: Iterable[str | bytes] = ("",), **options: Any) -> ZmqReceiver:
+        """A :class:`ZmqReceiver` connected to this processor, subscribed to ``topics``."""
+        options.setdefault("context", self.context)
+        return ZmqReceiver(self.connect_endpoints.responses, topics=topics, **options)
+
+    def client(self, **options: Any) -> Client:
+        """A :class:`~zjobs.Client` connected to this processor."""
+        from zjobs.client import Client
+
+        options.setdefault("context", self.context)
+        return Client.connect(self.connect_endpoints.requests, self.connect_endpoints.responses,
+                              **options)
+
+    def _claim(self, how: str) -> None:
+        with self._lock:
+            if self._state != "created":
+                raise ClosedError(f"processor {self.name!r} is {self._state}: "
+                                  f"{how} needs a new processor")
+            self._state = "running"
+
+    def run(self) -> None:
+        """Open the resources and serve in the calling thread until :meth:`stop` is called.
+
+        The sockets and resources are closed when it returns, also after an error.
+
+        Raises:
+            StartError: the resources factory raised.
+        """
+        self._claim("run()")
+        try:
+            self._open_resources()
+            self._serve()
+        finally:
+            self._finish()
+
+    def start(self) -> Self:
+        """Serve in a background thread; return once the resources are open.
+
+        Raises:
+            StartError: the resources factory raised (the processor is then stopped).
+        """
+        self._claim("start()")
+        opened = threading.Event()
+        failure: list[BaseException] = []
+
+        def main() -> None:
+            try:
+                try:
+                    self._open_resources()
+                except BaseException as exc:
+                    failure.append(exc)
+                    return
+                finally:
+                    opened.set()
+                self._serve()
+            except Exception:
+                log.exception("processor %s crashed", self.name)
+            finally:
+                self._finish()
+
+        self._thread = threading.Thread(target=main, name=f"zjobs-processor-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        opened.wait()
+        if failure:
+            self._thread.join()
+            raise failure[0]
+        return self
+
+    def _open_resources(self) -> None:
+        try:
+            value = self._resources.open()
+        except Exception as exc:
+            raise StartError(f"processor {self.name!r}: resources factory failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        self._handler = RequestHandler(self.job, name=self.name, resources=value,
+                                       instance=self.instance)
+
+    def _serve(self) -> None:
+        pull, pub, handler = self._pull, self._pub, self._handler
+        assert pull is not None and pub is not None and handler is not None
+        poller = zmq.Poller()
+        poller.register(pull, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        stopping = self._stopping
+        handle, publish = handler.handle, pub.send_multipart
+        log.debug("processor %s serving on %s", self.name, self.endpoints)
+        while not stopping.is_set():
+            poller.poll()
+            # Take every message already queued before polling again: one poll per burst.
+            while not stopping.is_set():
+                try:
+                    frames = pull.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                out = handle(frames)
+                if out is not None:
+                    publish(out, zmq.NOBLOCK)
+
+    def request_stop(self) -> None:
+        """Ask the serving loop to stop after the current job; safe from signal handlers."""
+        self._stopping.set()
+        try:
+            self._wake_w.send(b"\x00")
+        except (BlockingIOError, OSError):
+            pass  # already woken, or closed
+
+    def stop(self, timeout_s: float | None = 10.0) -> None:
+        """Stop serving: the job in progress finishes and its response is published, then the
+        resources and sockets are closed. Idempotent; a processor that never ran is just closed.
+
+        Raises:
+            Timeout: the job in progress did not finish within ``timeout_s``.
+        """
+        self.request_stop()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+            if thread.is_alive():
+                raise Timeout(f"processor {self.name!r} did not stop within {timeout_s}s: "
+                              "its job is still running")
+        with self._lock:
+            never_ran = self._state == "created"
+            if never_ran:
+                self._state = "stopped"
+        if never_ran:
+            self._close_sockets()
+
+    close = stop
+
+    def _finish(self) -> None:
+        self._state = "stopping"
+        try:
+            self._resources.close()
+        except Exception:
+            log.exception("processor %s: closing resources failed", self.name)
+        finally:
+            self._close_sockets()
+            self._state = "stopped"
+            counters = self.counters.as_dict()
+            log.debug("processor %s stopped: %s", self.name, counters)
+
+    def _close_sockets(self) -> None:
+        for sock in (self._pull, self._pub):
+            if sock is not None:
+                sock.close()
+        self._pull = self._pub = None
+        self._wake_r.close()
+        self._wake_w.close()

@@ -1,0 +1,191 @@
+"""Receiving responses: the ``McReceive`` interface and its ZeroMQ SUB implementation.
+
+A receiver may connect to the response endpoints of several processors and subscribes
+to topic prefixes ("" receives every response). Messages that are not responses of a
+known status, and protocol messages on topics starting with 0x00, are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Protocol, Self, runtime_checkable
+
+import zmq
+
+from zjobs.errors import ClosedError, ProtocolError, ReceiveTimeout
+from zjobs.protocol import RESERVED_PREFIX, STATUSES, Response
+from zjobs.sockets import ClientSecurity, connect, endpoint_list
+
+__all__ = ["McReceive", "ZmqReceiver", "as_topic"]
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class McReceive(Protocol):
+    """Receives the responses broadcast by one or more processors ("multi-consumer receive")."""
+
+    def receive(self, timeout: float | None = None) -> Response:
+        """Return the next response; raise :class:`ReceiveTimeout` after ``timeout`` seconds."""
+        ...
+
+    def subscribe(self, topic: str | bytes) -> None:
+        """Also receive responses whose topic starts with ``topic``."""
+        ...
+
+    def close(self) -> None:
+        """Release the receiver; idempotent."""
+        ...
+
+
+def as_topic(topic: str | bytes) -> bytes:
+    """A topic as bytes (str is UTF-8 encoded)."""
+    return topic.encode() if isinstance(topic, str) else topic
+
+
+class ZmqReceiver:
+    """An :class:`McReceive` over a ZeroMQ SUB socket. Use it from one thread at a time.
+
+    Args:
+        endpoints: response endpoint(s) to connect to; more with :meth:`connect`.
+        topics: topic prefixes to subscribe to; ``("",)`` is everything, ``()`` nothing yet.
+        context: the zmq context (the shared instance by default).
+        rcvhwm: responses buffered before the publisher starts dropping for this receiver.
+        security: client-side security (e.g. CURVE), applied before connecting.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Iterable[str] | None = None,
+        *,
+        topics: Iterable[str | bytes] = ("",),
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        rcvhwm: int = 100_000,
+        security: ClientSecurity | None = None,
+    ) -> None:
+        self.context = context or zmq.Context.instance()
+        self.endpoints: list[str] = []
+        self.topics: list[bytes] = []
+        self.skipped = 0
+        """Messages received that were not responses (malformed, unknown status, reserved)."""
+        self._lock = threading.Lock()
+        self._socket: zmq.Socket[bytes] | None = self.context.socket(zmq.SUB)
+        self._poller = zmq.Poller()
+        try:
+            sock = self._socket
+            sock.linger = 0
+            sock.rcvhwm = rcvhwm
+            if security is not None:
+                security.configure_client(sock)
+            self._poller.register(sock, zmq.POLLIN)
+            for topic in topics:
+                self.subscribe(topic)
+            for endpoint in endpoint_list(endpoints):
+                self.connect(endpoint)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        state = "closed" if self._socket is None else "open"
+        return f"<ZmqReceiver {state} responses={self.endpoints} topics={self.topics}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Response]:
+        """Responses as they come, forever (until closed)."""
+        while True:
+            yield self.receive()
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._socket is None
+
+    def _live(self) -> zmq.Socket[bytes]:
+        if self._socket is None:
+            raise ClosedError("receiver is closed")
+        return self._socket
+
+    def connect(self, endpoint: str) -> None:
+        """Connect to one more processor's response endpoint."""
+        with self._lock:
+            connect(self._live(), endpoint)
+            self.endpoints.append(endpoint)
+
+    def subscribe(self, topic: str | bytes) -> None:
+        """Receive responses whose topic starts with ``topic``."""
+        raw = as_topic(topic)
+        with self._lock:
+            self._live().setsockopt(zmq.SUBSCRIBE, raw)
+            self.topics.append(raw)
+
+    def unsubscribe(self, topic: str | bytes) -> None:
+        """Undo one :meth:`subscribe` of ``topic``."""
+        raw = as_topic(topic)
+        with self._lock:
+            self._live().setsockopt(zmq.UNSUBSCRIBE, raw)
+            self.topics.remove(raw)
+
+    def receive(self, timeout: float | None = None) -> Response:
+        """Return the next response; wait at most ``timeout`` seconds (None: forever).
+
+        Raises:
+            ReceiveTimeout: nothing arrived in time.
+            ClosedError: the receiver is closed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            frames = self.receive_frames(deadline)
+            if frames is None:
+                raise ReceiveTimeout(timeout)
+            response = self.parse(frames)
+            if response is not None:
+                return response
+
+    def receive_frames(self, deadline: float | None) -> list[bytes] | None:
+        """The next raw message (any topic), or None once ``deadline`` (monotonic s) passed."""
+        sock = self._live()
+        while True:
+            try:
+                return sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            if deadline is None:
+                self._poller.poll()
+                continue
+            wait_ms = (deadline - time.monotonic()) * 1000
+            if wait_ms <= 0:
+                return None
+            self._poller.poll(int(wait_ms) + 1)
+
+    def parse(self, frames: list[bytes]) -> Response | None:
+        """The response in ``frames``, or None (counted in ``skipped``) if it is not one."""
+        if frames and frames[0].startswith(RESERVED_PREFIX):
+            self.skipped += 1
+            return None
+        try:
+            response = Response.from_frames(frames)
+        except ProtocolError as exc:
+            self.skipped += 1
+            log.debug("skipped a message that is not a ZJP/1 response: %s", exc)
+            return None
+        if response.status not in STATUSES:
+            self.skipped += 1
+            return None
+        return response
+
+    def close(self) -> None:
+        """Close the socket; idempotent."""
+        with self._lock:
+            if self._socket is not None:
+                self._poller.unregister(self._socket)
+                self._socket.close()
+                self._socket = None

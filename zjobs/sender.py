@@ -1,0 +1,165 @@
+"""Sending requests: the ``MpSend`` interface and its ZeroMQ PUSH implementation.
+
+A sender may connect to the request endpoints of several processors; libzmq then hands
+each request to the next connected processor in turn (load balancing).
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+from collections.abc import Iterable
+from typing import Any, Protocol, Self, runtime_checkable
+
+import zmq
+
+from zjobs.errors import ClosedError, SendTimeout
+from zjobs.protocol import Id, Meta, Request
+from zjobs.sockets import ClientSecurity, connect, endpoint_list
+
+__all__ = ["IdGenerator", "MpSend", "ZmqSender"]
+
+
+@runtime_checkable
+class MpSend(Protocol):
+    """Sends requests to one or more processors ("multi-producer send")."""
+
+    def send(
+        self,
+        request: Any,
+        *,
+        id: Id | None = None,
+        reply_to: str | bytes | None = None,
+        meta: Meta | None = None,
+        deadline_ms: int | None = None,
+        ping: bool = False,
+    ) -> Id:
+        """Send one request and return its id (generated when not given)."""
+        ...
+
+    def close(self) -> None:
+        """Release the sender; idempotent."""
+        ...
+
+
+class IdGenerator:
+    """Cheap ids unique per sender: a random prefix and a counter (``"3f9a0c1e-1a"``)."""
+
+    def __init__(self, prefix: str | None = None) -> None:
+        self.prefix = (prefix or secrets.token_hex(6)) + "-"
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self._counter):x}"
+
+
+class ZmqSender:
+    """An :class:`MpSend` over a ZeroMQ PUSH socket. Thread-safe (sends are serialized).
+
+    Args:
+        endpoints: request endpoint(s) to connect to; more can be added with :meth:`connect`.
+        context: the zmq context (the shared instance by default; inproc needs the processor's).
+        send_timeout_s: how long ``send`` may block when no processor can take the request
+            (none connected, or all at their high-water mark); None blocks indefinitely.
+        immediate: queue requests only to connections that are up (ZMQ_IMMEDIATE).
+        linger_ms: how long queued requests may still be delivered after ``close``.
+        sndhwm: requests queued per connection before ``send`` blocks.
+        security: client-side security (e.g. CURVE), applied before connecting.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Iterable[str] | None = None,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        send_timeout_s: float | None = None,
+        immediate: bool = False,
+        linger_ms: int = 1000,
+        sndhwm: int = 1000,
+        security: ClientSecurity | None = None,
+        ids: IdGenerator | None = None,
+    ) -> None:
+        self.context = context or zmq.Context.instance()
+        self.send_timeout_s = send_timeout_s
+        self.endpoints: list[str] = []
+        self.ids = ids or IdGenerator()
+        self._lock = threading.Lock()
+        self._socket: zmq.Socket[bytes] | None = self.context.socket(zmq.PUSH)
+        try:
+            sock = self._socket
+            sock.linger = linger_ms
+            sock.sndhwm = sndhwm
+            sock.immediate = immediate
+            if send_timeout_s is not None:
+                sock.sndtimeo = max(0, int(send_timeout_s * 1000))
+            if security is not None:
+                security.configure_client(sock)
+            for endpoint in endpoint_list(endpoints):
+                self.connect(endpoint)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        state = "closed" if self._socket is None else "open"
+        return f"<ZmqSender {state} requests={self.endpoints}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._socket is None
+
+    def connect(self, endpoint: str) -> None:
+        """Connect to one more processor's request endpoint."""
+        with self._lock:
+            connect(self._live(), endpoint)
+            self.endpoints.append(endpoint)
+
+    def _live(self) -> zmq.Socket[bytes]:
+        if self._socket is None:
+            raise ClosedError("sender is closed")
+        return self._socket
+
+    def send(
+        self,
+        request: Any,
+        *,
+        id: Id | None = None,
+        reply_to: str | bytes | None = None,
+        meta: Meta | None = None,
+        deadline_ms: int | None = None,
+        ping: bool = False,
+    ) -> Id:
+        """Encode and send one request; return its id.
+
+        Raises:
+            EncodeError: the request (or meta) cannot be encoded as msgpack.
+            SendTimeout: no processor took it within ``send_timeout_s``.
+            ClosedError: the sender is closed.
+        """
+        rid = id if id is not None else self.ids()
+        frames = Request(rid, request, reply_to, ping, deadline_ms, meta).to_frames()
+        self.send_frames(frames)
+        return rid
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        """Send already encoded request frames (for relays and tests of hostile input)."""
+        with self._lock:
+            try:
+                self._live().send_multipart(frames)
+            except zmq.Again as exc:
+                raise SendTimeout(self.endpoints, self.send_timeout_s) from exc
+
+    def close(self) -> None:
+        """Close the socket; requests still queued get ``linger_ms`` to leave. Idempotent."""
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
