@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from zjobs.codec import canonical
 from zjobs.errors import EncodeError
@@ -120,9 +120,19 @@ class CachedJob:
         self.cache.put(request, response)
 
 
+@overload
+def cached(job: Job, *, maxsize: int = ..., ttl_s: float | None = ...) -> CachedJob: ...
+
+
+@overload
+def cached(
+    job: None = None, *, maxsize: int = ..., ttl_s: float | None = ...
+) -> Callable[[Job], CachedJob]: ...
+
+
 def cached(
     job: Job | None = None, *, maxsize: int = 1024, ttl_s: float | None = None
-) -> Any:
+) -> CachedJob | Callable[[Job], CachedJob]:
     """Give a job an in-memory LRU cache, in one line.
 
     Use it as ``square = cached(square, maxsize=100)`` or as a decorator, with or without

@@ -1,0 +1,24 @@
+"""The same Client over the in-memory transport: no sockets, handy in unit tests.
+
+Run: python examples/in_memory.py
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zjobs
+
+
+def greet(request: str, resources: Any) -> str:
+    return f"hello, {request}"
+
+
+def main() -> None:
+    with zjobs.MemoryProcessor(greet) as processor, processor.client() as client:
+        print(client.call("world"))
+        print(processor.counters)
+
+
+if __name__ == "__main__":
+    main()
