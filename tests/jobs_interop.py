@@ -1,0 +1,187 @@
+"""The job that the interop tests serve, and the helpers that start peers as subprocesses.
+
+``zjobs serve jobs_interop:job`` serves :func:`job`: an int is squared, a map with the key
+``"fail"`` raises ``ValueError(<fail>)``, anything else is echoed. The C, Node.js and
+namespace tests start it (and the Node.js processor) as real subprocesses through
+:class:`Peer`, which waits for the one ``listening ...`` line and stops the process by its
+PID, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+# A loaded 2-core machine can take seconds to start Python or Node and import everything.
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+
+
+def job(request: Any, resources: Any) -> Any:
+    """Square an int, raise ValueError for {"fail": message}, echo anything else."""
+    if type(request) is int:
+        return request * request
+    if isinstance(request, dict) and "fail" in request:
+        raise ValueError(request["fail"])
+    return request
+
+
+# -- helpers for the tests -----------------------------------------------------------------
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for peers: this folder (for jobs_interop) and the repo importable."""
+    env = dict(os.environ)
+    paths = [str(TESTS), str(REPO)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def zjobs_command() -> list[str]:
+    """How to run the ``zjobs`` console script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("zjobs")
+    if script.exists():
+        return [str(script)]
+    # Not installed as a script (a source checkout on the path): the same entry point.
+    code = "import sys; from zjobs.cli import main; sys.argv[0] = 'zjobs'; main()"
+    return [sys.executable, "-c", code]
+
+
+def serve_command(requests: str, responses: str, name: str) -> list[str]:
+    """``zjobs serve jobs_interop:job`` on the given endpoints."""
+    return [*zjobs_command(), "serve", "jobs_interop:job",
+            "--requests", requests, "--responses", responses, "--name", name]
+
+
+LISTENING = re.compile(r"^listening requests=(\S+) responses=(\S+) name=(\S+)$")
+
+
+class Peer:
+    """A processor (or any program) run as a subprocess, known by its PID.
+
+    Args:
+        argv: the command; it must print ``listening requests=EP responses=EP name=NAME``
+            on stdout once bound (unless ``wait_listening`` is False).
+        prefix: put before argv (e.g. ``ip netns exec NS``); ``ip netns exec`` execs the
+            command, so the PID stays the program's own.
+    """
+
+    def __init__(self, argv: Sequence[str], *, prefix: Sequence[str] = (),
+                 cwd: Path | None = None, wait_listening: bool = True) -> None:
+        self.argv = [*prefix, *argv]
+        self.lines: list[str] = []
+        self._got_line = threading.Event()
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,
+            cwd=cwd or TESTS, env=subprocess_env(), text=True,
+        )
+        self._reader = threading.Thread(target=self._read, name="interop-peer-stdout",
+                                         daemon=True)
+        self._reader.start()
+        self.requests = self.responses = self.name = ""
+        if wait_listening:
+            try:
+                self._wait_listening()
+            except BaseException:
+                self.stop()
+                raise
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            self._got_line.set()
+
+    def _wait_listening(self) -> None:
+        if not self._got_line.wait(START_TIMEOUT_S) or not self.lines:
+            raise AssertionError(f"no listening line from {self.argv} within "
+                                 f"{START_TIMEOUT_S}s; {self.diagnostics()}")
+        match = LISTENING.match(self.lines[0])
+        if match is None:
+            raise AssertionError(f"unexpected first line {self.lines[0]!r}; {self.diagnostics()}")
+        self.requests, self.responses, self.name = match.groups()
+
+    def stderr_text(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    def diagnostics(self) -> str:
+        code = self.proc.poll()
+        tail = self.stderr_text()[-2000:]
+        return f"exit code {code}; stdout {self.lines!r}; stderr tail {tail!r}"
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Signal the process by PID, wait for it (SIGKILL after a while); its exit code."""
+        try:
+            if self.proc.poll() is None:
+                os.kill(self.proc.pid, sig)
+                try:
+                    self.proc.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(STOP_TIMEOUT_S)
+            return self.proc.returncode
+        finally:
+            self._reader.join(STOP_TIMEOUT_S)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self._stderr.close()
+
+
+def run(argv: Sequence[str], *, timeout_s: float = 60.0, prefix: Sequence[str] = (),
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end (killed by PID on timeout, by subprocess.run)."""
+    return subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=timeout_s,
+                          cwd=cwd or TESTS, env=subprocess_env(), stdin=subprocess.DEVNULL,
+                          check=False)
+
+
+FIELD = re.compile(r" (?=[a-z][\w.]*=)")
+
+
+def parse_line(line: str) -> dict[str, str]:
+    """Split a client's output line ``status=ok id=r1 ...`` into its fields.
+
+    A field ends where the next `` name=`` begins, so an error message may hold spaces.
+    """
+    fields = {}
+    for part in FIELD.split(line.strip()):
+        key, _, value = part.partition("=")
+        fields[key] = value
+    return fields
+
+
+class ClientCLI:
+    """One of the example clients (C or Node.js): same options, same one-line output."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = list(argv)
+
+    def __call__(self, requests: str, responses: str, *args: str, timeout_ms: int = 20000,
+                 prefix: Sequence[str] = ()) -> tuple[int, dict[str, str], str]:
+        """Run it once; return (exit code, fields of its stdout line, stderr)."""
+        argv = [*self.argv, "--requests", requests, "--responses", responses,
+                "--timeout-ms", str(timeout_ms), *args]
+        done = run(argv, timeout_s=timeout_ms / 1000 + 60, prefix=prefix)
+        lines = done.stdout.splitlines()
+        assert len(lines) <= 1, f"more than one output line: {done.stdout!r}"
+        return done.returncode, parse_line(lines[0]) if lines else {}, done.stderr
