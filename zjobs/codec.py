@@ -24,21 +24,41 @@ def encode(value: Any) -> bytes:
         raise EncodeError(f"cannot encode {type(value).__name__} as msgpack: {exc}") from exc
 
 
+def _freeze(key: Any) -> Any:
+    # An array used as a map key arrives as a list, which Python cannot hash.
+    return tuple(_freeze(item) for item in key) if isinstance(key, list) else key
+
+
+def _dict_with_frozen_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    return {_freeze(key): value for key, value in pairs}
+
+
+def _unpack(data: bytes | memoryview) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except TypeError:
+        # A map with an array key (rare): decode again, turning such keys into tuples.
+        # The hook is slower, so the common case above goes without it.
+        return msgpack.unpackb(data, raw=False, strict_map_key=False,
+                               object_pairs_hook=_dict_with_frozen_keys)
+
+
 def decode(data: bytes | memoryview) -> Any:
     """Decode exactly one msgpack value; raise :class:`ProtocolError` on anything else.
 
-    Map keys may be of any hashable type, as request values from other languages allow.
+    Map keys may be of any type, as request values from other languages allow: an array
+    key becomes a tuple (a list cannot be a dict key); arrays elsewhere are lists.
     """
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+        return _unpack(data)
     except Exception as exc:  # msgpack raises several unrelated types (ExtraData, ValueError, ...)
         raise ProtocolError(f"not a single msgpack value: {exc}") from exc
 
 
 def decode_header(data: bytes | memoryview) -> Any:
-    """Decode a header frame: like :func:`decode`, but arrays become tuples (hashable keys)."""
+    """Decode a header frame: like :func:`decode`, with an error message naming the header."""
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=False)
+        return _unpack(data)
     except Exception as exc:
         raise ProtocolError(f"header is not a single msgpack value: {exc}") from exc
 

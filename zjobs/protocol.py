@@ -153,6 +153,8 @@ def parse_request(frames: Sequence[bytes]) -> Request:
     Raises:
         InvalidRequest: carrying the error type, and the topic, id and meta to answer with.
     """
+    if not frames:
+        raise InvalidRequest(BAD_REQUEST, "a request has 2 frames, this message has none")
     try:
         header = decode_header(frames[0])
     except ProtocolError as exc:
@@ -273,7 +275,8 @@ class Response:
         if len(frames) != 3:
             raise ProtocolError(f"a response has 3 frames, this message has {len(frames)}")
         header = decode_header(frames[1])
-        if not isinstance(header, dict) or header.get("v") != VERSION:
+        version = header.get("v") if isinstance(header, dict) else None
+        if type(version) is not int or version != VERSION:  # a bool or float is not 1
             raise ProtocolError("response header is not a ZJP/1 map")
         status = header.get("status")
         if not isinstance(status, str):
