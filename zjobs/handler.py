@@ -130,6 +130,23 @@ class RequestHandler:
 
     def handle(self, frames: Sequence[bytes]) -> list[bytes] | None:
         """The response frames for one request message, or None when it must be dropped."""
+        admitted = self.admit(frames)
+        if isinstance(admitted, Request):
+            return self._execute(admitted)
+        return admitted
+
+    # The steps below are every rule of answering a request except calling the job, so a
+    # processor that calls it differently (asyncio, a thread pool) shares them: admit, then
+    # answer from the cache or the job's value, or fail with what the job raised.
+
+    def admit(self, frames: Sequence[bytes]) -> Request | list[bytes] | None:
+        """Validate a request message and answer what needs no job.
+
+        Returns:
+            The :class:`Request` when the job must answer it (cache, then run); otherwise
+            the frames to publish at once (bad request, ping, expired deadline), or None
+            when the message must be dropped.
+        """
         tally = self._tally
         tally.received += 1
         try:
@@ -142,50 +159,66 @@ class RequestHandler:
                 return None
             error = {"type": exc.error_type, "message": exc.message}
             return self.encoder.error(exc.topic, exc.id, error, exc.meta)
-        topic = topic_bytes(request.reply_to)
         if request.ping:
             tally.pongs += 1
-            return self.encoder.pong(topic, request.id, request.meta)
+            return self.encoder.pong(topic_bytes(request.reply_to), request.id, request.meta)
         if request.deadline_ms is not None and self._clock_ms() > request.deadline_ms:
             tally.expired += 1
             error = {"type": DEADLINE_EXCEEDED,
                      "message": f"deadline {request.deadline_ms} passed before the job started"}
-            return self.encoder.error(topic, request.id, error, request.meta)
-        return self._execute(request, topic)
+            return self.encoder.error(topic_bytes(request.reply_to), request.id, error,
+                                      request.meta)
+        return request
 
-    def _execute(self, request: Request, topic: bytes) -> list[bytes]:
-        encoder, tally = self.encoder, self._tally
-        if self._get_cache is not None:
-            try:
-                hit = self._get_cache(request.value, self.resources)
-                body = None if hit is MISS else encoder.encode_value(hit)
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:
-                return self._failed(request, topic, exc)
-            if body is not None:
-                tally.ok += 1
-                tally.cache_hits += 1
-                return encoder.ok(topic, request.id, body, cached=True, meta=request.meta)
-        try:
-            value = self._run(request.value, self.resources)
-            body = encoder.encode_value(value)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # a job must not stop the processor, SystemExit included
-            return self._failed(request, topic, exc)
-        if self._put_cache is not None:
-            try:
-                self._put_cache(request.value, value, self.resources)
-            except Exception:
-                log.warning("processor %s: put_cache failed for id %r", self.name, request.id,
-                            exc_info=True)
+    def answer(self, request: Request, value: Any, *, cached: bool = False) -> list[bytes]:
+        """The ok response frames for the job's (or the cache's) ``value``, counted as ok.
+
+        Raises:
+            TypeError, ValueError, OverflowError: ``value`` cannot be encoded (nothing is
+                counted); answer with :meth:`fail` instead.
+        """
+        body = self.encoder.encode_value(value)
+        tally = self._tally
         tally.ok += 1
-        return encoder.ok(topic, request.id, body, meta=request.meta)
+        if cached:
+            tally.cache_hits += 1
+        return self.encoder.ok(topic_bytes(request.reply_to), request.id, body, cached=cached,
+                               meta=request.meta)
 
-    def _failed(self, request: Request, topic: bytes, exc: BaseException) -> list[bytes]:
+    def fail(self, request: Request, exc: BaseException) -> list[bytes]:
+        """The JobFailed response frames for what the job (or its cache) raised."""
         self._tally.failed += 1
         kind = type(exc).__name__
         log.debug("processor %s: job failed for id %r", self.name, request.id, exc_info=exc)
         error = {"type": JOB_FAILED, "message": f"{kind}: {exc}", "exception": kind}
-        return self.encoder.error(topic, request.id, error, request.meta)
+        return self.encoder.error(topic_bytes(request.reply_to), request.id, error,
+                                  request.meta)
+
+    def cache_put_failed(self, request: Request) -> None:
+        """Log that ``put_cache`` raised (the response is still sent); call from ``except``."""
+        log.warning("processor %s: put_cache failed for id %r", self.name, request.id,
+                    exc_info=True)
+
+    def _execute(self, request: Request) -> list[bytes]:
+        if self._get_cache is not None:
+            try:
+                hit = self._get_cache(request.value, self.resources)
+                if hit is not MISS:
+                    return self.answer(request, hit, cached=True)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                return self.fail(request, exc)
+        try:
+            value = self._run(request.value, self.resources)
+            frames = self.answer(request, value)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a job must not stop the processor, SystemExit included
+            return self.fail(request, exc)
+        if self._put_cache is not None:
+            try:
+                self._put_cache(request.value, value, self.resources)
+            except Exception:
+                self.cache_put_failed(request)
+        return frames
