@@ -185,3 +185,102 @@ class ClientCLI:
         lines = done.stdout.splitlines()
         assert len(lines) <= 1, f"more than one output line: {done.stdout!r}"
         return done.returncode, parse_line(lines[0]) if lines else {}, done.stderr
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip for a missing toolchain, or fail where ZJOBS_REQUIRE_INTEROP=1 (CI) says it must run."""
+    import pytest
+
+    if os.environ.get("ZJOBS_REQUIRE_INTEROP") == "1":
+        pytest.fail(f"ZJOBS_REQUIRE_INTEROP=1 but {reason}")
+    pytest.skip(reason)
+
+
+class ClientContract:
+    """The checks every example client passes against ``zjobs serve jobs_interop:job``.
+
+    A test module subclasses it as ``Test...`` and provides two fixtures: ``client`` (a
+    :class:`ClientCLI`) and ``daemon`` (a :class:`Peer` running ``zjobs serve`` named
+    ``interop``).
+    """
+
+    @staticmethod
+    def call(client: ClientCLI, daemon: Peer, *args: str) -> tuple[int, dict[str, str], str]:
+        return client(daemon.requests, daemon.responses, *args)
+
+    def test_ping(self, client: ClientCLI, daemon: Peer) -> None:
+        code, out, err = self.call(client, daemon, "--ping", "--id", "p1")
+        assert code == 0, err
+        assert out["status"] == "pong"
+        assert out["id"] == "p1"
+        assert out["processor"] == "interop"
+        assert re.fullmatch(r"\S+", out["instance"])
+
+    def test_ordinary_request(self, client: ClientCLI, daemon: Peer) -> None:
+        code, out, err = self.call(client, daemon, "--json-int", "7", "--id", "r1")
+        assert code == 0, err
+        assert out == {"status": "ok", "id": "r1", "cached": "false", "processor": "interop",
+                       "value": "49"}
+
+    def test_echo_and_large_values(self, client: ClientCLI, daemon: Peer) -> None:
+        for args, value in [
+            (("--json-str", "hello wörld"), "hello wörld"),
+            (("--nil",), "nil"),
+            (("--json-int", "-3037000499"), "9223372030926249001"),
+        ]:
+            code, out, err = self.call(client, daemon, *args)
+            assert code == 0, err
+            assert (out["status"], out["value"]) == ("ok", value)
+
+    def test_error_response(self, client: ClientCLI, daemon: Peer) -> None:
+        # 2**32 squared is 2**64, one more than msgpack's largest int: the job's value cannot
+        # be encoded, which ZJP/1 answers with JobFailed.
+        code, out, err = self.call(client, daemon, "--json-int", "4294967296", "--id", "e1")
+        assert code == 1, err
+        assert out["status"] == "error"
+        assert out["id"] == "e1"
+        assert out["type"] == "JobFailed"
+        assert re.match(r"\w+: ", out["message"]), out
+
+    def test_str_and_bin_ids(self, client: ClientCLI, daemon: Peer) -> None:
+        # The client only accepts a response whose id has the msgpack type and bytes it sent.
+        for args, printed in [
+            (("--id", "ü-str-id"), "ü-str-id"),
+            (("--id", "x" * 255), "x" * 255),
+            (("--bin-id", "00ff10"), "hex:00ff10"),
+            (("--bin-id", "72" * 255), "hex:" + "72" * 255),
+        ]:
+            code, out, err = self.call(client, daemon, "--json-int", "3", *args)
+            assert code == 0, err
+            assert (out["id"], out["value"]) == (printed, "9")
+
+    def test_meta_echo(self, client: ClientCLI, daemon: Peer) -> None:
+        meta = ("--meta-key", "trace", "--meta-value", "abc",
+                "--meta-key", "n", "--meta-value", "1")
+        for args, status in [(("--json-int", "2"), "ok"), (("--ping",), "pong"),
+                             (("--json-int", "4294967296"), "error")]:
+            code, out, err = self.call(client, daemon, *args, *meta)
+            assert code == (1 if status == "error" else 0), err
+            assert out["status"] == status
+            assert (out["meta.trace"], out["meta.n"]) == ("abc", "1")
+
+    def test_timeout_exit_code(self, client: ClientCLI) -> None:
+        import zmq
+
+        # Bound sockets that never answer: the handshake cannot finish.
+        ctx = zmq.Context.instance()
+        with ctx.socket(zmq.PULL) as pull, ctx.socket(zmq.PUB) as pub:
+            pull.linger = pub.linger = 0
+            pull.bind("tcp://127.0.0.1:*")
+            pub.bind("tcp://127.0.0.1:*")
+            code, out, err = client(pull.LAST_ENDPOINT.decode(), pub.LAST_ENDPOINT.decode(),
+                                    "--json-int", "1", timeout_ms=300)
+        assert code == 3
+        assert out == {}
+        assert "timeout" in err
+
+    def test_usage_exit_code(self, client: ClientCLI) -> None:
+        code, out, err = client("inproc://unused", "inproc://unused", "--bogus")
+        assert code == 2
+        assert out == {}
+        assert "usage" in err
