@@ -190,7 +190,11 @@ class RequestHandler:
         self._tally.failed += 1
         kind = type(exc).__name__
         log.debug("processor %s: job failed for id %r", self.name, request.id, exc_info=exc)
-        error = {"type": JOB_FAILED, "message": f"{kind}: {exc}", "exception": kind}
+        try:
+            text = str(exc)
+        except Exception:  # a broken __str__ must not stop the processor
+            text = "<exception text unavailable>"
+        error = {"type": JOB_FAILED, "message": f"{kind}: {text}", "exception": kind}
         return self.encoder.error(topic_bytes(request.reply_to), request.id, error,
                                   request.meta)
 

@@ -1,0 +1,373 @@
+"""zjobs.handler: the transport-free processor core, frames in and frames out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgpack
+import pytest
+
+from zjobs.handler import Counters, RequestHandler, new_instance_id
+from zjobs.job import MISS
+
+T = b"topic"
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def request(value: Any = None, **fields: Any) -> list[bytes]:
+    return [pack({"v": 1, "id": "r1", "reply_to": "topic", **fields}), pack(value)]
+
+
+def answer(handler: RequestHandler, frames: list[bytes]) -> tuple[bytes, dict[str, Any], Any]:
+    out = handler.handle(frames)
+    assert out is not None
+    assert len(out) == 3
+    return out[0], unpack(out[1]), unpack(out[2])
+
+
+def balanced(counters: Counters) -> bool:
+    c = counters
+    return c.received == c.ok + c.failed + c.expired + c.bad_requests + c.pongs
+
+
+def echo(request: Any, resources: Any) -> Any:
+    return request
+
+
+def boom(request: Any, resources: Any) -> Any:
+    raise ValueError("boom")
+
+
+class Square:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, request: Any, resources: Any) -> Any:
+        self.calls += 1
+        return request * request
+
+
+class DictCache:
+    """A job with get_cache/put_cache over a dict, recording what the handler does."""
+
+    def __init__(self, fail_on: Any = None) -> None:
+        self.store: dict[Any, Any] = {}
+        self.runs: list[Any] = []
+        self.puts: list[tuple[Any, Any, Any]] = []
+        self.fail_on = fail_on
+
+    def run(self, request: Any, resources: Any) -> Any:
+        self.runs.append(request)
+        if request == self.fail_on:
+            raise RuntimeError("no")
+        return None if request == "none" else f"value of {request}"
+
+    def get_cache(self, request: Any, resources: Any) -> Any:
+        return self.store.get(request, MISS)
+
+    def put_cache(self, request: Any, response: Any, resources: Any) -> None:
+        self.puts.append((request, response, resources))
+        self.store[request] = response
+
+
+def test_ok_response() -> None:
+    handler = RequestHandler(Square(), name="sq", instance="0123456789abcdef")
+    topic, head, body = answer(handler, request(7))
+    assert topic == T
+    assert head == {"v": 1, "id": "r1", "status": "ok", "cached": False, "processor": "sq",
+                    "instance": "0123456789abcdef"}
+    assert body == 49
+    assert handler.counters == Counters(received=1, ok=1)
+
+
+def test_function_job_gets_the_resources() -> None:
+    seen = []
+    handler = RequestHandler(lambda r, res: seen.append(res) or r, name="f", resources="RES")
+    assert answer(handler, request([1]))[2] == [1]
+    assert seen == ["RES"]
+
+
+def test_instance_is_random_when_not_given() -> None:
+    a, b = RequestHandler(echo, name="e"), RequestHandler(echo, name="e")
+    assert a.instance != b.instance
+    assert len(a.instance) == 16 and int(a.instance, 16) >= 0
+    assert len(new_instance_id()) == 16
+
+
+def test_bin_id_and_meta_echoed() -> None:
+    handler = RequestHandler(echo, name="e")
+    frames = [pack({"v": 1, "id": b"\x00\x01", "meta": {"k": [1, 2], 3: None}}), pack("x")]
+    topic, head, _ = answer(handler, frames)
+    assert topic == b""
+    assert head["id"] == b"\x00\x01"
+    assert head["meta"] == {"k": [1, 2], 3: None}
+
+
+def test_job_exception_is_job_failed() -> None:
+    handler = RequestHandler(boom, name="b")
+    _, head, body = answer(handler, request(1, meta={"m": 1}))
+    assert head["status"] == "error"
+    assert head["error"] == {"type": "JobFailed", "message": "ValueError: boom",
+                             "exception": "ValueError"}
+    assert head["meta"] == {"m": 1}
+    assert head["cached"] is False
+    assert body is None
+    assert handler.counters == Counters(received=1, failed=1)
+
+
+def test_system_exit_is_job_failed_and_handler_goes_on() -> None:
+    def leave(request: Any, resources: Any) -> Any:
+        if request == "exit":
+            raise SystemExit(3)
+        return request
+
+    handler = RequestHandler(leave, name="x")
+    head = answer(handler, request("exit"))[1]
+    assert head["error"]["type"] == "JobFailed"
+    assert head["error"]["message"] == "SystemExit: 3"
+    assert answer(handler, request("next"))[2] == "next"
+
+
+def test_keyboard_interrupt_is_not_swallowed() -> None:
+    def interrupt(request: Any, resources: Any) -> Any:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        RequestHandler(interrupt, name="k").handle(request(1))
+
+
+@pytest.mark.parametrize("value", [{1, 2}, object(), 2**70, {"a": [{"b": {1}}]}])
+def test_unencodable_return_is_job_failed(value: Any) -> None:
+    handler = RequestHandler(lambda r, res: value, name="u")
+    head = answer(handler, request(1))[1]
+    assert head["error"]["type"] == "JobFailed"
+    assert head["error"]["exception"] in {"TypeError", "ValueError", "OverflowError"}
+    assert head["error"]["message"].startswith(head["error"]["exception"] + ": ")
+    assert answer(RequestHandler(echo, name="e"), request(1))[2] == 1
+    assert handler.counters.failed == 1
+
+
+def test_exception_whose_str_fails_is_still_job_failed() -> None:
+    class Weird(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    def job(request: Any, resources: Any) -> Any:
+        raise Weird
+
+    handler = RequestHandler(job, name="w")
+    head = answer(handler, request(1))[1]
+    assert head["error"]["type"] == "JobFailed"
+    assert head["error"]["exception"] == "Weird"
+    assert head["error"]["message"].startswith("Weird: ")
+    assert handler.counters == Counters(received=1, failed=1)
+
+
+def test_deadline_passed_is_deadline_exceeded_and_job_not_run() -> None:
+    job = Square()
+    handler = RequestHandler(job, name="sq", clock_ms=lambda: 1000)
+    _, head, body = answer(handler, request(3, deadline_ms=999, meta={"m": 2}))
+    assert head["error"]["type"] == "DeadlineExceeded"
+    assert head["id"] == "r1"
+    assert head["meta"] == {"m": 2}
+    assert body is None
+    assert job.calls == 0
+    assert handler.counters == Counters(received=1, expired=1)
+
+
+def test_deadline_now_or_later_runs() -> None:
+    handler = RequestHandler(Square(), name="sq", clock_ms=lambda: 1000)
+    assert answer(handler, request(3, deadline_ms=1000))[2] == 9
+    assert answer(handler, request(4, deadline_ms=5000))[2] == 16
+
+
+def test_default_clock_is_unix_milliseconds() -> None:
+    import time
+
+    handler = RequestHandler(echo, name="e")
+    now = int(time.time() * 1000)
+    assert answer(handler, request(1, deadline_ms=now + 60_000))[1]["status"] == "ok"
+    assert answer(handler, request(1, deadline_ms=now - 60_000))[1]["status"] == "error"
+
+
+def test_ping_is_a_pong_without_running_or_checking_the_deadline() -> None:
+    job = Square()
+    handler = RequestHandler(job, name="sq", instance="i", clock_ms=lambda: 10**15)
+    frames = [pack({"v": 1, "id": "p", "reply_to": b"t", "ping": True, "deadline_ms": 1,
+                    "meta": {"a": 1}}), b"\xc1"]
+    topic, head, body = answer(handler, frames)
+    assert topic == b"t"
+    assert head == {"v": 1, "id": "p", "status": "pong", "cached": False, "processor": "sq",
+                    "instance": "i", "meta": {"a": 1}}
+    assert body is None
+    assert job.calls == 0
+    assert handler.counters == Counters(received=1, pongs=1)
+
+
+def test_cache_miss_runs_and_fills_the_cache_then_hit_answers_cached() -> None:
+    job = DictCache()
+    handler = RequestHandler(job, name="c", resources="R")
+    head = answer(handler, request("a"))[1]
+    assert head["cached"] is False
+    assert job.puts == [("a", "value of a", "R")]
+    _, head, body = answer(handler, request("a", meta={"m": 1}))
+    assert head["cached"] is True
+    assert head["status"] == "ok"
+    assert head["meta"] == {"m": 1}
+    assert body == "value of a"
+    assert job.runs == ["a"]
+    assert handler.counters == Counters(received=2, ok=2, cache_hits=1)
+
+
+def test_cached_none_is_a_hit() -> None:
+    job = DictCache()
+    handler = RequestHandler(job, name="c")
+    first = handler.handle(request("none"))
+    assert first is not None and unpack(first[1])["cached"] is False
+    out = handler.handle(request("none"))
+    assert out is not None
+    assert unpack(out[1])["cached"] is True
+    assert out[2] == b"\xc0"
+    assert job.runs == ["none"]
+
+
+def test_failed_run_does_not_fill_the_cache() -> None:
+    job = DictCache(fail_on="bad")
+    handler = RequestHandler(job, name="c")
+    assert answer(handler, request("bad"))[1]["error"]["type"] == "JobFailed"
+    assert answer(handler, request("bad"))[1]["cached"] is False
+    assert job.puts == []
+    assert job.runs == ["bad", "bad"]
+
+
+def test_unencodable_result_does_not_fill_the_cache() -> None:
+    job = DictCache()
+    job.run = lambda request, resources: {1, 2}  # type: ignore[method-assign]
+    handler = RequestHandler(job, name="c")
+    assert answer(handler, request("s"))[1]["error"]["type"] == "JobFailed"
+    assert job.puts == []
+
+
+def test_deadline_exceeded_is_not_answered_from_the_cache() -> None:
+    job = DictCache()
+    job.store["a"] = "cached"
+    handler = RequestHandler(job, name="c", clock_ms=lambda: 100)
+    assert answer(handler, request("a", deadline_ms=50))[1]["error"]["type"] == "DeadlineExceeded"
+    assert handler.counters.cache_hits == 0
+
+
+def test_put_cache_failure_still_answers_ok(caplog: pytest.LogCaptureFixture) -> None:
+    job = DictCache()
+
+    def broken(request: Any, response: Any, resources: Any) -> None:
+        raise OSError("disk full")
+
+    job.put_cache = broken  # type: ignore[method-assign]
+    handler = RequestHandler(job, name="c")
+    with caplog.at_level(logging.WARNING, logger="zjobs.handler"):
+        assert answer(handler, request("a"))[2] == "value of a"
+    assert "put_cache failed" in caplog.text
+    assert handler.counters.ok == 1
+
+
+def test_get_cache_failure_is_job_failed() -> None:
+    job = DictCache()
+
+    def broken(request: Any, resources: Any) -> Any:
+        raise KeyError("gone")
+
+    job.get_cache = broken  # type: ignore[method-assign]
+    handler = RequestHandler(job, name="c")
+    assert answer(handler, request("a"))[1]["error"]["message"] == "KeyError: 'gone'"
+    assert handler.counters.failed == 1
+
+
+def test_bad_request_with_usable_reply_to_is_answered() -> None:
+    handler = RequestHandler(echo, name="e")
+    topic, head, body = answer(handler, [pack({"v": 1, "id": "r1", "reply_to": "topic",
+                                               "meta": {"m": 1}}), b"\xc1"])
+    assert topic == T
+    assert head["status"] == "error"
+    assert head["error"]["type"] == "BadRequest"
+    assert head["id"] == "r1"
+    assert head["meta"] == {"m": 1}
+    assert body is None
+    assert handler.counters == Counters(received=1, bad_requests=1)
+
+
+def test_unsupported_version_is_answered() -> None:
+    handler = RequestHandler(echo, name="e")
+    head = answer(handler, [pack({"v": 2, "id": b"x"}), pack(1)])[1]
+    assert head["error"]["type"] == "UnsupportedVersion"
+    assert head["id"] == b"x"
+    assert handler.counters.bad_requests == 1
+
+
+def test_bad_id_is_answered_with_nil_id() -> None:
+    handler = RequestHandler(echo, name="e")
+    head = answer(handler, [pack({"v": 1, "id": "", "reply_to": "topic"}), pack(1)])[1]
+    assert "id" in head and head["id"] is None
+    assert head["error"]["type"] == "BadRequest"
+
+
+@pytest.mark.parametrize("frames", [
+    [b"\xc1", pack(1)],
+    [pack([1]), pack(1)],
+    [pack({"v": 1, "id": "r", "reply_to": "\x00x"}), pack(1)],
+    [pack({"v": 1, "id": "r", "reply_to": 5})],
+    [],
+])
+def test_dropped_messages_are_counted_and_logged(
+    frames: list[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    handler = RequestHandler(echo, name="e")
+    with caplog.at_level(logging.WARNING, logger="zjobs.handler"):
+        assert handler.handle(frames) is None
+    assert handler.counters == Counters(received=1, bad_requests=1, dropped=1)
+    assert "dropped" in caplog.text
+
+
+def test_drop_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    handler = RequestHandler(echo, name="e")
+    with caplog.at_level(logging.WARNING, logger="zjobs.handler"):
+        for _ in range(50):
+            assert handler.handle([b"\xc1", b""]) is None
+    assert len(caplog.records) == 1
+    assert handler.counters.dropped == 50
+
+
+def test_counters_invariant_over_a_mixed_stream() -> None:
+    job = DictCache(fail_on="bad")
+    handler = RequestHandler(job, name="mix", clock_ms=lambda: 500)
+    stream = [
+        request("a"), request("a"), request("bad"), request("x", deadline_ms=1),
+        request(None, ping=True), [b"\xc1", b""], [pack({"v": 1, "id": "r"}), b"\xc1"],
+        [pack({"v": 7, "id": "r"}), pack(1)], request("none"), request("none"),
+        [pack({"v": 1, "id": "r", "reply_to": "topic"})],
+    ]
+    for frames in stream:
+        handler.handle(frames)
+        assert balanced(handler.counters)
+    assert handler.counters == Counters(received=11, ok=4, failed=1, expired=1, bad_requests=4,
+                                        dropped=1, cache_hits=2, pongs=1)
+    assert handler.counters.as_dict() == {
+        "received": 11, "ok": 4, "failed": 1, "expired": 1, "bad_requests": 4, "dropped": 1,
+        "cache_hits": 2, "pongs": 1}
+
+
+def test_counters_are_a_frozen_snapshot() -> None:
+    handler = RequestHandler(echo, name="e")
+    before = handler.counters
+    handler.handle(request(1))
+    assert before.received == 0
+    assert handler.counters.received == 1
+    with pytest.raises(AttributeError):
+        before.received = 5  # type: ignore[misc]
