@@ -7,6 +7,7 @@ because ``None`` is a response like any other.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -66,7 +67,7 @@ class MemoryCache:
             return MISS
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None or (entry[0] and entry[0] < self._clock()):
+            if entry is None or (self.ttl_s is not None and entry[0] < self._clock()):
                 if entry is not None:
                     del self._entries[key]
                 self.misses += 1
@@ -78,7 +79,7 @@ class MemoryCache:
     def put(self, request: Any, response: Any) -> None:
         """Remember ``response`` for ``request``, evicting the least recently used if full."""
         key = canonical(request)
-        expires = self._clock() + self.ttl_s if self.ttl_s is not None else 0.0
+        expires = self._clock() + self.ttl_s if self.ttl_s is not None else math.inf
         with self._lock:
             self._entries[key] = (expires, response)
             self._entries.move_to_end(key)

@@ -74,7 +74,15 @@ def run_job(job: Job) -> Callable[[Any, Any], Any]:
 
 
 def describe_job(job: Job) -> str:
-    """A short human name for a job, used as the default processor name."""
+    """A short human name for a job, used as the default processor name.
+
+    A function's ``__name__``; for an object, its own ``__name__`` attribute when it has
+    one (a wrapper such as :class:`~zjobs.CachedJob` names the job it wraps), else its
+    class name.
+    """
+    own = getattr(job, "__dict__", {}).get("__name__")
+    if isinstance(own, str) and own:
+        return own
     if callable(getattr(job, "run", None)):
         return type(job).__name__
     return str(getattr(job, "__name__", type(job).__name__))
