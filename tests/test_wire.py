@@ -1,0 +1,479 @@
+"""ZJP/1 on the wire, field by field, from a raw pyzmq peer.
+
+The peer here uses pyzmq and its own msgpack calls only, never zjobs' codec or protocol
+modules, so the processor is checked against the spec (docs/PROTOCOL.md), not against
+itself. Every malformed request is followed by a normal one that must still be answered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from zjobs import ZmqProcessor, cached
+from zjobs.testing import wait_until
+
+WAIT_S = 10.0
+TOPIC = b"0123456789abcdef0123456789abcdef"
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def job(request: Any, resources: Any) -> Any:
+    if request == "boom":
+        raise ValueError("boom")
+    if request == "exit":
+        raise SystemExit(2)
+    if request == "set":
+        return {1, 2}
+    return request
+
+
+class RawPeer:
+    """A PUSH and a SUB socket talking to one processor, with hand-made frames."""
+
+    def __init__(self, proc: ZmqProcessor) -> None:
+        self.proc = proc
+        ctx = zmq.Context.instance()
+        self.push = ctx.socket(zmq.PUSH)
+        self.sub = ctx.socket(zmq.SUB)
+        for sock in (self.push, self.sub):
+            sock.linger = 0
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")  # everything: the topic is checked by hand
+        self.sub.connect(proc.connect_endpoints.responses)
+        self.push.connect(proc.connect_endpoints.requests)
+        self.sent = 0
+
+    def close(self) -> None:
+        self.push.close()
+        self.sub.close()
+
+    def send(self, *frames: bytes) -> None:
+        assert self.push.poll(int(WAIT_S * 1000), zmq.POLLOUT)
+        self.push.send_multipart(list(frames))
+        self.sent += 1
+
+    def recv(self, timeout_s: float = WAIT_S) -> tuple[bytes, dict[str, Any], bytes]:
+        assert self.sub.poll(int(timeout_s * 1000)), "no response"
+        frames = self.sub.recv_multipart()
+        assert len(frames) == 3
+        header = unpack(frames[1])
+        assert isinstance(header, dict)
+        return frames[0], header, frames[2]
+
+    def handshake(self) -> None:
+        """Ping until a pong comes back (the slow-joiner rule), then drain late pongs."""
+        deadline = time.monotonic() + WAIT_S
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            self.send(pack({"v": 1, "id": f"hs{n}", "reply_to": TOPIC, "ping": True}), b"\xc0")
+            if self.sub.poll(20):
+                break
+        else:
+            pytest.fail("no pong from the processor")
+        # Wait until every handshake ping was answered, then drop those pongs.
+        wait_until(lambda: self.proc.counters.pongs == n, WAIT_S)
+        while self.sub.poll(0):
+            self.sub.recv_multipart()
+        self.baseline = self.proc.counters
+
+    def normal(self, value: Any = "still here") -> None:
+        """A normal request must be answered, and be the next message on the wire."""
+        self.send(pack({"v": 1, "id": "normal", "reply_to": TOPIC}), pack(value))
+        topic, header, body = self.recv()
+        assert topic == TOPIC
+        assert header["id"] == "normal"
+        assert header["status"] == "ok", header
+        assert unpack(body) == value
+
+    def error(self, *frames: bytes) -> tuple[bytes, dict[str, Any], bytes]:
+        self.send(*frames)
+        topic, header, body = self.recv()
+        assert header["status"] == "error"
+        assert header["cached"] is False
+        assert set(header["error"]) >= {"type", "message"}
+        assert isinstance(header["error"]["message"], str)
+        assert body == b"\xc0"
+        return topic, header, body
+
+    def dropped(self, *frames: bytes) -> None:
+        """Nothing answers ``frames``: the next message is the normal request's answer."""
+        before = self.proc.counters.dropped
+        self.send(*frames)
+        self.normal()
+        assert self.proc.counters.dropped == before + 1
+
+
+@pytest.fixture
+def proc() -> Iterator[ZmqProcessor]:
+    with ZmqProcessor(job, name="wire") as processor:
+        yield processor
+
+
+@pytest.fixture
+def peer(proc: ZmqProcessor) -> Iterator[RawPeer]:
+    raw = RawPeer(proc)
+    try:
+        raw.handshake()
+        yield raw
+    finally:
+        raw.close()
+
+
+def req(value: Any = 1, **fields: Any) -> tuple[bytes, bytes]:
+    header = {"v": 1, "id": "r1", "reply_to": TOPIC, **fields}
+    return pack({k: v for k, v in header.items() if v is not ...}), pack(value)
+
+
+# -- well-formed traffic ----------------------------------------------------------------
+
+def test_ping_pong(peer: RawPeer) -> None:
+    peer.send(pack({"v": 1, "id": "p1", "reply_to": TOPIC, "ping": True}), b"\xc0")
+    topic, header, body = peer.recv()
+    assert topic == TOPIC
+    assert set(header) == {"v", "id", "status", "cached", "processor", "instance"}
+    assert type(header["v"]) is int and header["v"] == 1
+    assert header["id"] == "p1"
+    assert header["status"] == "pong"
+    assert header["cached"] is False
+    assert header["processor"] == "wire"
+    assert isinstance(header["instance"], str) and len(header["instance"]) == 16
+    assert header["instance"] == peer.proc.instance
+    assert body == b"\xc0"
+    peer.normal()
+
+
+def test_ok_response_field_by_field(peer: RawPeer) -> None:
+    value = {"n": 7, "s": "é", "b": b"\x00\xff", "l": [1.5, None, True], 3: -(2**63)}
+    peer.send(pack({"v": 1, "id": "r1", "reply_to": TOPIC}), pack(value))
+    topic, header, body = peer.recv()
+    assert topic == TOPIC
+    assert header == {"v": 1, "id": "r1", "status": "ok", "cached": False, "processor": "wire",
+                      "instance": peer.proc.instance}
+    assert unpack(body) == value
+
+
+def test_worked_example_bytes_from_the_spec() -> None:
+    request_header = bytes.fromhex("83a17601a26964a27231a87265706c795f746fa27431")
+    with ZmqProcessor(lambda r, res: r * r, name="sq") as proc:
+        raw = RawPeer(proc)
+        try:
+            raw.handshake()
+            raw.send(request_header, b"\x07")
+            topic, header, body = raw.recv()
+        finally:
+            raw.close()
+    assert topic == b"t1"
+    assert header == {"v": 1, "id": "r1", "status": "ok", "cached": False, "processor": "sq",
+                      "instance": proc.instance}
+    assert body == b"\x31"
+
+
+def test_header_raw_types(peer: RawPeer) -> None:
+    # Check types at the byte level: "cached" is a msgpack bool, "v" a positive fixint 1.
+    peer.send(*req(5))
+    assert peer.sub.poll(int(WAIT_S * 1000))
+    frames = peer.sub.recv_multipart()
+    raw = frames[1]
+    assert b"\xa6cached\xc2" in raw
+    assert b"\xa1v\x01" in raw
+    assert b"\xa2id\xa2r1" in raw
+    assert b"\xa6status\xa2ok" in raw
+
+
+def test_bin_and_str_ids_are_echoed_with_their_type(peer: RawPeer) -> None:
+    peer.send(*req(1, id=b"r1"))
+    header = peer.recv()[1]
+    assert header["id"] == b"r1" and type(header["id"]) is bytes
+    peer.send(*req(1, id="r1"))
+    header = peer.recv()[1]
+    assert header["id"] == "r1" and type(header["id"]) is str
+    peer.send(*req(1, id="é" * 127))  # 254 bytes
+    assert peer.recv()[1]["id"] == "é" * 127
+    peer.send(*req(1, id=b"\xff" * 255))
+    assert peer.recv()[1]["id"] == b"\xff" * 255
+
+
+def test_reply_to_bin_and_absent(peer: RawPeer) -> None:
+    peer.send(*req(1, reply_to=b"\x01\xffbin"))
+    assert peer.recv()[0] == b"\x01\xffbin"
+    peer.send(pack({"v": 1, "id": "r1"}), pack(1))
+    assert peer.recv()[0] == b""
+    peer.normal()
+
+
+def test_meta_is_echoed_in_ok_pong_and_errors(peer: RawPeer) -> None:
+    meta = {"trace": [1, "x", {"deep": b"\x00"}], 5: None, "f": 1.5}
+    peer.send(*req(1, meta=meta))
+    assert peer.recv()[1]["meta"] == meta
+    peer.send(*req(None, meta=meta, ping=True))
+    header = peer.recv()[1]
+    assert (header["status"], header["meta"]) == ("pong", meta)
+    assert peer.error(*req("boom", meta=meta))[1]["meta"] == meta
+    assert peer.error(*req(1, meta=meta, v=2))[1]["meta"] == meta
+    assert peer.error(req(meta=meta)[0], b"\xc1")[1]["meta"] == meta
+    assert peer.error(*req(1, meta=meta, deadline_ms=1))[1]["meta"] == meta
+    assert peer.error(*req(1, meta=meta, id=""))[1]["meta"] == meta
+    peer.send(*req(1, meta={}))
+    assert peer.recv()[1]["meta"] == {}
+    peer.normal()
+
+
+def test_unknown_and_non_string_header_keys_are_ignored(peer: RawPeer) -> None:
+    header = {"v": 1, "id": "r1", "reply_to": TOPIC, "x-future": {"a": [1]}, 7: "int key",
+              b"v": 99, "ping2": True}
+    peer.send(pack(header), pack(3))
+    _, head, body = peer.recv()
+    assert head["status"] == "ok"
+    assert unpack(body) == 3
+    peer.normal()
+
+
+def test_nil_optional_fields_are_treated_as_absent(peer: RawPeer) -> None:
+    header = {"v": 1, "id": "r1", "reply_to": None, "ping": None, "deadline_ms": None,
+              "meta": None}
+    peer.send(pack(header), pack("x"))
+    topic, head, body = peer.recv()
+    assert topic == b""
+    assert head["status"] == "ok"
+    assert "meta" not in head
+    assert unpack(body) == "x"
+    peer.normal()
+
+
+def test_wider_int_encodings_are_accepted(peer: RawPeer) -> None:
+    # "v" as uint8 and deadline_ms as uint64, as another msgpack library may write them.
+    far = int(time.time() * 1000) + 3_600_000
+    header = (b"\x84\xa1v\xcc\x01\xa2id\xa2r1\xa8reply_to\xc4" + bytes([len(TOPIC)]) + TOPIC
+              + b"\xabdeadline_ms\xcf" + far.to_bytes(8, "big"))
+    peer.send(header, b"\x05")
+    head = peer.recv()[1]
+    assert head["status"] == "ok"
+
+
+def test_request_body_map_keys_of_any_type(peer: RawPeer) -> None:
+    body = pack({1: "int", (1, 2): "array", None: "nil", b"k": "bin"})
+    peer.send(pack({"v": 1, "id": "r1", "reply_to": TOPIC}), body)
+    _, head, out = peer.recv()
+    assert head["status"] == "ok", head
+    echoed = msgpack.unpackb(out, raw=False, strict_map_key=False, use_list=False)
+    assert echoed == {1: "int", (1, 2): "array", None: "nil", b"k": "bin"}
+
+
+# -- errors the job causes ------------------------------------------------------------------
+
+def test_job_failed(peer: RawPeer) -> None:
+    topic, header, _ = peer.error(*req("boom"))
+    assert topic == TOPIC
+    assert header["id"] == "r1"
+    assert header["error"] == {"type": "JobFailed", "message": "ValueError: boom",
+                               "exception": "ValueError"}
+    assert "meta" not in header
+    assert header["processor"] == "wire"
+    peer.normal()
+
+
+def test_system_exit_is_job_failed_and_serving_goes_on(peer: RawPeer) -> None:
+    header = peer.error(*req("exit"))[1]
+    assert header["error"]["type"] == "JobFailed"
+    assert header["error"]["message"] == "SystemExit: 2"
+    assert header["error"]["exception"] == "SystemExit"
+    peer.normal()
+
+
+def test_unencodable_value_is_job_failed(peer: RawPeer) -> None:
+    header = peer.error(*req("set"))[1]
+    assert header["error"]["type"] == "JobFailed"
+    assert header["error"]["message"].startswith("TypeError: ")
+    peer.normal()
+
+
+def test_deadline_exceeded(peer: RawPeer) -> None:
+    header = peer.error(*req(1, deadline_ms=1))[1]
+    assert header["error"]["type"] == "DeadlineExceeded"
+    assert header["id"] == "r1"
+    far = int(time.time() * 1000) + 3_600_000
+    peer.send(*req(2, deadline_ms=far))
+    assert unpack(peer.recv()[2]) == 2
+    peer.normal()
+
+
+def test_deadline_does_not_apply_to_a_ping(peer: RawPeer) -> None:
+    peer.send(*req(None, ping=True, deadline_ms=1))
+    assert peer.recv()[1]["status"] == "pong"
+    peer.normal()
+
+
+def test_ping_body_is_not_decoded(peer: RawPeer) -> None:
+    peer.send(req(ping=True)[0], b"\xc1\xc1 not msgpack")
+    assert peer.recv()[1]["status"] == "pong"
+    peer.normal()
+
+
+# -- malformed requests answered with an error ------------------------------------------------
+
+@pytest.mark.parametrize("version", [..., 2, 0, True, 1.0, "1"])
+def test_unsupported_version(peer: RawPeer, version: Any) -> None:
+    topic, header, _ = peer.error(*req(1, v=version, id=b"vid"))
+    assert topic == TOPIC
+    assert header["error"]["type"] == "UnsupportedVersion"
+    assert header["id"] == b"vid"
+    peer.normal()
+
+
+def test_unsupported_version_with_a_bad_id_has_nil_id(peer: RawPeer) -> None:
+    header = peer.error(*req(1, v=2, id=5))[1]
+    assert header["error"]["type"] == "UnsupportedVersion"
+    assert "id" in header and header["id"] is None
+    peer.normal()
+
+
+@pytest.mark.parametrize("rid", [..., None, "", b"", "x" * 256, b"x" * 256, 5, [1], {"a": 1}])
+def test_missing_or_invalid_id_is_bad_request_with_nil_id(peer: RawPeer, rid: Any) -> None:
+    topic, header, _ = peer.error(*req(1, id=rid))
+    assert topic == TOPIC
+    assert header["error"]["type"] == "BadRequest"
+    assert "id" in header and header["id"] is None
+    peer.normal()
+
+
+@pytest.mark.parametrize("count", [1, 3, 5])
+def test_wrong_frame_count_with_usable_reply_to(peer: RawPeer, count: int) -> None:
+    frames = [req(meta={"m": 1})[0]] + [pack(1)] * (count - 1)
+    topic, header, _ = peer.error(*frames)
+    assert topic == TOPIC
+    assert header["error"]["type"] == "BadRequest"
+    assert header["id"] == "r1"
+    assert header["meta"] == {"m": 1}
+    peer.normal()
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"ping": 1}, "ping"),
+    ({"ping": "yes"}, "ping"),
+    ({"deadline_ms": 1.5}, "deadline_ms"),
+    ({"deadline_ms": True}, "deadline_ms"),
+    ({"deadline_ms": "soon"}, "deadline_ms"),
+])
+def test_optional_field_of_the_wrong_type(
+    peer: RawPeer, fields: dict[str, Any], field: str
+) -> None:
+    header = peer.error(*req(1, **fields))[1]
+    assert header["error"]["type"] == "BadRequest"
+    assert field in header["error"]["message"]
+    assert header["id"] == "r1"
+    peer.normal()
+
+
+@pytest.mark.parametrize("meta", [[1, 2], "m", 5, True])
+def test_invalid_meta_is_bad_request_without_meta(peer: RawPeer, meta: Any) -> None:
+    header = peer.error(*req(1, meta=meta))[1]
+    assert header["error"]["type"] == "BadRequest"
+    assert "meta" not in header
+    peer.normal()
+
+
+@pytest.mark.parametrize("body", [b"\xc1", b"\x01\x02", b"\xa1\xff", b"", b"\x92\x01"])
+def test_body_not_a_single_msgpack_value(peer: RawPeer, body: bytes) -> None:
+    header = peer.error(req()[0], body)[1]
+    assert header["error"]["type"] == "BadRequest"
+    assert header["id"] == "r1"
+    peer.normal()
+
+
+def test_first_failure_decides(peer: RawPeer) -> None:
+    # Bad version, bad id, bad ping and bad body at once: the version is checked first.
+    assert peer.error(req(v=3, id=5, ping=1)[0], b"\xc1")[1]["error"]["type"] == \
+        "UnsupportedVersion"
+    # Bad id and bad ping: the id comes first.
+    assert peer.error(req(id=5, ping=1)[0], b"\xc1")[1]["error"]["message"].startswith("id")
+    # Bad deadline and bad body: the optional fields come before the body.
+    assert "deadline_ms" in peer.error(req(deadline_ms=0.5)[0], b"\xc1")[1]["error"]["message"]
+    # Wrong frame count comes before everything else.
+    assert peer.error(req(v=3)[0])[1]["error"]["type"] == "BadRequest"
+    peer.normal()
+
+
+# -- malformed requests dropped (no usable reply_to) -----------------------------------------
+
+@pytest.mark.parametrize("frames", [
+    (pack([1, 2]), pack(1)),  # header is an array
+    (pack(7), pack(1)),  # header is an int
+    (b"\xc1", pack(1)),  # header not msgpack
+    (pack({"v": 1, "id": "r1"}) + b"\x00", pack(1)),  # header with trailing bytes
+    (b"\x81\xa1v\xa1\xff", pack(1)),  # invalid UTF-8 in the header
+    (b"", pack(1)),  # empty header frame
+])
+def test_header_not_a_map_is_dropped(peer: RawPeer, frames: tuple[bytes, ...]) -> None:
+    peer.dropped(*frames)
+
+
+@pytest.mark.parametrize("reply_to", ["\x00heartbeat", b"\x00", b"\x00x", 5, 1.5, [b"t"], True])
+def test_unusable_reply_to_is_dropped(peer: RawPeer, reply_to: Any) -> None:
+    peer.dropped(*req(1, reply_to=reply_to))
+
+
+@pytest.mark.parametrize("frames", [
+    (pack([1]),),  # one frame, not a map
+    (b"\xc1", b"", b""),  # three frames, not msgpack
+    (req(reply_to=b"\x00r")[0], pack(1), pack(1)),  # three frames, reserved topic
+    (req(reply_to=3)[0],),  # one frame, reply_to not a str or bin
+])
+def test_wrong_frame_count_without_usable_reply_to_is_dropped(
+    peer: RawPeer, frames: tuple[bytes, ...]
+) -> None:
+    peer.dropped(*frames)
+
+
+def test_counters_add_up_after_a_storm(peer: RawPeer) -> None:
+    peer.send(*req("boom"))
+    peer.send(*req(1, deadline_ms=1))
+    peer.send(b"\xc1", b"")
+    peer.send(req()[0], b"\xc1")
+    peer.send(*req(None, ping=True))
+    peer.send(*req(4))
+    for _ in range(5):
+        peer.recv()
+    peer.normal()
+    wait_until(lambda: peer.proc.counters.received - peer.baseline.received == 7)
+    c, b = peer.proc.counters, peer.baseline
+    assert (c.ok - b.ok, c.failed - b.failed, c.expired - b.expired) == (2, 1, 1)
+    assert (c.bad_requests - b.bad_requests, c.dropped - b.dropped, c.pongs - b.pongs) == (2, 1, 1)
+    assert c.received == c.ok + c.failed + c.expired + c.bad_requests + c.pongs
+
+
+# -- the cache on the wire ----------------------------------------------------------------------
+
+def test_cached_flag_on_hits_including_cached_none() -> None:
+    calls: list[Any] = []
+
+    def lookup(request: Any, resources: Any) -> Any:
+        calls.append(request)
+        return None if request == "none" else request
+
+    with ZmqProcessor(cached(lookup), name="c") as proc:
+        raw = RawPeer(proc)
+        try:
+            raw.handshake()
+            for value in ("a", "a", "none", "none"):
+                raw.send(*req(value))
+            results = [raw.recv() for _ in range(4)]
+        finally:
+            raw.close()
+    assert [h["cached"] for _, h, _ in results] == [False, True, False, True]
+    assert [h["status"] for _, h, _ in results] == ["ok"] * 4
+    assert [body for _, _, body in results] == [pack("a"), pack("a"), b"\xc0", b"\xc0"]
+    assert calls == ["a", "none"]
+    assert proc.counters.cache_hits == 2
