@@ -6,12 +6,14 @@ A job implements ``run(request, resources)``; a processor serves it on a PULL so
 
 from zjobs.cache import CachedJob, MemoryCache, cached
 from zjobs.client import Client
+from zjobs.daemon import Daemon, ServeSettings
 from zjobs.errors import (
     BindError,
     CallTimeout,
     ClosedError,
     ConnectError,
     EncodeError,
+    LoadError,
     NotReady,
     ProtocolError,
     ReceiveTimeout,
@@ -27,6 +29,7 @@ from zjobs.memory import MemoryProcessor, MemoryReceiver, MemorySender
 from zjobs.processor import Endpoints, Processor, ZmqProcessor
 from zjobs.protocol import ErrorInfo, Request, Response
 from zjobs.receiver import McReceive, ZmqReceiver
+from zjobs.runner import ProcessorProcess
 from zjobs.sender import MpSend, ZmqSender
 
 __version__ = "0.1.0"
@@ -40,10 +43,12 @@ __all__ = [
     "ClosedError",
     "ConnectError",
     "Counters",
+    "Daemon",
     "EncodeError",
     "Endpoints",
     "ErrorInfo",
     "GetCache",
+    "LoadError",
     "McReceive",
     "MemoryCache",
     "MemoryProcessor",
@@ -52,6 +57,7 @@ __all__ = [
     "MpSend",
     "NotReady",
     "Processor",
+    "ProcessorProcess",
     "ProtocolError",
     "PutCache",
     "ReceiveTimeout",
@@ -60,6 +66,7 @@ __all__ = [
     "Response",
     "Run",
     "SendTimeout",
+    "ServeSettings",
     "StartError",
     "Timeout",
     "ZJobsError",

@@ -1,13 +1,496 @@
-"""The ``zjobs`` command line (a thin click layer over the library)."""
+"""The ``zjobs`` command line (a thin click layer over the library).
+
+Parse, build settings, configure logging, call the library, map errors to the exit codes
+below with a one-line message on stderr. Options may also come from the environment:
+``ZJOBS_<COMMAND>_<OPTION>`` (click's convention, e.g. ``ZJOBS_SERVE_REQUESTS``) or, for
+every command, ``ZJOBS_<OPTION>`` (e.g. ``ZJOBS_REQUESTS``).
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, NoReturn, TextIO
+
 import click
+import zmq
 
 import zjobs
+from zjobs.client import Client
+from zjobs.daemon import Daemon, ServeSettings
+from zjobs.demo import run_demo
+from zjobs.errors import (
+    BindError,
+    CallTimeout,
+    ConnectError,
+    LoadError,
+    ReceiveTimeout,
+    RemoteError,
+    ZJobsError,
+)
+from zjobs.jsonvalues import from_json, to_json
+from zjobs.loader import add_app_dir
+from zjobs.processor import ZmqProcessor
+from zjobs.protocol import PONG, Response
+from zjobs.receiver import ZmqReceiver
+from zjobs.sockets import DEFAULT_MAX_MESSAGE_SIZE, connectable
+
+RET_OK = 0
+"""Success."""
+RET_ERROR = 1
+"""An error response, a timeout, or a processor that failed while running."""
+RET_USAGE = 2
+"""Bad input: options, JSON, MODULE:OBJECT, an endpoint that cannot be bound or connected."""
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class CliError(click.ClickException):
+    """An error shown as one line on stderr (``Error: ...``), exiting with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = RET_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # a ClassVar in click's stubs
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (LoadError, BindError, ConnectError) as exc:
+            raise CliError(str(exc), RET_USAGE) from exc
+        except ZJobsError as exc:
+            raise CliError(str(exc), RET_ERROR) from exc
+
+
+class _Option(click.Option):
+    """An option that falls back to ``ZJOBS_<NAME>`` after ``ZJOBS_<COMMAND>_<NAME>``."""
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        value = super().resolve_envvar_value(ctx)
+        if value is None and self.allow_from_autoenv and self.name:
+            value = os.environ.get(f"ZJOBS_{self.name.upper()}") or None
+        return value
+
+
+option = functools.partial(click.option, cls=_Option)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
+                                           "auto_envvar_prefix": "ZJOBS"})
 @click.version_option(zjobs.__version__, prog_name="zjobs")
 def main() -> None:
-    """zjobs: event-driven jobs over ZeroMQ."""
+    """zjobs: event-driven jobs over ZeroMQ.
+
+    Serve a job as a daemon, call it, watch its responses, check its health. Every option
+    can also be set in the environment, as ZJOBS_<COMMAND>_<OPTION> or ZJOBS_<OPTION>
+    (for example ZJOBS_SERVE_REQUESTS or ZJOBS_REQUESTS).
+
+    Exit codes: 0 success, 1 error response or timeout, 2 bad input.
+
+    \b
+    Example:
+      zjobs demo
+    """
+
+
+# -- JSON lines ---------------------------------------------------------------------------
+
+
+def response_json(response: Response) -> dict[str, Any]:
+    """A response as the JSON object printed by ``send`` and ``listen``."""
+    line: dict[str, Any] = {
+        "id": to_json(response.id),
+        "status": response.status,
+        "cached": response.cached,
+        "processor": response.processor,
+        "instance": response.instance,
+        "meta": to_json(response.meta),
+    }
+    if response.error is not None:
+        line["error"] = to_json(response.error.to_map())
+    elif response.ok:
+        line["value"] = to_json(response.value)
+    return line
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def _echo(text: str, file: TextIO | None = None) -> None:
+    click.echo(text, file=file)
+    (file or sys.stdout).flush()
+
+
+def parse_payload(text: str, where: str) -> Any:
+    """The msgpack value a JSON text stands for (reversible JSON form accepted).
+
+    Raises:
+        CliError: invalid JSON (exit code 2), naming ``where`` it came from.
+    """
+    try:
+        return from_json(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{where}: invalid JSON: {exc}", RET_USAGE) from exc
+    except ValueError as exc:
+        raise CliError(f"{where}: {exc}", RET_USAGE) from exc
+
+
+def _describe_error(response: Response) -> str:
+    error = response.error
+    kind = f"{error.type}: {error.message}" if error is not None else response.status
+    return f"request {response.id!r} failed at {response.processor!r}: {kind}"
+
+
+# -- client connection options ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where client commands connect, and how long they wait (built from the options)."""
+
+    requests: tuple[str, ...]
+    responses: tuple[str, ...]
+    timeout_s: float
+
+    def client(self, context: zmq.Context[zmq.Socket[bytes]]) -> Client:
+        """A connected client (readiness handshake not yet done)."""
+        return Client.connect([connectable(ep) for ep in self.requests],
+                              [connectable(ep) for ep in self.responses],
+                              context=context, send_timeout_s=self.timeout_s,
+                              timeout_s=self.timeout_s, ready_timeout_s=self.timeout_s)
+
+
+_CLIENT_OPTIONS = (
+    option("--requests", multiple=True, required=True, metavar="EP",
+           help="A processor's request endpoint; repeat to load-balance over several."),
+    option("--responses", multiple=True, required=True, metavar="EP",
+           help="A processor's response endpoint; repeat, one per processor."),
+    option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+           show_default=True, metavar="S",
+           help="Seconds to wait for the processor(s), and for each response."),
+)
+
+
+def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the connection options to a command, passed to it as ``target``."""
+
+    @functools.wraps(command)
+    def wrapper(*, requests: tuple[str, ...], responses: tuple[str, ...], timeout: float,
+                **kwargs: Any) -> Any:
+        return command(target=Target(requests, responses, timeout), **kwargs)
+
+    for add in reversed(_CLIENT_OPTIONS):
+        wrapper = add(wrapper)
+    return wrapper
+
+
+class _Connected:
+    """A client on a private context, closed (and the context terminated) on exit."""
+
+    def __init__(self, target: Target) -> None:
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            self.client = target.client(self.context)
+        except BaseException:
+            self.context.destroy(linger=0)
+            raise
+
+    def __enter__(self) -> Client:
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        self.context.term()
+
+
+# -- serve --------------------------------------------------------------------------------
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT)
+
+
+@main.command()
+@click.argument("job", metavar="MODULE:OBJECT")
+@option("--requests", required=True, metavar="EP",
+        help="Endpoint to bind for requests, e.g. tcp://*:5555 (tcp://127.0.0.1:* picks a port).")
+@option("--responses", required=True, metavar="EP",
+        help="Endpoint to bind for responses, e.g. tcp://*:5556.")
+@option("--name", metavar="NAME", help="Processor name in responses [default: the job's name].")
+@option("--resources", metavar="MODULE:FACTORY",
+        help="Factory of the job's resources (a function, or a generator that yields once).")
+@option("--cache", type=click.IntRange(min=0), default=0, show_default=True, metavar="SIZE",
+        help="Cache up to SIZE responses in memory (0: no cache).")
+@option("--max-message-size", type=click.IntRange(min=1), default=DEFAULT_MAX_MESSAGE_SIZE,
+        show_default=True, metavar="BYTES", help="Largest request frame accepted.")
+@option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                         case_sensitive=False),
+        default="INFO", show_default=True, help="Logging level (logs go to stderr).")
+@option("--app-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+        metavar="DIR", help="Folder to import MODULE from.")
+def serve(job: str, requests: str, responses: str, name: str | None, resources: str | None,
+          cache: int, max_message_size: int, log_level: str, app_dir: str) -> None:
+    """Serve a job as a daemon, in the foreground, until SIGTERM or Ctrl-C.
+
+    MODULE:OBJECT is a function f(request, resources), a class with a run method
+    (instantiated with no arguments), or an instance. Once bound it prints one line to
+    stdout: listening requests=EP responses=EP name=NAME, with wildcards resolved. Logs
+    go to stderr. SIGTERM or SIGINT stops it gracefully: the job in progress finishes and
+    its response is published, then it exits with status 0.
+
+    \b
+    Example:
+      zjobs serve zjobs.demo:square --requests tcp://127.0.0.1:5555 \\
+          --responses tcp://127.0.0.1:5556
+    """
+    _configure_logging(log_level)
+    add_app_dir(app_dir)
+    settings = ServeSettings(job, requests, responses, name, resources, cache,
+                             max_message_size)
+
+    def ready(processor: ZmqProcessor) -> None:
+        ep = processor.endpoints
+        _echo(f"listening requests={ep.requests} responses={ep.responses} "
+              f"name={processor.name}")
+
+    Daemon(settings, handle_signals=True).run(on_ready=ready)
+
+
+# -- send ---------------------------------------------------------------------------------
+
+
+def _stdin_values() -> Iterator[Any]:
+    for number, line in enumerate(sys.stdin, start=1):
+        if line.strip():
+            yield parse_payload(line, f"stdin line {number}")
+
+
+@main.command()
+@client_options
+@option("--count", type=click.IntRange(min=1), metavar="N",
+        help="Send PAYLOAD N times and print a summary instead of the responses.")
+@option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+        help="Requests in flight at once.")
+@click.argument("payload", required=False)
+def send(target: Target, count: int | None, concurrency: int, payload: str | None) -> None:
+    """Send requests and print each response as one JSON line.
+
+    PAYLOAD is a JSON value; without it, one JSON value per line is read from stdin.
+    Bytes are written {"$bytes": "<base64>"} both ways (see the README). Exits with 1
+    when a response is an error or does not come in time (the reason goes to stderr).
+
+    With --count N the payload is sent N times, --concurrency K at a time, and a summary
+    is printed (count, errors, requests per second, latency p50/p99).
+
+    \b
+    Examples:
+      zjobs send --requests tcp://127.0.0.1:5555 --responses tcp://127.0.0.1:5556 7
+      printf '1\\n2\\n3\\n' | zjobs send --requests tcp://127.0.0.1:5555 \\
+          --responses tcp://127.0.0.1:5556
+      zjobs send --requests tcp://127.0.0.1:5555 --responses tcp://127.0.0.1:5556 \\
+          --count 10000 --concurrency 100 7
+    """
+    value = parse_payload(payload, "PAYLOAD") if payload is not None else None
+    if count is not None and payload is None:
+        raise CliError("--count needs a PAYLOAD to repeat", RET_USAGE)
+    with _Connected(target) as client:
+        client.wait_ready()
+        if count is not None:
+            ok = _send_many(client, value, count, concurrency)
+        else:
+            values = iter([value]) if payload is not None else _stdin_values()
+            ok = _send_each(client, values, concurrency, target.timeout_s)
+    if not ok:
+        sys.exit(RET_ERROR)
+
+
+def _send_each(client: Client, values: Iterator[Any], concurrency: int,
+               timeout_s: float) -> bool:
+    """Send each value, at most ``concurrency`` at once; print responses in input order."""
+    all_ok = True
+    window: deque[Future[Response]] = deque()
+
+    def settle(future: Future[Response]) -> None:
+        nonlocal all_ok
+        try:
+            response = future.result()
+        except CallTimeout as exc:
+            all_ok = False
+            _echo(f"Error: {exc}", sys.stderr)
+            return
+        _echo(_dumps(response_json(response)))
+        if not response.ok:
+            all_ok = False
+            _echo(f"Error: {_describe_error(response)}", sys.stderr)
+
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="zjobs-send") as pool:
+        try:
+            for value in values:
+                if len(window) >= concurrency:
+                    settle(window.popleft())
+                window.append(pool.submit(client.call_response, value, timeout_s=timeout_s))
+        finally:
+            while window:
+                settle(window.popleft())
+    return all_ok
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def _send_many(client: Client, value: Any, count: int, concurrency: int) -> bool:
+    """Send ``value`` ``count`` times, ``concurrency`` in flight; print a summary."""
+    slots = threading.Semaphore(concurrency)
+    latencies: list[float] = []
+    failures: list[BaseException] = []
+    timeouts = 0
+    futures: list[Future[Any]] = []
+
+    def done(future: Future[Any], started: float) -> None:
+        nonlocal timeouts
+        latencies.append(time.monotonic() - started)
+        exc = future.exception()
+        if exc is not None:
+            failures.append(exc)
+            timeouts += isinstance(exc, CallTimeout)
+        slots.release()
+
+    show_bar = sys.stderr.isatty()
+    bar = click.progressbar(length=count, label="sending", file=sys.stderr) if show_bar else None
+    start = time.monotonic()
+    try:
+        for _ in range(count):
+            slots.acquire()
+            started = time.monotonic()
+            future = client.submit(value)
+            future.add_done_callback(functools.partial(done, started=started))
+            futures.append(future)
+            if bar is not None:
+                bar.update(1)
+        for future in futures:
+            future.exception()
+    finally:
+        if bar is not None:
+            bar.render_finish()
+    seconds = time.monotonic() - start
+    ordered = sorted(latencies)
+    _echo(f"count={count} ok={count - len(failures)} errors={len(failures) - timeouts} "
+          f"timeouts={timeouts} seconds={seconds:.3f} req/s={count / seconds:.1f} "
+          f"p50_ms={_percentile(ordered, 0.5) * 1000:.3f} "
+          f"p99_ms={_percentile(ordered, 0.99) * 1000:.3f}")
+    if failures:
+        first = failures[0]
+        reason = str(first) if isinstance(first, RemoteError | CallTimeout) else repr(first)
+        _echo(f"Error: {len(failures)} of {count} requests failed; first: {reason}",
+              sys.stderr)
+    return not failures
+
+
+# -- ping ---------------------------------------------------------------------------------
+
+
+@main.command()
+@client_options
+def ping(target: Target) -> None:
+    """Check that processors answer: exit 0 and print the round-trip time, or exit 1.
+
+    With several --requests endpoints every processor must answer. Suitable as a
+    container health check (wildcard hosts such as tcp://*:5555 are reached on loopback).
+
+    \b
+    Example:
+      zjobs ping --requests tcp://127.0.0.1:5555 --responses tcp://127.0.0.1:5556
+    """
+    with _Connected(target) as client:
+        client.wait_ready()
+        rtt = client.ping()
+    _echo(f"pong rtt_ms={rtt * 1000:.3f} processors={client.expect_processors}")
+
+
+# -- listen -------------------------------------------------------------------------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(signum: int, frame: object) -> NoReturn:
+    raise _Interrupted
+
+
+@main.command()
+@option("--responses", multiple=True, required=True, metavar="EP",
+        help="A processor's response endpoint; repeat to listen to several.")
+@option("--topic", multiple=True, metavar="T",
+        help="Only responses whose topic starts with T; repeat for more [default: all].")
+@option("--count", type=click.IntRange(min=1), metavar="N", help="Exit after N responses.")
+@option("--pongs", is_flag=True, help="Also show pongs (answers to readiness pings).")
+def listen(responses: tuple[str, ...], topic: tuple[str, ...], count: int | None,
+           pongs: bool) -> None:
+    """Print the responses of processors as JSON lines, until Ctrl-C.
+
+    Every response published is shown, whoever sent the request: this is how to watch an
+    event-driven system. Each line has id, status, cached, processor, instance, meta and
+    value (or error); bytes are written {"$bytes": "<base64>"}.
+
+    \b
+    Example:
+      zjobs listen --responses tcp://127.0.0.1:5556
+    """
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    seen = 0
+    try:
+        with ZmqReceiver([connectable(ep) for ep in responses], topics=topic or ("",),
+                         context=context) as receiver:
+            while count is None or seen < count:
+                try:
+                    response = receiver.receive(timeout=1.0)
+                except ReceiveTimeout:
+                    continue
+                if response.status == PONG and not pongs:
+                    continue
+                _echo(_dumps(response_json(response)))
+                seen += 1
+    except (KeyboardInterrupt, _Interrupted):
+        pass
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, and keep Python's final
+        # flush of stdout from complaining.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        context.term()
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+@main.command()
+def demo() -> None:
+    """Run a small system of processors in this process and print what flows.
+
+    Three processors serve in threads over inproc: square feeds describe (a chain of two
+    jobs), and lookup is a slow job with a cache. Takes well under a second.
+
+    \b
+    Example:
+      zjobs demo
+    """
+    run_demo(_echo)

@@ -8,6 +8,7 @@ Every error zjobs raises derives from :class:`ZJobsError`::
     ├── BindError              an endpoint could not be bound (names the endpoint)
     ├── ConnectError           an endpoint could not be connected (names the endpoint)
     ├── StartError             a processor could not start (its resources factory raised)
+    ├── LoadError              a MODULE:OBJECT reference cannot be loaded (also a ValueError)
     ├── RemoteError            a processor answered with an error response
     ├── Timeout                (also a builtin TimeoutError)
     │   ├── SendTimeout        a request could not be queued in time
@@ -57,6 +58,19 @@ class ConnectError(ZJobsError):
 
 class StartError(ZJobsError):
     """A processor failed to start, for example because its resources factory raised."""
+
+
+class LoadError(ZJobsError, ValueError):
+    """A ``MODULE:OBJECT`` reference cannot be used: bad syntax, module or attribute missing,
+    the module raised on import, or the object is not what was asked for.
+
+    Attributes:
+        spec: the reference as given.
+    """
+
+    def __init__(self, spec: str, message: str) -> None:
+        super().__init__(message)
+        self.spec = spec
 
 
 class RemoteError(ZJobsError):
