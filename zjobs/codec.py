@@ -13,7 +13,7 @@ import msgpack
 
 from zjobs.errors import EncodeError, ProtocolError
 
-__all__ = ["canonical", "decode", "decode_header", "encode"]
+__all__ = ["canonical", "decode", "decode_header", "encode", "extend_map"]
 
 
 def encode(value: Any) -> bytes:
@@ -61,6 +61,35 @@ def decode_header(data: bytes | memoryview) -> Any:
         return _unpack(data)
     except Exception as exc:
         raise ProtocolError(f"header is not a single msgpack value: {exc}") from exc
+
+
+def extend_map(encoded: bytes, entries: bytes, count: int) -> bytes:
+    """Append ``count`` encoded key/value pairs (``entries``) to the encoded map ``encoded``.
+
+    Used to add keys to an already encoded header (a sequence number, a replay mark)
+    without decoding it. A key that was already there is repeated; ZJP/1 readers take the
+    last occurrence.
+
+    Raises:
+        ProtocolError: ``encoded`` does not start with a msgpack map header.
+    """
+    first = encoded[0] if encoded else 0
+    if 0x80 <= first <= 0x8F:
+        size, start = first & 0x0F, 1
+    elif first == 0xDE and len(encoded) >= 3:
+        size, start = int.from_bytes(encoded[1:3], "big"), 3
+    elif first == 0xDF and len(encoded) >= 5:
+        size, start = int.from_bytes(encoded[1:5], "big"), 5
+    else:
+        raise ProtocolError("not an encoded msgpack map")
+    size += count
+    if size < 16:
+        head = bytes((0x80 | size,))
+    elif size < 0x10000:
+        head = b"\xde" + size.to_bytes(2, "big")
+    else:
+        head = b"\xdf" + size.to_bytes(4, "big")
+    return b"".join((head, memoryview(encoded)[start:], entries))
 
 
 def _normalize(value: Any) -> Any:
