@@ -122,6 +122,8 @@ class ZmqProcessor:
         self._state = "created"
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._runner: threading.Thread | None = None  # the caller's thread inside run()
+        self._done = threading.Event()
         self._lock = threading.Lock()
         self._pull: zmq.Socket[bytes] | None = None
         self._pub: zmq.Socket[bytes] | None = None
@@ -205,6 +207,7 @@ class ZmqProcessor:
             StartError: the resources factory raised.
         """
         self._claim("run()")
+        self._runner = threading.current_thread()
         try:
             self._open_resources()
             self._serve()
@@ -297,6 +300,11 @@ class ZmqProcessor:
             if thread.is_alive():
                 raise Timeout(f"processor {self.name!r} did not stop within {timeout_s}s: "
                               "its job is still running")
+        runner = self._runner
+        if runner is not None and runner is not threading.current_thread():
+            if not self._done.wait(timeout_s):  # run() in another thread: wait for its end
+                raise Timeout(f"processor {self.name!r} did not stop within {timeout_s}s: "
+                              "its job is still running")
         with self._lock:
             never_ran = self._state == "created"
             if never_ran:
@@ -315,6 +323,7 @@ class ZmqProcessor:
         finally:
             self._close_sockets()
             self._state = "stopped"
+            self._done.set()
             counters = self.counters.as_dict()
             log.debug("processor %s stopped: %s", self.name, counters)
 
