@@ -57,8 +57,7 @@ def zjobs_command() -> list[str]:
     if script.exists():
         return [str(script)]
     # Not installed as a script (a source checkout on the path): the same entry point.
-    code = "import sys; from zjobs.cli import main; sys.argv[0] = 'zjobs'; main()"
-    return [sys.executable, "-c", code]
+    return [sys.executable, "-m", "zjobs"]
 
 
 def serve_command(requests: str, responses: str, name: str) -> list[str]:
@@ -86,6 +85,7 @@ class Peer:
         self.lines: list[str] = []
         self._got_line = threading.Event()
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        self._stderr_final = ""
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,
             cwd=cwd or TESTS, env=subprocess_env(), text=True,
@@ -121,6 +121,8 @@ class Peer:
         self.requests, self.responses, self.name = match.groups()
 
     def stderr_text(self) -> str:
+        if self._stderr.closed:
+            return self._stderr_final
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")
 
@@ -144,6 +146,7 @@ class Peer:
             self._reader.join(STOP_TIMEOUT_S)
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
+            self._stderr_final = self.stderr_text()
             self._stderr.close()
 
 
@@ -284,3 +287,21 @@ class ClientContract:
         assert code == 2
         assert out == {}
         assert "usage" in err
+
+
+def worked_example() -> tuple[list[bytes], list[bytes]]:
+    """The request frames and response frames of the hex dumps in docs/PROTOCOL.md."""
+    text = (REPO / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    section = text[text.index("## Worked example"):]
+    frames: list[bytes] = []
+    current: bytearray | None = None
+    for line in section.splitlines():
+        if re.match(r"frame \d \(", line):
+            current = bytearray()
+            frames.append(b"")
+        elif current is not None and (hexdump := re.match(r"[0-9a-f]{4}  ((?:[0-9a-f]{2} ?)+)$",
+                                                         line)):
+            current += bytes.fromhex(hexdump.group(1))
+            frames[-1] = bytes(current)
+    assert len(frames) == 5, f"expected 2 request and 3 response frames, found {len(frames)}"
+    return frames[:2], frames[2:]

@@ -23,6 +23,7 @@ from jobs_interop import (
     run,
     serve_command,
     skip_or_fail,
+    worked_example,
 )
 
 import zjobs
@@ -237,3 +238,72 @@ def test_bad_requests_from_a_raw_peer(node_processor: Peer) -> None:
         # still serving
         got, body = answer([header(v=1, id="h"), pack(6)], "h", "ok")
         assert (got["status"], msgpack.unpackb(body)) == ("ok", 36)
+
+
+# -- the worked example of docs/PROTOCOL.md ---------------------------------------------------
+
+EXAMPLE_INSTANCE = b"0123456789abcdef"
+
+
+def test_worked_example_is_what_msgpack_encodes() -> None:
+    request, response = worked_example()
+    pack = msgpack.Packer(use_bin_type=True).pack
+    assert request == [pack({"v": 1, "id": "r1", "reply_to": "t1"}), pack(7)]
+    assert response == [b"t1",
+                        pack({"v": 1, "id": "r1", "status": "ok", "cached": False,
+                              "processor": "sq", "instance": EXAMPLE_INSTANCE.decode()}),
+                        pack(49)]
+
+
+def exchange(requests: str, responses: str, frames: list[bytes], topic: bytes) -> list[bytes]:
+    """Send raw request frames after a readiness handshake on ``topic``; the response frames."""
+    ctx = zmq.Context.instance()
+    with ctx.socket(zmq.PUSH) as push, ctx.socket(zmq.SUB) as sub:
+        push.linger = sub.linger = 0
+        sub.subscribe(topic)
+        sub.connect(responses)
+        push.connect(requests)
+        pack = msgpack.Packer(use_bin_type=True).pack
+        for n in range(2000):
+            push.send_multipart([pack({"v": 1, "id": f"ping{n}", "reply_to": topic,
+                                       "ping": True}), b"\xc0"])
+            if sub.poll(10):
+                break
+        else:
+            raise AssertionError("no pong")
+        push.send_multipart(frames)
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if sub.poll(100):
+                got = sub.recv_multipart()
+                if msgpack.unpackb(got[1])["status"] != "pong":
+                    return got
+        raise AssertionError("no response")
+
+
+def test_worked_example_against_the_node_processor(node_dir: Path) -> None:
+    # Node's processor writes the header keys in the example's order: the bytes must match,
+    # but for the random instance.
+    request, response = worked_example()
+    peer = Peer(["node", str(node_dir / "processor.js"), "--requests", LOOPBACK,
+                 "--responses", LOOPBACK, "--name", "sq"], cwd=node_dir)
+    try:
+        got = exchange(peer.requests, peer.responses, request, b"t1")
+    finally:
+        assert peer.stop() == 0
+    instance = msgpack.unpackb(got[1])["instance"].encode()
+    assert len(instance) == len(EXAMPLE_INSTANCE)
+    assert got == [response[0], response[1].replace(EXAMPLE_INSTANCE, instance), response[2]]
+
+
+def test_worked_example_against_zjobs_serve(daemon: Peer) -> None:
+    # zjobs may order the header keys differently: compare decoded values.
+    request, response = worked_example()
+    got = exchange(daemon.requests, daemon.responses, request, b"t1")
+    assert got[0] == response[0]
+    assert got[2] == response[2]
+    header, expected = msgpack.unpackb(got[1]), msgpack.unpackb(response[1])
+    assert header.pop("processor") == "interop"
+    assert isinstance(header.pop("instance"), str)
+    del expected["processor"], expected["instance"]
+    assert header == expected
