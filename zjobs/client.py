@@ -142,8 +142,11 @@ class Client:
 
         Raises:
             NotReady: not enough processors answered within ``timeout_s``.
+            ClosedError: the client is closed.
         """
         with self._ready_lock:
+            if self._closed.is_set():
+                raise ClosedError("client is closed")
             if self._ready:
                 return
             self._ensure_reader()
