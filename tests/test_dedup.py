@@ -1,11 +1,15 @@
-"""ReplayWindow: bounded by entries, age and bytes; repeats answered, running ones joined."""
+"""ReplayWindow (bounded by entries, age and bytes) and the handler answering repeats from it."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from zjobs.codec import decode, encode
 from zjobs.dedup import JOINED, ReplayWindow, Stored, mark_replay
+from zjobs.handler import Counters, RequestHandler
+from zjobs.protocol import Request, Response
 
 
 class Clock:
@@ -122,3 +126,102 @@ def test_mark_replay_adds_the_header_key_and_keeps_the_rest() -> None:
     marked = mark_replay(original)
     assert marked[0] == original[0] and marked[2] == original[2]
     assert decode(marked[1]) == {**decode(original[1]), "replay": True}
+
+
+# -- the handler with a replay window ------------------------------------------------------
+
+
+class Counting:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls = 0
+        self.fail = fail
+
+    def run(self, request: Any, resources: Any) -> Any:
+        self.calls += 1
+        if self.fail:
+            raise ValueError("side effect done, then failed")
+        return request * 2
+
+
+def req(value: Any = 1, rid: Any = "r1", topic: Any = "t", **fields: Any) -> list[bytes]:
+    return [encode({"v": 1, "id": rid, "reply_to": topic, **fields}), encode(value)]
+
+
+def handled(handler: RequestHandler, frames: list[bytes]) -> Response:
+    out = handler.handle(frames)
+    assert out is not None
+    return Response.from_frames(out)
+
+
+def balanced(c: Counters) -> bool:
+    return c.received == c.ok + c.failed + c.expired + c.bad_requests + c.pongs
+
+
+def test_handler_answers_a_repeated_id_from_the_window() -> None:
+    job = Counting()
+    handler = RequestHandler(job, name="p", replay_window=ReplayWindow())
+    first = handled(handler, req(21))
+    again = handled(handler, req(21))
+    assert job.calls == 1
+    assert (first.value, first.replay) == (42, False)
+    assert (again.value, again.replay, again.id, again.topic) == (42, True, "r1", b"t")
+    assert handled(handler, req(21, topic="other")).replay is False  # another client
+    assert handled(handler, req(21, rid=b"r1")).replay is False  # a bin id is another id
+    assert job.calls == 3
+    assert handler.counters == Counters(received=4, ok=4, replays=1)
+
+
+def test_failures_are_replayed_not_rerun() -> None:
+    job = Counting(fail=True)
+    handler = RequestHandler(job, name="p", replay_window=ReplayWindow())
+    assert handled(handler, req()).error is not None
+    again = handled(handler, req())
+    assert again.replay and again.error is not None and again.error.type == "JobFailed"
+    assert job.calls == 1
+    assert handler.counters == Counters(received=2, failed=2, replays=1)
+
+
+def test_a_repeat_after_its_deadline_still_gets_the_answer() -> None:
+    clock = [1000]
+    job = Counting()
+    handler = RequestHandler(job, name="p", replay_window=ReplayWindow(),
+                             clock_ms=lambda: clock[0])
+    assert handled(handler, req(deadline_ms=1500)).value == 2
+    clock[0] = 2000
+    assert handled(handler, req(deadline_ms=1500)).replay
+    expired = handled(handler, req(rid="r2", deadline_ms=1500))
+    assert expired.error is not None and expired.error.type == "DeadlineExceeded"
+    assert handled(handler, req(rid="r2", deadline_ms=1500)).error is not None
+    assert job.calls == 1
+    assert handler.counters == Counters(received=4, ok=2, expired=2, replays=1)
+
+
+def test_pings_and_bad_requests_are_not_remembered() -> None:
+    window = ReplayWindow()
+    handler = RequestHandler(Counting(), name="p", replay_window=window)
+    for _ in range(2):
+        assert handled(handler, req(None, ping=True)).status == "pong"
+        assert handled(handler, [encode({"v": 1, "id": "x", "reply_to": "t"})]).error
+    assert len(window) == 0 and window.running == 0
+    assert handler.counters == Counters(received=4, bad_requests=2, pongs=2)
+
+
+def test_a_repeat_of_a_running_request_is_answered_by_its_response() -> None:
+    # The steps an asyncio processor takes: admit both, the job runs once, one response.
+    handler = RequestHandler(Counting(), name="p", replay_window=ReplayWindow())
+    original = handler.admit(req(5))
+    assert handler.admit(req(5)) is None
+    assert not balanced(handler.counters)
+    assert isinstance(original, Request)
+    frames = handler.answer(original, 10)
+    assert Response.from_frames(frames).value == 10
+    assert handler.counters == Counters(received=2, ok=2, replays=1)
+    assert handled(handler, req(5)).replay
+
+
+def test_without_a_window_repeats_run_again() -> None:
+    job = Counting()
+    handler = RequestHandler(job, name="p")
+    handled(handler, req())
+    assert handled(handler, req()).replay is False
+    assert job.calls == 2

@@ -360,7 +360,7 @@ def test_counters_invariant_over_a_mixed_stream() -> None:
                                         dropped=1, cache_hits=2, pongs=1)
     assert handler.counters.as_dict() == {
         "received": 11, "ok": 4, "failed": 1, "expired": 1, "bad_requests": 4, "dropped": 1,
-        "cache_hits": 2, "pongs": 1}
+        "cache_hits": 2, "pongs": 1, "replays": 0}
 
 
 def test_counters_are_a_frozen_snapshot() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from zjobs.dedup import JOINED, ReplayWindow, mark_replay
 from zjobs.job import MISS, GetCache, Job, PutCache, run_job
 from zjobs.protocol import (
     DEADLINE_EXCEEDED,
@@ -41,7 +42,8 @@ class Counters:
 
     ``received == ok + failed + expired + bad_requests + pongs`` once the processor is idle.
     ``cache_hits`` is a part of ``ok``; ``dropped`` is the part of ``bad_requests`` that had no
-    usable reply_to and was not answered.
+    usable reply_to and was not answered; ``replays`` is the part of ``ok + failed + expired``
+    answered from the replay window (repeated ids) instead of running the job again.
     """
 
     received: int = 0
@@ -52,6 +54,7 @@ class Counters:
     dropped: int = 0
     cache_hits: int = 0
     pongs: int = 0
+    replays: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict (for logs and JSON)."""
@@ -64,7 +67,7 @@ class _Tally:
 
     def __init__(self) -> None:
         self.received = self.ok = self.failed = self.expired = 0
-        self.bad_requests = self.dropped = self.cache_hits = self.pongs = 0
+        self.bad_requests = self.dropped = self.cache_hits = self.pongs = self.replays = 0
 
     def snapshot(self) -> Counters:
         return Counters(*(getattr(self, name) for name in self.__slots__))
@@ -100,6 +103,9 @@ class RequestHandler:
         resources: the opened resources passed to every call.
         instance: this processor run's id (random when not given).
         clock_ms: wall clock in unix milliseconds, for deadlines.
+        replay_window: when given, a request whose ``(reply_to, id)`` was answered recently
+            is answered again from it, marked ``"replay": true``, instead of running the
+            job again; a repeat of a request still running is answered by its response.
     """
 
     def __init__(
@@ -110,8 +116,10 @@ class RequestHandler:
         resources: Any = None,
         instance: str | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        replay_window: ReplayWindow | None = None,
     ) -> None:
         self.job = job
+        self.replay_window = replay_window
         self.name = name
         self.resources = resources
         self.instance = instance or new_instance_id()
@@ -144,8 +152,9 @@ class RequestHandler:
 
         Returns:
             The :class:`Request` when the job must answer it (cache, then run); otherwise
-            the frames to publish at once (bad request, ping, expired deadline), or None
-            when the message must be dropped.
+            the frames to publish at once (bad request, ping, expired deadline, replay), or
+            None when there is nothing to publish (dropped, or a repeat of a request still
+            running, which that request's response answers).
         """
         tally = self._tally
         tally.received += 1
@@ -162,8 +171,23 @@ class RequestHandler:
         if request.ping:
             tally.pongs += 1
             return self.encoder.pong(topic_bytes(request.reply_to), request.id, request.meta)
+        window = self.replay_window
+        if window is not None:
+            seen = window.claim((topic_bytes(request.reply_to), request.id))
+            if seen is JOINED:
+                return None  # counted when the original completes
+            if seen is not None:
+                tally.replays += 1
+                if seen.failed:
+                    tally.failed += 1
+                else:
+                    tally.ok += 1
+                return mark_replay(seen.frames)
         if request.deadline_ms is not None and self._clock_ms() > request.deadline_ms:
-            tally.expired += 1
+            joined = 0 if window is None else window.release(
+                (topic_bytes(request.reply_to), request.id))
+            tally.expired += 1 + joined
+            tally.replays += joined
             error = {"type": DEADLINE_EXCEEDED,
                      "message": f"deadline {request.deadline_ms} passed before the job started"}
             return self.encoder.error(topic_bytes(request.reply_to), request.id, error,
@@ -182,8 +206,13 @@ class RequestHandler:
         tally.ok += 1
         if cached:
             tally.cache_hits += 1
-        return self.encoder.ok(topic_bytes(request.reply_to), request.id, body, cached=cached,
-                               meta=request.meta)
+        topic = topic_bytes(request.reply_to)
+        frames = self.encoder.ok(topic, request.id, body, cached=cached, meta=request.meta)
+        if self.replay_window is not None:
+            joined = self.replay_window.complete((topic, request.id), frames)
+            tally.ok += joined
+            tally.replays += joined
+        return frames
 
     def fail(self, request: Request, exc: BaseException) -> list[bytes]:
         """The JobFailed response frames for what the job (or its cache) raised."""
@@ -195,8 +224,13 @@ class RequestHandler:
         except Exception:  # a broken __str__ must not stop the processor
             text = "<exception text unavailable>"
         error = {"type": JOB_FAILED, "message": f"{kind}: {text}", "exception": kind}
-        return self.encoder.error(topic_bytes(request.reply_to), request.id, error,
-                                  request.meta)
+        topic = topic_bytes(request.reply_to)
+        frames = self.encoder.error(topic, request.id, error, request.meta)
+        if self.replay_window is not None:
+            joined = self.replay_window.complete((topic, request.id), frames, failed=True)
+            self._tally.failed += joined
+            self._tally.replays += joined
+        return frames
 
     def cache_put_failed(self, request: Request) -> None:
         """Log that ``put_cache`` raised (the response is still sent); call from ``except``."""

@@ -227,6 +227,11 @@ class Response:
     meta: Meta | None = None
     topic: bytes = b""
     instance: str | None = None
+    replay: bool = False
+    """True when the processor answered a repeated request id from its replay window
+    (the job did not run again); the ``"replay"`` header key, a ZJP/1 extension."""
+    seq: int | None = None
+    """The processor's sequence number for this message (the ``"seq"`` extension)."""
 
     @property
     def ok(self) -> bool:
@@ -260,6 +265,10 @@ class Response:
             header["error"] = self.error.to_map()
         if self.meta is not None:
             header["meta"] = self.meta
+        if self.replay:
+            header["replay"] = True
+        if self.seq is not None:
+            header["seq"] = self.seq
         return header
 
     def to_frames(self) -> list[bytes]:
@@ -291,6 +300,7 @@ class Response:
         meta = header.get("meta")
         instance = header.get("instance")
         processor = header.get("processor")
+        seq = header.get("seq")
         return cls(
             id=rid if isinstance(rid, str | bytes) else None,
             status=status,
@@ -301,6 +311,8 @@ class Response:
             meta=meta if isinstance(meta, dict) else None,
             topic=bytes(frames[0]),
             instance=instance if isinstance(instance, str) else None,
+            replay=header.get("replay") is True,
+            seq=seq if type(seq) is int else None,
         )
 
 
