@@ -18,10 +18,17 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
-from zjobs.errors import ClosedError, ReceiveTimeout, SendTimeout, StartError
+from zjobs.errors import (
+    ClosedError,
+    ProtocolError,
+    ReceiveTimeout,
+    SendTimeout,
+    StartError,
+    Timeout,
+)
 from zjobs.handler import Counters, RequestHandler
 from zjobs.job import Job, describe_job, run_job
-from zjobs.protocol import Id, Meta, Request, Response
+from zjobs.protocol import RESERVED_PREFIX, STATUSES, Id, Meta, Request, Response
 from zjobs.receiver import as_topic
 from zjobs.resources import ResourceFactory, Resources
 from zjobs.sender import IdGenerator
@@ -42,6 +49,8 @@ class MemoryReceiver:
     def __init__(self, topics: Iterable[str | bytes] = ("",), *, maxsize: int = 100_000) -> None:
         self.topics: list[bytes] = [as_topic(t) for t in topics]
         self.dropped = 0
+        self.skipped = 0
+        """Messages that were not responses (reserved topic, malformed, unknown status)."""
         self._queue: queue.Queue[list[bytes]] = queue.Queue(maxsize)
         self._sources: list[MemoryProcessor] = []
         self._closed = False
@@ -74,14 +83,36 @@ class MemoryReceiver:
                 self.dropped += 1
 
     def receive(self, timeout: float | None = None) -> Response:
-        """The next response; raise :class:`ReceiveTimeout` after ``timeout`` seconds."""
-        if self._closed:
-            raise ClosedError("receiver is closed")
+        """The next response; raise :class:`ReceiveTimeout` after ``timeout`` seconds.
+
+        Like :class:`~zjobs.ZmqReceiver`, it skips what is not a response of a known status.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._closed:
+                raise ClosedError("receiver is closed")
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                frames = self._queue.get(timeout=left)
+            except queue.Empty:
+                raise ReceiveTimeout(timeout) from None
+            response = self._parse(frames)
+            if response is not None:
+                return response
+
+    def _parse(self, frames: list[bytes]) -> Response | None:
+        if frames and frames[0].startswith(RESERVED_PREFIX):
+            self.skipped += 1
+            return None
         try:
-            frames = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise ReceiveTimeout(timeout) from None
-        return Response.from_frames(frames)
+            response = Response.from_frames(frames)
+        except ProtocolError:
+            self.skipped += 1
+            return None
+        if response.status not in STATUSES:
+            self.skipped += 1
+            return None
+        return response
 
     def close(self) -> None:
         """Stop receiving; idempotent."""
@@ -166,6 +197,9 @@ class MemoryProcessor:
         self._resources = Resources(resources)
         self._handler: RequestHandler | None = None
         self._thread: threading.Thread | None = None
+        self._runner: threading.Thread | None = None  # the caller's thread inside run()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
         self._state = "created"
 
     def __repr__(self) -> str:
@@ -198,24 +232,49 @@ class MemoryProcessor:
 
         return Client(self.sender(), self.receiver(topics=()), **options)
 
+    def _open(self) -> None:
+        with self._lock:
+            if self._state != "created":
+                raise ClosedError(f"processor {self.name!r} is {self._state}")
+            try:
+                value = self._resources.open()
+            except Exception as exc:
+                raise StartError(f"processor {self.name!r}: resources factory failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+            self._handler = RequestHandler(self.job, name=self.name, resources=value)
+            self._state = "running"
+
     def start(self) -> Self:
-        """Open the resources and serve in a background thread."""
-        if self._state != "created":
-            raise ClosedError(f"processor {self.name!r} is {self._state}")
-        try:
-            value = self._resources.open()
-        except Exception as exc:
-            raise StartError(f"processor {self.name!r}: resources factory failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
-        self._handler = RequestHandler(self.job, name=self.name, resources=value)
-        self._state = "running"
-        self._thread = threading.Thread(target=self.run, name=f"zjobs-memory-{self.name}",
+        """Open the resources and serve in a background thread.
+
+        Raises:
+            StartError: the resources factory raised.
+            ClosedError: the processor already ran.
+        """
+        self._open()
+        self._thread = threading.Thread(target=self._main, name=f"zjobs-memory-{self.name}",
                                         daemon=True)
         self._thread.start()
         return self
 
     def run(self) -> None:
-        """The serving loop (used by :meth:`start`)."""
+        """Open the resources and serve in the calling thread until :meth:`stop` is called.
+
+        Raises:
+            StartError: the resources factory raised.
+            ClosedError: the processor already ran.
+        """
+        self._open()
+        self._runner = threading.current_thread()
+        self._main()
+
+    def _main(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._finish()
+
+    def _serve(self) -> None:
         handler = self._handler
         assert handler is not None
         while True:
@@ -227,19 +286,48 @@ class MemoryProcessor:
                 for subscriber in list(self._subscribers):
                     subscriber.deliver(out)
 
-    def stop(self, timeout_s: float | None = 10.0) -> None:
-        """Finish what is queued before the stop, then close the resources. Idempotent."""
-        if self._state != "running":
+    def _finish(self) -> None:
+        with self._lock:
+            if self._state == "stopped":
+                return
             self._state = "stopped"
-            return
-        self._state = "stopping"
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        self._inbox.put(_STOP, timeout=timeout_s)
-        assert self._thread is not None
-        self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         try:
             self._resources.close()
         finally:
-            self._state = "stopped"
+            self._done.set()
+
+    def stop(self, timeout_s: float | None = 10.0) -> None:
+        """Finish what is queued before the stop, then close the resources. Idempotent.
+
+        Raises:
+            Timeout: the job in progress did not finish within ``timeout_s`` (the resources
+                stay open; call ``stop`` again later).
+        """
+        with self._lock:
+            if self._state == "created":
+                self._state = "stopped"
+            if self._state == "stopped":
+                return
+            send_stop = self._state == "running"
+            self._state = "stopping"
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if send_stop:
+            try:
+                self._inbox.put(_STOP, timeout=timeout_s)
+            except queue.Full:
+                self._state = "running"
+                raise Timeout(f"processor {self.name!r}: its queue stayed full for "
+                              f"{timeout_s}s") from None
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        thread, runner = self._thread, self._runner
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(left)
+            if thread.is_alive():
+                raise Timeout(f"processor {self.name!r} did not stop within {timeout_s}s: "
+                              "its job is still running")
+        elif runner is not None and runner is not threading.current_thread():
+            if not self._done.wait(left):  # run() in another thread closes the resources
+                raise Timeout(f"processor {self.name!r} did not stop within {timeout_s}s: "
+                              "its job is still running")
 
     close = stop
