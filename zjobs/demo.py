@@ -29,7 +29,7 @@ from zjobs.receiver import ZmqReceiver
 from zjobs.sender import ZmqSender
 from zjobs.testing import wait_subscribed
 
-__all__ = ["describe", "lookup", "run_demo", "sleep", "square"]
+__all__ = ["describe", "lookup", "run_demo", "sleep", "slow_lookup", "square"]
 
 LOOKUP_SECONDS = 0.2
 CHAIN_TOPIC = "demo.chain"
@@ -48,11 +48,14 @@ def describe(request: int, resources: Any) -> str:
     return f"{request} is {'even' if request % 2 == 0 else 'odd'}"
 
 
-@cached(maxsize=128)
-def lookup(request: str, resources: Any) -> dict[str, Any]:
-    """A slow lookup (0.2 s) whose answers are cached by the processor."""
+def slow_lookup(request: str, resources: Any) -> dict[str, Any]:
+    """A slow lookup (0.2 s): facts about a word."""
     time.sleep(LOOKUP_SECONDS)
     return {"word": request, "length": len(request), "vowels": sum(c in "aeiou" for c in request)}
+
+
+lookup = cached(slow_lookup, maxsize=128)
+"""``slow_lookup`` with an in-memory cache (what ``zjobs serve zjobs.demo:lookup`` serves)."""
 
 
 def sleep(request: float, resources: Any) -> float:
@@ -152,7 +155,7 @@ def run_demo(write: Callable[[str], None] = print) -> None:
     demo = _Demo(write)
     try:
         procs = [demo.processor(square, "square"), demo.processor(describe, "describe"),
-                 demo.processor(lookup, "lookup")]
+                 demo.processor(cached(slow_lookup, maxsize=128), "lookup")]
         write("zjobs demo: 3 processors serving in threads of this process, over inproc")
         for proc in procs:
             write(f"  {proc.name:9} requests={proc.endpoints.requests} "

@@ -55,6 +55,10 @@ def to_json(value: Any) -> Any:
         return value
     if isinstance(value, bytes | bytearray | memoryview):
         return {"$bytes": _b64(bytes(value))}
+    if isinstance(value, msgpack.Timestamp):
+        return {"$ext": [-1, _b64(value.to_bytes())]}
+    if isinstance(value, msgpack.ExtType):  # a namedtuple: before tuples
+        return {"$ext": [value.code, _b64(value.data)]}
     if isinstance(value, list | tuple):
         return [to_json(item) for item in value]
     if isinstance(value, dict):
@@ -62,10 +66,6 @@ def to_json(value: Any) -> Any:
         if plain and not (len(value) == 1 and next(iter(value)) in TAGS):
             return {key: to_json(item) for key, item in value.items()}
         return {"$map": [[to_json(key), to_json(item)] for key, item in value.items()]}
-    if isinstance(value, msgpack.Timestamp):
-        return {"$ext": [-1, _b64(value.to_bytes())]}
-    if isinstance(value, msgpack.ExtType):
-        return {"$ext": [value.code, _b64(value.data)]}
     raise TypeError(f"{type(value).__name__} is not a msgpack value")
 
 

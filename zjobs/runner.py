@@ -202,6 +202,7 @@ class ProcessorProcess:
             return True
         if kind == "error":
             _, error_type, text, attrs = message
+            self._process_join(10.0)  # it exits by itself; kill() after that is a no-op
             if error_type == "LoadError":
                 raise LoadError(attrs.get("spec", ""), text)
             if error_type == "BindError":

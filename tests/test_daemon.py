@@ -1,0 +1,74 @@
+"""Daemon and ServeSettings: one processor served in this process until stopped."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from zjobs import BindError, Client, Counters, Daemon, LoadError, ServeSettings, ZmqProcessor
+from zjobs.daemon import build_processor
+from zjobs.demo import square
+
+WAIT_S = 30.0
+
+
+def test_serves_until_request_stop_and_returns_counters() -> None:
+    daemon = Daemon(ServeSettings("zjobs.demo:square", name="sq"))
+    ready = threading.Event()
+    seen: dict[str, Any] = {}
+
+    def on_ready(processor: ZmqProcessor) -> None:
+        seen["processor"] = processor
+        ready.set()
+
+    def serve() -> None:
+        seen["counters"] = daemon.run(on_ready=on_ready)
+
+    thread = threading.Thread(target=serve, name="zjobs-test-daemon")
+    thread.start()
+    try:
+        assert ready.wait(WAIT_S)
+        processor = seen["processor"]
+        ep = processor.connect_endpoints
+        with Client.connect(ep.requests, ep.responses, timeout_s=WAIT_S) as client:
+            assert [client.call(n) for n in range(5)] == [0, 1, 4, 9, 16]
+    finally:
+        daemon.request_stop()
+        thread.join(WAIT_S)
+    assert not thread.is_alive()
+    counters: Counters = seen["counters"]
+    assert counters.ok == 5 and processor.state == "stopped"
+    assert daemon.stop_reason == "stop requested"
+
+
+def test_stop_requested_before_serving_returns_at_once() -> None:
+    daemon = Daemon(ServeSettings(square))
+    daemon.request_stop("early")
+    calls: list[ZmqProcessor] = []
+    assert daemon.run(on_ready=calls.append) == Counters()
+    assert calls == [] and daemon.stop_reason == "early"
+
+
+def test_load_and_bind_errors_come_before_serving() -> None:
+    with pytest.raises(LoadError):
+        Daemon(ServeSettings("no_such_module_d:job")).run()
+    with build_processor(ServeSettings(square)) as taken:
+        settings = ServeSettings(square, requests=taken.endpoints.requests)
+        with pytest.raises(BindError):
+            Daemon(settings).run()
+
+
+def test_build_processor_applies_cache_name_and_message_size() -> None:
+    settings = ServeSettings("zjobs.demo:square", name="cached-square", cache_size=4,
+                             max_message_size=1024)
+    with build_processor(settings) as processor, processor.client() as client:
+        assert processor.name == "cached-square"
+        first, second = client.call_response(3), client.call_response(3)
+        assert (first.value, first.cached, second.value, second.cached) == (9, False, 9, True)
+
+
+def test_settings_describe() -> None:
+    assert ServeSettings("m:f").describe() == "m:f"
+    assert "square" in ServeSettings(square).describe()
