@@ -15,6 +15,7 @@ from zjobs.errors import (
     EncodeError,
     LoadError,
     NotReady,
+    ProcessorsGone,
     ProtocolError,
     ReceiveTimeout,
     RemoteError,
@@ -24,7 +25,9 @@ from zjobs.errors import (
     ZJobsError,
 )
 from zjobs.handler import Counters
+from zjobs.heartbeat import ProcessorMonitor
 from zjobs.job import MISS, GetCache, PutCache, Run
+from zjobs.keepalive import Keepalive
 from zjobs.memory import MemoryProcessor, MemoryReceiver, MemorySender
 from zjobs.processor import Endpoints, Processor, ZmqProcessor
 from zjobs.protocol import ErrorInfo, Request, Response
@@ -48,6 +51,7 @@ __all__ = [
     "Endpoints",
     "ErrorInfo",
     "GetCache",
+    "Keepalive",
     "LoadError",
     "McReceive",
     "MemoryCache",
@@ -57,7 +61,9 @@ __all__ = [
     "MpSend",
     "NotReady",
     "Processor",
+    "ProcessorMonitor",
     "ProcessorProcess",
+    "ProcessorsGone",
     "ProtocolError",
     "PutCache",
     "ReceiveTimeout",

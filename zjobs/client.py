@@ -3,22 +3,39 @@
 ``call`` waits for one response; ``submit`` returns a ``concurrent.futures.Future`` so
 that thousands of requests can be in flight at once. One background thread reads the
 responses and completes the futures; sends happen in the caller's thread.
+
+With ``retries=N`` a call is the ZeroMQ guide's Lazy Pirate: a request unanswered within
+``timeout_s`` is sent again with the same id (by the reader thread, without waiting), up
+to N more times; the first response completes the call and later ones are ignored, so the
+caller gets exactly one result. Processors with a replay window answer a repeat they have
+already run from that window instead of running the job again.
 """
 
 from __future__ import annotations
 
 import heapq
+import inspect
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Self
 
 import zmq
 
-from zjobs.errors import CallTimeout, ClosedError, NotReady, ReceiveTimeout, Timeout
+from zjobs.errors import (
+    CallTimeout,
+    ClosedError,
+    NotReady,
+    ProcessorsGone,
+    ReceiveTimeout,
+    Timeout,
+    ZJobsError,
+)
+from zjobs.heartbeat import HEARTBEAT_TOPIC, ProcessorMonitor
+from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.protocol import PONG, Id, Meta, Response
 from zjobs.receiver import McReceive, ZmqReceiver
 from zjobs.sender import IdGenerator, MpSend, ZmqSender
@@ -32,12 +49,20 @@ _TICK_S = 0.05  # longest the reader sleeps before checking deadlines and closin
 
 
 class _Pending:
-    __slots__ = ("future", "timeout_s", "whole")
+    __slots__ = ("attempts", "deadline_ms", "future", "meta", "request", "retries", "timeout_s",
+                 "whole")
 
-    def __init__(self, future: Future[Any], timeout_s: float, whole: bool) -> None:
+    def __init__(self, future: Future[Any], timeout_s: float, whole: bool, retries: int = 0,
+                 request: Any = None, meta: Meta | None = None,
+                 deadline_ms: int | None = None) -> None:
         self.future = future
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # per attempt
         self.whole = whole  # complete with the Response itself, not its value
+        self.retries = retries  # resends left
+        self.attempts = 1
+        self.request = request  # kept only to be sent again
+        self.meta = meta
+        self.deadline_ms = deadline_ms
 
 
 class Client:
@@ -50,12 +75,18 @@ class Client:
     Args:
         sender: where requests go.
         receiver: where responses come from; the client subscribes it to its private topic.
-        timeout_s: the default time a call may take, after which its future fails with
-            :class:`CallTimeout`.
+        timeout_s: the default time one attempt of a call may take; after the last attempt
+            its future fails with :class:`CallTimeout`.
         ready_timeout_s: how long the readiness handshake may take.
         expect_processors: how many distinct processors must answer a ping before the client
             counts as ready (load balancing over N processors needs all N subscribed).
         topic: the private reply topic; random (32 hex characters) by default.
+        retries: the default number of times an unanswered request is sent again (same id)
+            before the call fails; 0 sends each request once (at most once).
+        liveness: when set, listen to processor heartbeats and fail the waiting calls with
+            :class:`ProcessorsGone` as soon as every processor heard from has been silent
+            for this many heartbeat intervals (or said it stopped). Needs a receiver with a
+            ``monitor`` attribute (:class:`ZmqReceiver`).
     """
 
     def __init__(
@@ -67,15 +98,24 @@ class Client:
         ready_timeout_s: float = 10.0,
         expect_processors: int = 1,
         topic: str | None = None,
+        retries: int = 0,
+        liveness: int | None = None,
     ) -> None:
+        if retries < 0:
+            raise ValueError("retries must not be negative")
         self.sender = sender
         self.receiver = receiver
         self.timeout_s = timeout_s
+        self.retries = retries
         self.ready_timeout_s = ready_timeout_s
         self.expect_processors = expect_processors
         self.topic = topic or secrets.token_hex(16)
         self.unmatched = 0
         """Responses on this client's topic that answered no pending call (late, or foreign)."""
+        self.resent = 0
+        """Requests sent again because an attempt got no answer in time."""
+        self.replays = 0
+        """Calls answered by a processor from its replay window (a repeat it had run)."""
         self._ids = IdGenerator()
         self._pending: dict[Id, _Pending] = {}
         self._deadlines: list[tuple[float, Id]] = []
@@ -87,6 +127,23 @@ class Client:
         self._pong_event = threading.Event()
         self._closed = threading.Event()
         self._reader: threading.Thread | None = None
+        # Senders that take a per-send timeout (ZmqSender) get bounded pings and resends
+        # that never block the reader; any other MpSend is called as it is.
+        try:
+            self._timed = "timeout_s" in inspect.signature(sender.send).parameters
+        except (TypeError, ValueError):
+            self._timed = False
+        self.monitor: ProcessorMonitor | None = None
+        """What the client learns from heartbeats (when ``liveness`` is set)."""
+        self._next_liveness_check = 0.0
+        if liveness is not None:
+            if not hasattr(receiver, "monitor"):
+                raise TypeError(f"liveness needs a receiver that takes a monitor, not {receiver!r}")
+            monitor = getattr(receiver, "monitor", None) or ProcessorMonitor(liveness)
+            monitor.liveness = liveness
+            receiver.monitor = monitor
+            self.monitor = monitor
+            receiver.subscribe(HEARTBEAT_TOPIC)
         receiver.subscribe(self.topic)
 
     @classmethod
@@ -99,23 +156,44 @@ class Client:
         security: ClientSecurity | None = None,
         send_timeout_s: float | None = None,
         expect_processors: int | None = None,
+        immediate: bool = True,
+        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
         **options: Any,
     ) -> Client:
         """A client over ZeroMQ, connected to processors' request and response endpoints.
 
         By default the readiness handshake waits for as many processors as there are
         request endpoints.
+
+        Args:
+            send_timeout_s: how long a call may wait to queue its request when no processor
+                can take it; None waits up to the call's ``timeout_s``.
+            immediate: ZMQ_IMMEDIATE on the sender (the default): requests go only to
+                processors whose connection is up, so a processor that died is skipped at
+                once instead of collecting requests (and retries) until it comes back.
+                While no processor is connected, sends wait (see ``send_timeout_s``).
+            keepalive: ZMTP heartbeats on both sockets, so a dead or stalled processor's
+                connections are dropped (None: off).
+
+        Other options are those of :class:`Client`.
         """
         request_eps, response_eps = endpoint_list(requests), endpoint_list(responses)
         sender = ZmqSender(request_eps, context=context, security=security,
-                           send_timeout_s=send_timeout_s)
+                           send_timeout_s=send_timeout_s, immediate=immediate,
+                           keepalive=keepalive)
         try:
-            receiver = ZmqReceiver(response_eps, topics=(), context=context, security=security)
+            receiver = ZmqReceiver(response_eps, topics=(), context=context, security=security,
+                                   keepalive=keepalive)
         except BaseException:
             sender.close()
             raise
         expected = expect_processors or max(1, len(request_eps))
-        return cls(sender, receiver, expect_processors=expected, **options)
+        try:
+            return cls(sender, receiver, expect_processors=expected, **options)
+        except BaseException:
+            sender.close()
+            receiver.close()
+            raise
 
     def __repr__(self) -> str:
         state = "closed" if self._closed.is_set() else "ready" if self._ready else "new"
@@ -160,20 +238,31 @@ class Client:
                     raise NotReady(getattr(self.sender, "endpoints", []), limit,
                                    len(self._pong_from), self.expect_processors)
                 self._pong_event.clear()
-                self._send_ping()
+                self._send_ping(max(0.0, min(0.1, deadline - time.monotonic())))
                 self._pong_event.wait(interval)
                 interval = min(interval * 1.5, 0.1)
             self._ready = True
             self._pongs.clear()
 
-    def _send_ping(self) -> Id:
+    def _send_ping(self, timeout_s: float) -> Id:
         rid = self._ids()
         self._pongs[rid] = time.monotonic()
         try:
-            self.sender.send(None, id=rid, reply_to=self.topic, ping=True)
+            self._send(None, rid, ping=True, timeout_s=timeout_s)
         except Timeout:
             pass  # nobody takes requests yet; the handshake keeps trying until its deadline
         return rid
+
+    def _send(self, request: Any, rid: Id, *, meta: Meta | None = None,
+              deadline_ms: int | None = None, ping: bool = False,
+              timeout_s: float | None = None) -> None:
+        # timeout_s None: the sender's own send timeout.
+        if self._timed and timeout_s is not None:
+            self.sender.send(request, id=rid, reply_to=self.topic, meta=meta,  # type: ignore[call-arg]
+                             deadline_ms=deadline_ms, ping=ping, timeout_s=timeout_s)
+        else:
+            self.sender.send(request, id=rid, reply_to=self.topic, meta=meta,
+                             deadline_ms=deadline_ms, ping=ping)
 
     def ping(self, timeout_s: float | None = None) -> float:
         """Round-trip one ping; return the seconds it took.
@@ -185,7 +274,7 @@ class Client:
         self._ensure_reader()
         future: Future[Any] = Future()
         start = time.monotonic()
-        rid = self._register(future, limit)
+        rid = self._register(_Pending(future, limit, False))
         try:
             self.sender.send(None, id=rid, reply_to=self.topic, ping=True)
         except BaseException:
@@ -203,28 +292,37 @@ class Client:
         timeout_s: float | None = None,
         meta: Meta | None = None,
         deadline_ms: int | None = None,
+        retries: int | None = None,
     ) -> Future[Any]:
         """Send a request; return a future for its response value.
 
         The future fails with :class:`RemoteError` for an error response, with
-        :class:`CallTimeout` after ``timeout_s`` (the client default when None), and with
+        :class:`CallTimeout` when none of its attempts (1 + ``retries``, the client default
+        when None) was answered within ``timeout_s`` (likewise), and with
         :class:`ClosedError` if the client closes first. Cancelling it ignores a late response.
 
         Raises:
             EncodeError: the request cannot be encoded (nothing was sent).
             SendTimeout, NotReady, ClosedError: the request could not be sent.
         """
-        return self._submit(request, timeout_s, meta, deadline_ms, whole=False)
+        return self._submit(request, timeout_s, meta, deadline_ms, whole=False, retries=retries)
 
     def _submit(self, request: Any, timeout_s: float | None, meta: Meta | None,
-                deadline_ms: int | None, *, whole: bool) -> Future[Any]:
+                deadline_ms: int | None, *, whole: bool,
+                retries: int | None = None) -> Future[Any]:
         if not self._ready:
             self.wait_ready()
         future: Future[Any] = Future()
-        rid = self._register(future, self.timeout_s if timeout_s is None else timeout_s, whole)
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        retries = self.retries if retries is None else retries
+        pending = _Pending(future, limit, whole, retries,
+                           request if retries else None, meta, deadline_ms)
+        rid = self._register(pending)
+        # A sender with no send timeout of its own waits at most one attempt's time.
+        own = getattr(self.sender, "send_timeout_s", None)
         try:
-            self.sender.send(request, id=rid, reply_to=self.topic, meta=meta,
-                             deadline_ms=deadline_ms)
+            self._send(request, rid, meta=meta, deadline_ms=deadline_ms,
+                       timeout_s=limit if own is None else None)
         except BaseException:
             self._forget(rid)
             raise
@@ -237,29 +335,31 @@ class Client:
         timeout_s: float | None = None,
         meta: Meta | None = None,
         deadline_ms: int | None = None,
+        retries: int | None = None,
     ) -> Any:
         """Send a request and return its response value.
 
         Raises:
             RemoteError: the processor answered with an error (type, message, processor).
-            CallTimeout: no response within ``timeout_s``.
+            CallTimeout: no response to any attempt (its ``attempts`` says how many).
+            ProcessorsGone: (with ``liveness``) every processor stopped heartbeating.
         """
         return self.submit(request, timeout_s=timeout_s, meta=meta,
-                           deadline_ms=deadline_ms).result()
+                           deadline_ms=deadline_ms, retries=retries).result()
 
     def call_response(self, request: Any, *, timeout_s: float | None = None,
-                      meta: Meta | None = None) -> Response:
+                      meta: Meta | None = None, retries: int | None = None) -> Response:
         """Like :meth:`call`, but return the whole :class:`Response` (error responses too)."""
-        future = self._submit(request, timeout_s, meta, None, whole=True)
+        future = self._submit(request, timeout_s, meta, None, whole=True, retries=retries)
         return future.result()  # type: ignore[no-any-return]
 
-    def _register(self, future: Future[Any], timeout_s: float, whole: bool = False) -> Id:
+    def _register(self, pending: _Pending) -> Id:
         if self._closed.is_set():
             raise ClosedError("client is closed")
         rid = self._ids()
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + pending.timeout_s
         with self._lock:
-            self._pending[rid] = _Pending(future, timeout_s, whole)
+            self._pending[rid] = pending
             heapq.heappush(self._deadlines, (deadline, rid))
         return rid
 
@@ -292,8 +392,13 @@ class Client:
                 return
             if response is not None:
                 self._dispatch(response)
-            if self._deadlines and self._deadlines[0][0] <= time.monotonic():
+            now = time.monotonic()
+            if self._deadlines and self._deadlines[0][0] <= now:
                 self._expire()
+            if self.monitor is not None and now >= self._next_liveness_check:
+                self._next_liveness_check = now + _TICK_S
+                if self._pending and self.monitor.all_gone():
+                    self._fail_all(lambda rid, p: ProcessorsGone(rid, p.timeout_s, p.attempts))
 
     def _wait_s(self) -> float:
         if not self._deadlines:
@@ -315,6 +420,8 @@ class Client:
                 self.unmatched += 1
             return
         future = pending.future
+        if response.replay:
+            self.replays += 1
         try:
             if pending.whole:
                 future.set_result(response)
@@ -331,16 +438,51 @@ class Client:
     def _expire(self) -> None:
         now = time.monotonic()
         expired: list[tuple[Id, _Pending]] = []
+        again: list[tuple[Id, _Pending]] = []
         with self._lock:
             while self._deadlines and self._deadlines[0][0] <= now:
                 _, rid = heapq.heappop(self._deadlines)
-                pending = self._pending.pop(rid, None)
-                if pending is not None:
+                pending = self._pending.get(rid)
+                if pending is None:
+                    continue
+                if pending.retries > 0 and not pending.future.done():
+                    pending.retries -= 1
+                    pending.attempts += 1
+                    heapq.heappush(self._deadlines, (now + pending.timeout_s, rid))
+                    again.append((rid, pending))
+                else:
+                    del self._pending[rid]
                     expired.append((rid, pending))
+        for rid, pending in again:
+            self.resent += 1
+            try:
+                # Never wait here: the reader must keep reading. An attempt that cannot be
+                # queued now counts as made; the next one comes after timeout_s.
+                self._send(pending.request, rid, meta=pending.meta,
+                           deadline_ms=pending.deadline_ms, timeout_s=0)
+            except Timeout:
+                log.debug("client %s: no processor took retry %d of %r", self.topic,
+                          pending.attempts - 1, rid)
+            except ClosedError:
+                return
+            except ZJobsError:
+                log.exception("client %s: resending %r failed", self.topic, rid)
         for rid, pending in expired:
             self._pongs.pop(rid, None)
             try:
-                pending.future.set_exception(CallTimeout(rid, pending.timeout_s))
+                pending.future.set_exception(
+                    CallTimeout(rid, pending.timeout_s, pending.attempts))
+            except InvalidStateError:
+                pass
+
+    def _fail_all(self, error: Callable[[Id, _Pending], BaseException]) -> None:
+        with self._lock:
+            pending = list(self._pending.items())
+            self._pending.clear()
+            self._deadlines.clear()
+        for rid, entry in pending:
+            try:
+                entry.future.set_exception(error(rid, entry))
             except InvalidStateError:
                 pass
 
@@ -354,15 +496,7 @@ class Client:
         self._closed.set()
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join()
-        with self._lock:
-            pending = list(self._pending.items())
-            self._pending.clear()
-            self._deadlines.clear()
-        for rid, entry in pending:
-            try:
-                entry.future.set_exception(ClosedError(f"client closed before request {rid!r} "
-                                                       "was answered"))
-            except InvalidStateError:
-                pass
+        self._fail_all(lambda rid, _: ClosedError(f"client closed before request {rid!r} "
+                                                  "was answered"))
         self.sender.close()
         self.receiver.close()

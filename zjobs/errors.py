@@ -14,6 +14,7 @@ Every error zjobs raises derives from :class:`ZJobsError`::
     │   ├── SendTimeout        a request could not be queued in time
     │   ├── ReceiveTimeout     no response arrived in time
     │   ├── CallTimeout        a call got no answer in time
+    │   │   └── ProcessorsGone a call failed early: every processor stopped heartbeating
     │   └── NotReady           the readiness handshake got no pong in time
     └── ClosedError            the object was closed (pending calls fail with it)
 
@@ -145,6 +146,19 @@ class CallTimeout(Timeout):
         self.id = id
         self.timeout_s = timeout_s
         self.attempts = attempts
+
+
+class ProcessorsGone(CallTimeout):
+    """A waiting call was failed early: every processor the client heard heartbeats from has
+    gone silent (or said it stopped), so no answer is coming.
+
+    A :class:`CallTimeout`, with the same attributes, raised before the timeout.
+    """
+
+    def __init__(self, id: str | bytes, timeout_s: float, attempts: int = 1) -> None:
+        super().__init__(id, timeout_s, attempts)
+        self.args = (f"no processor left to answer request {id!r}: every processor stopped "
+                     "sending heartbeats",)
 
 
 class NotReady(Timeout):

@@ -16,6 +16,8 @@ from typing import Protocol, Self, runtime_checkable
 import zmq
 
 from zjobs.errors import ClosedError, ProtocolError, ReceiveTimeout
+from zjobs.heartbeat import HEARTBEAT_TOPIC, ProcessorMonitor
+from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.protocol import RESERVED_PREFIX, STATUSES, Response
 from zjobs.sockets import ClientSecurity, connect, endpoint_list
 
@@ -55,6 +57,10 @@ class ZmqReceiver:
         context: the zmq context (the shared instance by default).
         rcvhwm: responses buffered before the publisher starts dropping for this receiver.
         security: client-side security (e.g. CURVE), applied before connecting.
+        keepalive: ZMTP heartbeats that drop dead or half-open connections (None: off).
+        monitor: when given, fed with the heartbeats received (subscribe to
+            :data:`~zjobs.heartbeat.HEARTBEAT_TOPIC` to get them) and the sequence number of
+            every response, so it knows which processors are alive and counts gaps.
     """
 
     def __init__(
@@ -65,8 +71,11 @@ class ZmqReceiver:
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         rcvhwm: int = 100_000,
         security: ClientSecurity | None = None,
+        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+        monitor: ProcessorMonitor | None = None,
     ) -> None:
         self.context = context or zmq.Context.instance()
+        self.monitor = monitor
         self.endpoints: list[str] = []
         self.topics: list[bytes] = []
         self.skipped = 0
@@ -78,6 +87,8 @@ class ZmqReceiver:
             sock = self._socket
             sock.linger = 0
             sock.rcvhwm = rcvhwm
+            if keepalive is not None:
+                keepalive.apply(sock)
             if security is not None:
                 security.configure_client(sock)
             self._poller.register(sock, zmq.POLLIN)
@@ -169,6 +180,8 @@ class ZmqReceiver:
     def parse(self, frames: list[bytes]) -> Response | None:
         """The response in ``frames``, or None (counted in ``skipped``) if it is not one."""
         if frames and frames[0].startswith(RESERVED_PREFIX):
+            if self.monitor is not None and frames[0] == HEARTBEAT_TOPIC:
+                self.monitor.heartbeat(frames)
             self.skipped += 1
             return None
         try:
@@ -177,6 +190,8 @@ class ZmqReceiver:
             self.skipped += 1
             log.debug("skipped a message that is not a ZJP/1 response: %s", exc)
             return None
+        if self.monitor is not None:
+            self.monitor.sequence(response.instance, response.seq)
         if response.status not in STATUSES:
             self.skipped += 1
             return None

@@ -6,19 +6,34 @@ each request to the next connected processor in turn (load balancing).
 
 from __future__ import annotations
 
+import enum
 import itertools
 import secrets
 import threading
+import time
 from collections.abc import Iterable
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Final, Protocol, Self, runtime_checkable
 
 import zmq
 
 from zjobs.errors import ClosedError, SendTimeout
+from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.protocol import Id, Meta, Request
 from zjobs.sockets import ClientSecurity, connect, endpoint_list
 
-__all__ = ["IdGenerator", "MpSend", "ZmqSender"]
+__all__ = ["USE_SENDER_DEFAULT", "IdGenerator", "MpSend", "ZmqSender"]
+
+
+class _UseDefault(enum.Enum):
+    USE_SENDER_DEFAULT = "USE_SENDER_DEFAULT"
+
+    def __repr__(self) -> str:
+        return "zjobs.sender.USE_SENDER_DEFAULT"
+
+
+USE_SENDER_DEFAULT: Final = _UseDefault.USE_SENDER_DEFAULT
+"""The default ``timeout_s`` of a send: the sender's own ``send_timeout_s`` (which may be None,
+blocking), as distinct from an explicit None."""
 
 
 @runtime_checkable
@@ -62,10 +77,15 @@ class ZmqSender:
         context: the zmq context (the shared instance by default; inproc needs the processor's).
         send_timeout_s: how long ``send`` may block when no processor can take the request
             (none connected, or all at their high-water mark); None blocks indefinitely.
-        immediate: queue requests only to connections that are up (ZMQ_IMMEDIATE).
+        immediate: queue requests only to connections that are up (ZMQ_IMMEDIATE). Without
+            it, libzmq queues requests (up to ``sndhwm``) for a processor that is not
+            connected yet or has gone, and delivers them if it comes (back); with it, a
+            processor that disconnects is skipped at once and ``send`` blocks (up to the
+            timeout) while no processor is connected.
         linger_ms: how long queued requests may still be delivered after ``close``.
         sndhwm: requests queued per connection before ``send`` blocks.
         security: client-side security (e.g. CURVE), applied before connecting.
+        keepalive: ZMTP heartbeats that drop dead or half-open connections (None: off).
     """
 
     def __init__(
@@ -79,6 +99,7 @@ class ZmqSender:
         sndhwm: int = 1000,
         security: ClientSecurity | None = None,
         ids: IdGenerator | None = None,
+        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
     ) -> None:
         self.context = context or zmq.Context.instance()
         self.send_timeout_s = send_timeout_s
@@ -93,6 +114,8 @@ class ZmqSender:
             sock.immediate = immediate
             if send_timeout_s is not None:
                 sock.sndtimeo = max(0, int(send_timeout_s * 1000))
+            if keepalive is not None:
+                keepalive.apply(sock)
             if security is not None:
                 security.configure_client(sock)
             for endpoint in endpoint_list(endpoints):
@@ -136,26 +159,51 @@ class ZmqSender:
         meta: Meta | None = None,
         deadline_ms: int | None = None,
         ping: bool = False,
+        timeout_s: float | _UseDefault | None = USE_SENDER_DEFAULT,
     ) -> Id:
         """Encode and send one request; return its id.
 
+        ``timeout_s`` overrides ``send_timeout_s`` for this send (0: do not wait at all).
+
         Raises:
             EncodeError: the request (or meta) cannot be encoded as msgpack.
-            SendTimeout: no processor took it within ``send_timeout_s``.
+            SendTimeout: no processor took it within the timeout.
             ClosedError: the sender is closed.
         """
         rid = id if id is not None else self.ids()
         frames = Request(rid, request, reply_to, ping, deadline_ms, meta).to_frames()
-        self.send_frames(frames)
+        self.send_frames(frames, timeout_s=timeout_s)
         return rid
 
-    def send_frames(self, frames: list[bytes]) -> None:
-        """Send already encoded request frames (for relays and tests of hostile input)."""
-        with self._lock:
-            try:
-                self._live().send_multipart(frames)
-            except zmq.Again as exc:
-                raise SendTimeout(self.endpoints, self.send_timeout_s) from exc
+    def send_frames(self, frames: list[bytes], *,
+                    timeout_s: float | _UseDefault | None = USE_SENDER_DEFAULT) -> None:
+        """Send already encoded request frames (for relays and tests of hostile input).
+
+        An explicit ``timeout_s`` also bounds the wait for another thread's send to finish.
+        """
+        if timeout_s is USE_SENDER_DEFAULT:
+            with self._lock:
+                try:
+                    self._live().send_multipart(frames)
+                except zmq.Again as exc:
+                    raise SendTimeout(self.endpoints, self.send_timeout_s) from exc
+            return
+        start = time.monotonic()
+        if not self._lock.acquire(timeout=-1 if timeout_s is None else timeout_s):
+            raise SendTimeout(self.endpoints, timeout_s)
+        try:
+            sock = self._live()
+            if timeout_s is None:
+                sock.poll(None, zmq.POLLOUT)
+            else:
+                left_ms = int((timeout_s - (time.monotonic() - start)) * 1000)
+                if left_ms > 0:
+                    sock.poll(left_ms, zmq.POLLOUT)
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again as exc:
+            raise SendTimeout(self.endpoints, timeout_s) from exc
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         """Close the socket; requests still queued get ``linger_ms`` to leave. Idempotent."""
