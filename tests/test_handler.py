@@ -7,9 +7,12 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from zjobs.handler import Counters, RequestHandler, new_instance_id
 from zjobs.job import MISS
+from zjobs.protocol import STATUSES, Response
 
 T = b"topic"
 
@@ -371,3 +374,52 @@ def test_counters_are_a_frozen_snapshot() -> None:
     assert handler.counters.received == 1
     with pytest.raises(AttributeError):
         before.received = 5  # type: ignore[misc]
+
+
+# -- no input stops the handler ------------------------------------------------------------
+
+_scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+            | st.text(max_size=20) | st.binary(max_size=20))
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=5) | st.integers(-(2**63), 2**64 - 1), inner, max_size=4),
+    max_leaves=12,
+)
+_field_values = {
+    "v": st.sampled_from([1, 1, 1, 2, True, 1.0, None]) | _values,
+    "id": st.text(min_size=1, max_size=8) | st.binary(min_size=1, max_size=8) | _values,
+    "reply_to": st.text(max_size=6) | st.binary(max_size=6) | _values,
+    "ping": st.booleans() | _values,
+    "deadline_ms": st.integers(0, 2**62) | _values,
+    "meta": st.dictionaries(st.text(max_size=4), _values, max_size=3) | _values,
+    "other": _values,
+}
+_headers = st.fixed_dictionaries({}, optional=_field_values)
+
+
+def _check(handler: RequestHandler, frames: list[bytes]) -> None:
+    out = handler.handle(frames)
+    if out is not None:
+        response = Response.from_frames(out)
+        assert response.status in STATUSES
+        assert not out[0].startswith(b"\x00")
+    assert balanced(handler.counters)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(header=_headers, body=_values | st.binary(max_size=10), extra=st.integers(0, 2))
+def test_structured_garbage_never_breaks_the_handler(header: dict[str, Any], body: Any,
+                                                     extra: int) -> None:
+    handler = RequestHandler(echo, name="fuzz", clock_ms=lambda: 10**12)
+    frames = [pack(header), body if isinstance(body, bytes) else pack(body)] + [b"x"] * extra
+    _check(handler, frames)
+    _check(handler, request("after"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=st.lists(st.binary(max_size=40), max_size=4))
+def test_random_bytes_never_break_the_handler(frames: list[bytes]) -> None:
+    handler = RequestHandler(echo, name="fuzz")
+    _check(handler, frames)
+    assert answer(handler, request("after"))[2] == "after"
