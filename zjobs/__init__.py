@@ -20,6 +20,7 @@ from zjobs.errors import (
     ReceiveTimeout,
     RemoteError,
     SendTimeout,
+    StageError,
     StartError,
     Timeout,
     ZJobsError,
@@ -28,7 +29,9 @@ from zjobs.handler import Counters
 from zjobs.heartbeat import ProcessorMonitor
 from zjobs.job import MISS, GetCache, PutCache, Run
 from zjobs.keepalive import Keepalive
+from zjobs.link import Link, LinkCounters
 from zjobs.memory import MemoryProcessor, MemoryReceiver, MemorySender
+from zjobs.pipeline import Pipeline, Stage
 from zjobs.processor import Endpoints, Processor, ZmqProcessor
 from zjobs.protocol import ErrorInfo, Request, Response
 from zjobs.receiver import McReceive, ZmqReceiver
@@ -52,6 +55,8 @@ __all__ = [
     "ErrorInfo",
     "GetCache",
     "Keepalive",
+    "Link",
+    "LinkCounters",
     "LoadError",
     "McReceive",
     "MemoryCache",
@@ -60,6 +65,7 @@ __all__ = [
     "MemorySender",
     "MpSend",
     "NotReady",
+    "Pipeline",
     "Processor",
     "ProcessorMonitor",
     "ProcessorProcess",
@@ -73,6 +79,8 @@ __all__ = [
     "Run",
     "SendTimeout",
     "ServeSettings",
+    "Stage",
+    "StageError",
     "StartError",
     "Timeout",
     "ZJobsError",

@@ -10,6 +10,7 @@ Every error zjobs raises derives from :class:`ZJobsError`::
     ├── StartError             a processor could not start (its resources factory raised)
     ├── LoadError              a MODULE:OBJECT reference cannot be loaded (also a ValueError)
     ├── RemoteError            a processor answered with an error response
+    │   └── StageError         a stage of a chain failed (names the stage)
     ├── Timeout                (also a builtin TimeoutError)
     │   ├── SendTimeout        a request could not be queued in time
     │   ├── ReceiveTimeout     no response arrived in time
@@ -106,6 +107,33 @@ class RemoteError(ZJobsError):
         """The class name of the exception the job raised, when the processor sent it."""
         value = self.details.get("exception")
         return value if isinstance(value, str) else None
+
+
+class StageError(RemoteError):
+    """A stage of a chain (a processor, or a link between two) failed.
+
+    Raised by a :class:`~zjobs.Pipeline` for the first error of the work, wherever it
+    happened; later stages never ran.
+
+    Attributes:
+        stage: the name of the processor (or link) that failed.
+        path: the processors the work went through, ending with the last one that handled it.
+    """
+
+    def __init__(
+        self,
+        type: str,
+        message: str,
+        *,
+        stage: str,
+        path: Sequence[str] = (),
+        id: str | bytes | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(type, message, id=id, processor=stage, details=details)
+        self.args = (f"stage {stage!r} failed: {type}: {message}",)
+        self.stage = stage
+        self.path = list(path)
 
 
 class Timeout(ZJobsError, TimeoutError):
