@@ -222,3 +222,39 @@ def test_cleanup_failure_is_logged_and_stop_still_completes(
         proc.stop()
     assert proc.state == "stopped"
     assert "closing resources failed" in caplog.text
+
+
+def test_callable_object_and_partial_generator_factories() -> None:
+    import functools
+
+    events: list[str] = []
+
+    def connect(dsn: str) -> Iterator[str]:
+        events.append(f"open {dsn}")
+        yield f"conn to {dsn}"
+        events.append(f"close {dsn}")
+
+    class Factory:
+        def __init__(self, dsn: str) -> None:
+            self.dsn = dsn
+
+        def __call__(self) -> Iterator[str]:
+            return connect(self.dsn)
+
+    for factory in (functools.partial(connect, "a"), Factory("b"), lambda: connect("c")):
+        res = Resources(factory)
+        value = res.open()
+        assert isinstance(value, str) and value.startswith("conn to ")
+        res.close()
+    assert events == ["open a", "close a", "open b", "close b", "open c", "close c"]
+
+
+def test_generator_that_yields_nothing_is_a_start_error() -> None:
+    def factory() -> Iterator[int]:
+        return
+        yield 1
+
+    proc = ZmqProcessor(use_conn, resources=factory)
+    with pytest.raises(StartError, match="StopIteration"):
+        proc.start()
+    assert proc.state == "stopped"

@@ -1,8 +1,8 @@
 """Resources: the mutable things a job needs, created once by whoever runs it and closed after.
 
 A factory is either a plain callable returning the resources (closed by calling their
-``close()`` if they have one) or a generator function that yields them once and cleans
-up after the yield, as pytest fixtures do::
+``close()`` if they have one) or a generator function (or any callable returning a
+generator) that yields them once and cleans up after the yield, as pytest fixtures do::
 
     def open_db():
         conn = sqlite3.connect("results.db")
@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Generator
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 __all__ = ["ResourceFactory", "Resources"]
 
@@ -40,11 +40,14 @@ class Resources:
         if self.factory is None:
             self._open = True
             return None
-        if inspect.isgeneratorfunction(self.factory):
-            self._generator = self.factory()
-            self.value = next(self._generator)
+        made = self.factory()
+        # A generator (from a generator function, or a callable that returns one) yields the
+        # resources once and cleans up after the yield.
+        if inspect.isgenerator(made):
+            self._generator = cast("Generator[Any, None, None]", made)
+            self.value = next(made)
         else:
-            self.value = self.factory()
+            self.value = made
         self._open = True
         return self.value
 
