@@ -144,7 +144,8 @@ class Counting:
 
 
 def req(value: Any = 1, rid: Any = "r1", topic: Any = "t", **fields: Any) -> list[bytes]:
-    return [encode({"v": 1, "id": rid, "reply_to": topic, **fields}), encode(value)]
+    return [encode({"v": 1, "id": rid, "reply_to": topic, "dedup": True, **fields}),
+            encode(value)]
 
 
 def handled(handler: RequestHandler, frames: list[bytes]) -> Response:
@@ -217,6 +218,18 @@ def test_a_repeat_of_a_running_request_is_answered_by_its_response() -> None:
     assert Response.from_frames(frames).value == 10
     assert handler.counters == Counters(received=2, ok=2, replays=1)
     assert handled(handler, req(5)).replay
+
+
+@pytest.mark.parametrize("mark", [None, False, 1, "yes"])
+def test_only_requests_marked_dedup_true_are_remembered(mark: Any) -> None:
+    # A ZJP/1 client may reuse an id once it has its answer: unmarked requests always run.
+    job = Counting()
+    window = ReplayWindow()
+    handler = RequestHandler(job, name="p", replay_window=window)
+    for _ in range(2):
+        assert handled(handler, req(dedup=mark)).replay is False
+    assert job.calls == 2
+    assert len(window) == 0 and window.running == 0
 
 
 def test_without_a_window_repeats_run_again() -> None:

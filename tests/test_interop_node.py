@@ -305,5 +305,6 @@ def test_worked_example_against_zjobs_serve(daemon: Peer) -> None:
     header, expected = msgpack.unpackb(got[1]), msgpack.unpackb(response[1])
     assert header.pop("processor") == "interop"
     assert isinstance(header.pop("instance"), str)
+    assert type(header.pop("seq")) is int  # zjobs' sequence-number extension
     del expected["processor"], expected["instance"]
     assert header == expected

@@ -128,11 +128,14 @@ class Client:
         self._closed = threading.Event()
         self._reader: threading.Thread | None = None
         # Senders that take a per-send timeout (ZmqSender) get bounded pings and resends
-        # that never block the reader; any other MpSend is called as it is.
+        # that never block the reader, and retried requests marked for the processor's
+        # replay window; any other MpSend is called as it is.
         try:
-            self._timed = "timeout_s" in inspect.signature(sender.send).parameters
+            params = inspect.signature(sender.send).parameters
         except (TypeError, ValueError):
-            self._timed = False
+            params = {}  # type: ignore[assignment]
+        self._timed = "timeout_s" in params
+        self._marks_dedup = "dedup" in params
         self.monitor: ProcessorMonitor | None = None
         """What the client learns from heartbeats (when ``liveness`` is set)."""
         self._next_liveness_check = 0.0
@@ -255,14 +258,15 @@ class Client:
 
     def _send(self, request: Any, rid: Id, *, meta: Meta | None = None,
               deadline_ms: int | None = None, ping: bool = False,
-              timeout_s: float | None = None) -> None:
+              timeout_s: float | None = None, dedup: bool = False) -> None:
         # timeout_s None: the sender's own send timeout.
+        extra: dict[str, Any] = {}
         if self._timed and timeout_s is not None:
-            self.sender.send(request, id=rid, reply_to=self.topic, meta=meta,  # type: ignore[call-arg]
-                             deadline_ms=deadline_ms, ping=ping, timeout_s=timeout_s)
-        else:
-            self.sender.send(request, id=rid, reply_to=self.topic, meta=meta,
-                             deadline_ms=deadline_ms, ping=ping)
+            extra["timeout_s"] = timeout_s
+        if dedup and self._marks_dedup:
+            extra["dedup"] = True
+        self.sender.send(request, id=rid, reply_to=self.topic, meta=meta,
+                         deadline_ms=deadline_ms, ping=ping, **extra)
 
     def ping(self, timeout_s: float | None = None) -> float:
         """Round-trip one ping; return the seconds it took.
@@ -322,7 +326,7 @@ class Client:
         own = getattr(self.sender, "send_timeout_s", None)
         try:
             self._send(request, rid, meta=meta, deadline_ms=deadline_ms,
-                       timeout_s=limit if own is None else None)
+                       timeout_s=limit if own is None else None, dedup=retries > 0)
         except BaseException:
             self._forget(rid)
             raise
@@ -459,7 +463,7 @@ class Client:
                 # Never wait here: the reader must keep reading. An attempt that cannot be
                 # queued now counts as made; the next one comes after timeout_s.
                 self._send(pending.request, rid, meta=pending.meta,
-                           deadline_ms=pending.deadline_ms, timeout_s=0)
+                           deadline_ms=pending.deadline_ms, timeout_s=0, dedup=True)
             except Timeout:
                 log.debug("client %s: no processor took retry %d of %r", self.topic,
                           pending.attempts - 1, rid)

@@ -103,9 +103,10 @@ class RequestHandler:
         resources: the opened resources passed to every call.
         instance: this processor run's id (random when not given).
         clock_ms: wall clock in unix milliseconds, for deadlines.
-        replay_window: when given, a request whose ``(reply_to, id)`` was answered recently
-            is answered again from it, marked ``"replay": true``, instead of running the
-            job again; a repeat of a request still running is answered by its response.
+        replay_window: when given, requests marked ``"dedup": true`` are remembered in it:
+            a repeat whose ``(reply_to, id)`` was answered recently is answered again from
+            it, marked ``"replay": true``, instead of running the job again; a repeat of a
+            request still running is answered by that request's response.
     """
 
     def __init__(
@@ -171,7 +172,7 @@ class RequestHandler:
         if request.ping:
             tally.pongs += 1
             return self.encoder.pong(topic_bytes(request.reply_to), request.id, request.meta)
-        window = self.replay_window
+        window = self.replay_window if request.dedup else None
         if window is not None:
             seen = window.claim((topic_bytes(request.reply_to), request.id))
             if seen is JOINED:
@@ -208,7 +209,7 @@ class RequestHandler:
             tally.cache_hits += 1
         topic = topic_bytes(request.reply_to)
         frames = self.encoder.ok(topic, request.id, body, cached=cached, meta=request.meta)
-        if self.replay_window is not None:
+        if self.replay_window is not None and request.dedup:
             joined = self.replay_window.complete((topic, request.id), frames)
             tally.ok += joined
             tally.replays += joined
@@ -226,7 +227,7 @@ class RequestHandler:
         error = {"type": JOB_FAILED, "message": f"{kind}: {text}", "exception": kind}
         topic = topic_bytes(request.reply_to)
         frames = self.encoder.error(topic, request.id, error, request.meta)
-        if self.replay_window is not None:
+        if self.replay_window is not None and request.dedup:
             joined = self.replay_window.complete((topic, request.id), frames, failed=True)
             self._tally.failed += joined
             self._tally.replays += joined

@@ -65,7 +65,13 @@ def _uint(value: int) -> bytes:
 
 def with_seq(frames: Sequence[bytes], seq: int) -> list[bytes]:
     """A copy of published frames (topic, header, ...) whose header also has ``"seq"``."""
-    return [frames[0], extend_map(frames[1], _SEQ_KEY + _uint(seq), 1), *frames[2:]]
+    header = frames[1]
+    first = header[0] if header else 0
+    if 0x80 <= first < 0x8F:  # a small map, the usual case: on every publish
+        header = bytes((first + 1,)) + header[1:] + _SEQ_KEY + _uint(seq)
+    else:
+        header = extend_map(header, _SEQ_KEY + _uint(seq), 1)
+    return [frames[0], header, *frames[2:]]
 
 
 def _wall_ms() -> int:

@@ -5,6 +5,11 @@ The sockets are bound when the processor is created, so its endpoints (wildcards
 resolved) are known at once. It then runs in the calling thread (:meth:`run`) or in a
 background thread (:meth:`start`), one request at a time, until stopped. Stopping is
 graceful: the job in progress finishes and its response is published first.
+
+Reliability (see the README's "Reliability and delivery guarantees"): every published
+message carries a sequence number and heartbeats go out every second (even while a job
+runs), a repeated request id is answered from a replay window instead of running the job
+twice, and ZMTP keepalive drops connections to peers that vanished.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import zmq
 
+from zjobs.dedup import ReplayWindow
 from zjobs.errors import ClosedError, StartError, Timeout
 from zjobs.handler import Counters, RequestHandler, new_instance_id
 from zjobs.job import Job, describe_job, run_job
+from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
+from zjobs.publisher import Publisher
 from zjobs.receiver import McReceive, ZmqReceiver
 from zjobs.resources import ResourceFactory, Resources
 from zjobs.sender import MpSend, ZmqSender
@@ -90,6 +98,13 @@ class ZmqProcessor:
         linger_ms: how long published responses may still flush after the sockets close.
         rcvhwm: requests queued in the processor before senders are held back.
         sndhwm: responses queued per subscriber before the publisher drops for that subscriber.
+        dedup_size: how many recent responses are kept to answer a repeated request id
+            (a client's retry) without running the job again; 0 turns this off.
+        dedup_ttl_s: how long after a request was taken up a repeat of it is answered from
+            that window.
+        heartbeat_interval_s: seconds between heartbeats on the reserved heartbeat topic;
+            None sends none.
+        keepalive: ZMTP heartbeats on both sockets, dropping dead peers' connections.
         security: server-side security (e.g. CURVE) for both sockets.
 
     Raises:
@@ -111,8 +126,19 @@ class ZmqProcessor:
         rcvhwm: int = 1000,
         sndhwm: int = 100_000,
         security: ServerSecurity | None = None,
+        dedup_size: int = 10_000,
+        dedup_ttl_s: float = 60.0,
+        heartbeat_interval_s: float | None = 1.0,
+        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
     ) -> None:
         run_job(job)  # fail now, not in the serving thread
+        if dedup_size < 0 or dedup_ttl_s < 0:
+            raise ValueError("dedup_size and dedup_ttl_s must not be negative")
+        if heartbeat_interval_s is not None and heartbeat_interval_s <= 0:
+            raise ValueError("heartbeat_interval_s must be positive (or None)")
+        self.dedup_size = dedup_size
+        self.dedup_ttl_s = dedup_ttl_s
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.job = job
         self.name = name or describe_job(job)
         self.instance = new_instance_id()
@@ -137,6 +163,9 @@ class ZmqProcessor:
             self._pull.maxmsgsize = max_message_size
             self._pub.linger = linger_ms
             self._pub.sndhwm = sndhwm
+            if keepalive is not None:
+                keepalive.apply(self._pull)
+                keepalive.apply(self._pub)
             if security is not None:
                 security.configure_server(self._pull)
                 security.configure_server(self._pub)
@@ -254,8 +283,9 @@ class ZmqProcessor:
         except Exception as exc:
             raise StartError(f"processor {self.name!r}: resources factory failed: "
                              f"{type(exc).__name__}: {exc}") from exc
+        window = ReplayWindow(self.dedup_size, self.dedup_ttl_s) if self.dedup_size else None
         self._handler = RequestHandler(self.job, name=self.name, resources=value,
-                                       instance=self.instance)
+                                       instance=self.instance, replay_window=window)
 
     def _serve(self) -> None:
         pull, pub, handler = self._pull, self._pub, self._handler
@@ -264,19 +294,26 @@ class ZmqProcessor:
         poller.register(pull, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         stopping = self._stopping
-        handle, publish = handler.handle, pub.send_multipart
+        publisher = Publisher(pub, name=self.name, instance=self.instance,
+                              heartbeat_interval_s=self.heartbeat_interval_s,
+                              counters=lambda: handler.counters.as_dict())
+        handle, publish = handler.handle, publisher.publish
         log.debug("processor %s serving on %s", self.name, self.endpoints)
-        while not stopping.is_set():
-            poller.poll()
-            # Take every message already queued before polling again: one poll per burst.
+        publisher.start()
+        try:
             while not stopping.is_set():
-                try:
-                    frames = pull.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                out = handle(frames)
-                if out is not None:
-                    publish(out, zmq.NOBLOCK)
+                poller.poll()
+                # Take every message already queued before polling again: one poll per burst.
+                while not stopping.is_set():
+                    try:
+                        frames = pull.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    out = handle(frames)
+                    if out is not None:
+                        publish(out)
+        finally:
+            publisher.close()  # a last heartbeat says "stopped", after the last response
 
     def request_stop(self) -> None:
         """Ask the serving loop to stop after the current job; safe from signal handlers."""

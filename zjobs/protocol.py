@@ -82,10 +82,16 @@ class Request:
     ping: bool = False
     deadline_ms: int | None = None
     meta: Meta | None = None
+    dedup: bool = False
+    """The sender may send this request again with the same id: a processor with a replay
+    window remembers its response and answers a repeat from it (the ``"dedup"`` extension;
+    any header value other than true counts as absent)."""
 
     def header(self) -> dict[str, Any]:
         """The header map, with only the optional keys that are set."""
         header: dict[str, Any] = {"v": VERSION, "id": self.id}
+        if self.dedup:
+            header["dedup"] = True
         if self.reply_to is not None:
             header["reply_to"] = self.reply_to
         if self.ping:
@@ -198,7 +204,7 @@ def parse_request(frames: Sequence[bytes]) -> Request:
         value = decode(frames[1])
     except ProtocolError as exc:
         raise invalid(BAD_REQUEST, f"body: {exc}") from exc
-    return Request(rid, value, reply_to, False, deadline, meta)
+    return Request(rid, value, reply_to, False, deadline, meta, header.get("dedup") is True)
 
 
 @dataclass(frozen=True, slots=True)

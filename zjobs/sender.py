@@ -160,10 +160,13 @@ class ZmqSender:
         deadline_ms: int | None = None,
         ping: bool = False,
         timeout_s: float | _UseDefault | None = USE_SENDER_DEFAULT,
+        dedup: bool = False,
     ) -> Id:
         """Encode and send one request; return its id.
 
         ``timeout_s`` overrides ``send_timeout_s`` for this send (0: do not wait at all).
+        ``dedup`` marks a request that may be sent again with the same id (a retry): the
+        processor then answers a repeat from its replay window instead of running it again.
 
         Raises:
             EncodeError: the request (or meta) cannot be encoded as msgpack.
@@ -171,7 +174,7 @@ class ZmqSender:
             ClosedError: the sender is closed.
         """
         rid = id if id is not None else self.ids()
-        frames = Request(rid, request, reply_to, ping, deadline_ms, meta).to_frames()
+        frames = Request(rid, request, reply_to, ping, deadline_ms, meta, dedup).to_frames()
         self.send_frames(frames, timeout_s=timeout_s)
         return rid
 
