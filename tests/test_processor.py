@@ -247,15 +247,25 @@ def test_stop_waits_for_run_in_another_thread_to_finish(gate: Gate) -> None:
 
 def test_stop_while_a_slow_job_runs_still_publishes_its_response(gate: Gate) -> None:
     proc = ZmqProcessor(gate).start()
+    thread = proc._thread
+    assert thread is not None
     try:
         with proc.client() as client:
             future = client.submit("slow")
             assert gate.started.wait(WAIT_S)
-            proc.request_stop()
+            stopper = threading.Thread(target=proc.stop)
+            stopper.start()
+            wait_until(lambda: proc._stopping.is_set(), WAIT_S)
+            assert stopper.is_alive()  # stop() waits for the job in progress
             gate.release.set()
+            stopper.join(WAIT_S)
+            assert not stopper.is_alive()
             assert future.result(WAIT_S) == "slow"
     finally:
+        gate.release.set()
         proc.stop()
+    assert not thread.is_alive()
+    assert proc.state == "stopped"
     assert proc.counters.ok == 1
 
 
