@@ -98,3 +98,19 @@ def test_wait_subscribed_from_several_threads() -> None:
         for t in threads:
             t.join()
     assert not errors
+
+
+def test_wait_subscribed_keeps_trying_when_pings_cannot_be_sent() -> None:
+    # With ZMQ_IMMEDIATE and no connection up, every ping send times out: that is "not
+    # ready yet", so the helper keeps trying and reports NotReady at its deadline.
+    with ZmqSender("tcp://127.0.0.1:1", immediate=True, send_timeout_s=0.01) as sender, \
+         ZmqReceiver("tcp://127.0.0.1:2") as receiver:
+        with pytest.raises(NotReady):
+            wait_subscribed(sender, receiver, timeout_s=0.2)
+
+
+def test_wait_subscribed_succeeds_once_the_connection_comes_up() -> None:
+    with running_processor(double) as proc, \
+         ZmqSender(proc.endpoints.requests, immediate=True, send_timeout_s=0) as sender, \
+         proc.receiver(["t"]) as receiver:
+        wait_subscribed(sender, receiver, topic="t")

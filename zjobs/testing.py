@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from zjobs.errors import NotReady, ReceiveTimeout
+from zjobs.errors import NotReady, ReceiveTimeout, SendTimeout
 from zjobs.job import Job
 from zjobs.processor import ZmqProcessor
 from zjobs.protocol import PONG
@@ -45,7 +45,10 @@ def wait_subscribed(sender: MpSend, receiver: McReceive, *, topic: str | bytes =
     interval = 0.002
     sent: set[Any] = set()
     while time.monotonic() < deadline:
-        sent.add(sender.send(None, reply_to=topic, ping=True))
+        try:
+            sent.add(sender.send(None, reply_to=topic, ping=True))
+        except SendTimeout:
+            pass  # no connection can take the ping yet: not ready, try again
         until = min(deadline, time.monotonic() + interval)
         while (left := until - time.monotonic()) > 0:
             try:
