@@ -10,8 +10,17 @@ from typing import Any
 import pytest
 import zmq
 
-from zjobs import CallTimeout, Client, SendTimeout, ZmqReceiver, ZmqSender
+from zjobs import (
+    CallTimeout,
+    Client,
+    NotReady,
+    SendTimeout,
+    ZmqProcessor,
+    ZmqReceiver,
+    ZmqSender,
+)
 from zjobs.codec import decode, decode_header, encode
+from zjobs.testing import wait_until
 
 Policy = Callable[[dict[str, Any], int], int]
 """Given a request header and how many times its id was seen, how many answers to publish."""
@@ -157,8 +166,28 @@ def test_immediate_client_with_no_processor_fails_in_bounded_time() -> None:
         assert time.monotonic() - start < 5
     with Client(ZmqSender(dead, immediate=True), ZmqReceiver(), ready_timeout_s=0.3) as client:
         start = time.monotonic()
-        from zjobs import NotReady
-
         with pytest.raises(NotReady):
             client.wait_ready()
         assert time.monotonic() - start < 5
+
+
+def test_a_retry_reaching_the_same_processor_does_not_run_the_job_again() -> None:
+    # The first attempt is slow: the client resends it (same id, marked dedup), and the
+    # processor answers the repeat from its replay window instead of running the job twice.
+    runs: list[Any] = []
+
+    def slow_once(request: Any, resources: Any) -> Any:
+        runs.append(request)
+        if len(runs) == 1:
+            time.sleep(0.5)
+        return request * 10
+
+    with ZmqProcessor(slow_once) as proc, proc.client(timeout_s=0.2, retries=5) as client:
+        assert client.call(4) == 40
+        wait_until(lambda: proc.counters.received - proc.counters.pongs >= 2)
+        assert runs == [4]
+        counters = proc.counters
+        assert counters.replays >= 1
+        assert counters.ok == counters.received - counters.pongs
+        assert client.resent >= 1
+        assert client.call(5, retries=0) == 50  # a call without retries is not remembered
