@@ -13,6 +13,7 @@ from zjobs.errors import (
     ClosedError,
     ConnectError,
     EncodeError,
+    KeyFileError,
     LoadError,
     NotReady,
     ProcessorsGone,
@@ -36,6 +37,7 @@ from zjobs.processor import Endpoints, Processor, ZmqProcessor
 from zjobs.protocol import ErrorInfo, Request, Response
 from zjobs.receiver import McReceive, ZmqReceiver
 from zjobs.runner import ProcessorProcess
+from zjobs.security import CurveClient, CurveServer, KeyPair
 from zjobs.sender import MpSend, ZmqSender
 
 __version__ = "0.1.0"
@@ -49,12 +51,16 @@ __all__ = [
     "ClosedError",
     "ConnectError",
     "Counters",
+    "CurveClient",
+    "CurveServer",
     "Daemon",
     "EncodeError",
     "Endpoints",
     "ErrorInfo",
     "GetCache",
     "Keepalive",
+    "KeyFileError",
+    "KeyPair",
     "Link",
     "LinkCounters",
     "LoadError",

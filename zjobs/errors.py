@@ -9,6 +9,7 @@ Every error zjobs raises derives from :class:`ZJobsError`::
     ├── ConnectError           an endpoint could not be connected (names the endpoint)
     ├── StartError             a processor could not start (its resources factory raised)
     ├── LoadError              a MODULE:OBJECT reference cannot be loaded (also a ValueError)
+    ├── KeyFileError           a CURVE key file is missing or unusable (names the file)
     ├── RemoteError            a processor answered with an error response
     │   └── StageError         a stage of a chain failed (names the stage)
     ├── Timeout                (also a builtin TimeoutError)
@@ -55,6 +56,20 @@ class ConnectError(ZJobsError):
     def __init__(self, endpoint: str, reason: str) -> None:
         super().__init__(f"cannot connect {endpoint}: {reason}")
         self.endpoint = endpoint
+        self.reason = reason
+
+
+class KeyFileError(ZJobsError):
+    """A CURVE key (certificate) file is missing, malformed, or not the kind needed.
+
+    Attributes:
+        path: the file (or key directory) at fault.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"key file {path}: {reason}")
+        self.path = path
         self.reason = reason
 
 

@@ -105,7 +105,8 @@ class ZmqProcessor:
         heartbeat_interval_s: seconds between heartbeats on the reserved heartbeat topic;
             None sends none.
         keepalive: ZMTP heartbeats on both sockets, dropping dead peers' connections.
-        security: server-side security (e.g. CURVE) for both sockets.
+        security: server-side security (e.g. CURVE) for both sockets. If it has a
+            ``release_server(socket)`` method, that is called after each socket is closed.
 
     Raises:
         BindError: an endpoint could not be bound (the error names it).
@@ -153,6 +154,7 @@ class ZmqProcessor:
         self._lock = threading.Lock()
         self._pull: zmq.Socket[bytes] | None = None
         self._pub: zmq.Socket[bytes] | None = None
+        self._security = security
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         try:
@@ -365,9 +367,12 @@ class ZmqProcessor:
             log.debug("processor %s stopped: %s", self.name, counters)
 
     def _close_sockets(self) -> None:
+        release = getattr(self._security, "release_server", None)
         for sock in (self._pull, self._pub):
             if sock is not None:
                 sock.close()
+                if release is not None:
+                    release(sock)  # after close: no handshake outlives the authenticator
         self._pull = self._pub = None
         self._wake_r.close()
         self._wake_w.close()

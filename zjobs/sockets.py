@@ -28,7 +28,12 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
 class ServerSecurity(Protocol):
-    """Configures a binding socket (processor side) before it binds, e.g. as a CURVE server."""
+    """Configures a binding socket (processor side) before it binds, e.g. as a CURVE server.
+
+    An implementation that acquires something per socket (``CurveServer`` starts a ZAP
+    authenticator) may also define ``release_server(socket)``; processors call it after
+    closing each socket.
+    """
 
     def configure_server(self, socket: zmq.Socket[bytes]) -> None:
         """Set the socket's security options."""
