@@ -1,0 +1,47 @@
+"""Jobs and helpers for the reliability fault tests (``tests/test_reliability_*.py``).
+
+The daemons run ``zjobs serve jobs_reliability:<job>`` as real subprocesses, started and
+stopped by PID through :class:`jobs_interop.Peer`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from jobs_interop import Peer, zjobs_command
+
+
+def double(request: Any, resources: Any) -> Any:
+    """An int doubled (quickly); anything else echoed."""
+    return request * 2 if type(request) is int else request
+
+
+def quick(request: Any, resources: Any) -> Any:
+    """Like :func:`double`, after 1 ms: enough for requests to queue up in a processor."""
+    time.sleep(0.001)
+    return double(request, resources)
+
+
+def sleepy(request: Any, resources: Any) -> Any:
+    """Like :func:`double`, after 5 ms: a processor with a backlog takes a while to drain."""
+    time.sleep(0.005)
+    return double(request, resources)
+
+
+def serve(job: str, requests: str = "tcp://127.0.0.1:*", responses: str = "tcp://127.0.0.1:*",
+          *, name: str = "rel", extra: Sequence[str] = ()) -> Peer:
+    """Start ``zjobs serve jobs_reliability:<job>`` and wait for its listening line."""
+    return Peer([*zjobs_command(), "serve", f"jobs_reliability:{job}", "--requests", requests,
+                 "--responses", responses, "--name", name, "--log-level", "warning", *extra])
+
+
+def rss_kib(pid: int | None = None) -> int:
+    """Resident memory of a process (this one by default), in KiB, from /proc."""
+    with open(f"/proc/{pid or os.getpid()}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc status")
