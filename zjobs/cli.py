@@ -37,14 +37,18 @@ from zjobs.errors import (
     LoadError,
     ReceiveTimeout,
     RemoteError,
+    StartError,
     ZJobsError,
 )
 from zjobs.jsonvalues import from_json, to_json
-from zjobs.loader import add_app_dir
-from zjobs.processor import ZmqProcessor
+from zjobs.link import Link
+from zjobs.loader import add_app_dir, load_object
+from zjobs.processor import Endpoints, ZmqProcessor
 from zjobs.protocol import PONG, Response
 from zjobs.receiver import ZmqReceiver
 from zjobs.sockets import DEFAULT_MAX_MESSAGE_SIZE, connectable
+from zjobs.supervisor import Supervisor
+from zjobs.system import LINK_READY, SystemFileError, load_system, start_system
 
 RET_OK = 0
 """Success."""
@@ -477,6 +481,156 @@ def listen(responses: tuple[str, ...], topic: tuple[str, ...], count: int | None
     finally:
         signal.signal(signal.SIGTERM, previous)
         context.term()
+
+
+# -- link and up (chaining) ---------------------------------------------------------------
+
+
+def _load_callable(spec: str | None, what: str) -> Callable[[Any], Any] | None:
+    if spec is None:
+        return None
+    obj = load_object(spec, what)
+    if not callable(obj):
+        raise LoadError(spec, f"{what} {spec}: a {type(obj).__name__} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+class _StopFlag:
+    """A signal handler that only raises a flag, which the command's main loop polls."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.raised = True
+
+
+_LOG_LEVEL = option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                                     case_sensitive=False),
+                    default="INFO", show_default=True, help="Logging level (logs go to stderr).")
+
+
+@main.command()
+@option("--from", "sources", multiple=True, required=True, metavar="EP",
+        help="An upstream processor's response endpoint; repeat for several (fan-in).")
+@option("--from-requests", "probes", multiple=True, metavar="EP",
+        help="That upstream's request endpoint, once per --from in the same order: the link "
+             "pings through it until its subscription is live, so no first result is missed.")
+@option("--to-requests", "targets", multiple=True, required=True, metavar="EP",
+        help="The downstream processor's request endpoint; repeat for a group sharing the work.")
+@option("--topic", default="", metavar="T",
+        help="Only forward work whose topic starts with T [default: all].")
+@option("--transform", metavar="MODULE:FUNC",
+        help="Turn each result into the next request: FUNC(value) returns the new value.")
+@option("--filter", "keep", metavar="MODULE:FUNC",
+        help="Forward only the results for which FUNC(value) is true.")
+@option("--name", default="link", show_default=True,
+        help="Name in logs, and in the errors the link reports itself.")
+@option("--ready-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+        show_default=True, metavar="S", help="Seconds to wait for the upstream processors.")
+@_LOG_LEVEL
+@option("--app-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+        metavar="DIR", help="Folder to import MODULE from.")
+def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, ...],
+         topic: str, transform: str | None, keep: str | None, name: str,
+         ready_timeout: float, log_level: str, app_dir: str) -> None:
+    """Forward the results of processors as requests to another, until SIGTERM or Ctrl-C.
+
+    Every ok response of the --from processors becomes a request to the --to-requests
+    processor(s) with the same id and topic, its path recorded in meta["zjobs.path"].
+    Errors travel on as pings carrying meta["zjobs.error"] (with the stage that failed),
+    to the end of the chain; errors of work with no topic go to the topic
+    zjobs.dead-letter. Once subscribed it prints one line: forwarding name=NAME ...
+
+    \b
+    Example:
+      zjobs link --from tcp://127.0.0.1:5556 --from-requests tcp://127.0.0.1:5555 \\
+          --to-requests tcp://127.0.0.1:5557 --transform myjobs:prepare
+    """
+    _configure_logging(log_level)
+    if probes and len(probes) != len(sources):
+        raise CliError("give --from-requests once per --from (in the same order), or not "
+                       "at all", RET_USAGE)
+    add_app_dir(app_dir)
+    transform_fn = _load_callable(transform, "transform")
+    keep_fn = _load_callable(keep, "filter")
+    upstreams: list[Endpoints | str] = (
+        [Endpoints(connectable(r), connectable(s)) for r, s in zip(probes, sources, strict=True)]
+        if probes else [connectable(s) for s in sources])
+    stop = _StopFlag()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        running = Link(upstreams, [connectable(t) for t in targets], name=name, topic=topic,
+                       transform=transform_fn, keep=keep_fn, ready_timeout_s=ready_timeout)
+        with running:
+            _echo(f"{LINK_READY}name={name} from={','.join(sources)} "
+                  f"to={','.join(targets)} topic={topic!r}")
+            while not stop.raised:
+                time.sleep(0.1)
+            logging.getLogger(__name__).info("link %s stopping", name)
+        logging.getLogger(__name__).info("link %s stopped: %s", name,
+                                         running.counters.as_dict())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@option("--check", is_flag=True,
+        help="Only validate FILE: report every mistake with its line, start nothing.")
+@option("--only", metavar="NAME,...",
+        help="Start only these processors and links (on several hosts, each starts its part).")
+@_LOG_LEVEL
+def up(file: str, check: bool, only: str | None, log_level: str) -> None:
+    """Start the processors and links described in FILE, supervised, until SIGTERM or Ctrl-C.
+
+    Each processor replica runs as `zjobs serve`, each link as `zjobs link`, in child
+    processes whose output is shown prefixed with their name. A child that dies is
+    restarted with a backoff. Once everything answers it prints where everything listens
+    and a line starting with "ready:". SIGTERM or Ctrl-C stops every child gracefully and
+    exits with 0. With --check, mistakes are listed as FILE:LINE: problem, exit code 2.
+
+    \b
+    Example:
+      zjobs up examples/pipeline/system.toml
+      zjobs up --check examples/pipeline/system.toml
+    """
+    _configure_logging(log_level)
+    try:
+        system = load_system(file)
+        if only is not None:
+            system = system.select(only.split(","))
+    except SystemFileError as exc:
+        for problem in exc.problems:
+            _echo(f"Error: {problem}", sys.stderr)
+        sys.exit(RET_USAGE)
+    if check:
+        _echo(f"{file}: ok: {len(system.processors)} processor(s), "
+              f"{len(system.links)} link(s)")
+        return
+    supervisor = Supervisor(out=_echo)
+    previous = {sig: signal.signal(sig, lambda signum, frame: supervisor.request_stop())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    failure: StartError | None = None
+    try:
+        start_system(system, supervisor)
+        _echo(f"ready: {system.name}: {len(supervisor.children)} process(es); "
+              "Ctrl-C or SIGTERM stops them")
+        supervisor.run()
+        _echo(f"stopping {system.name}")
+    except StartError as exc:
+        failure = None if supervisor.stop_requested else exc
+    finally:
+        killed = supervisor.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if killed:
+        _echo(f"Warning: {killed} process(es) did not stop within "
+              f"{supervisor.stop_timeout_s}s and were killed", sys.stderr)
+    if failure is not None:
+        raise CliError(str(failure), RET_ERROR)
+    _echo(f"stopped {system.name}")
 
 
 # -- demo ---------------------------------------------------------------------------------

@@ -1,0 +1,414 @@
+"""``zjobs up`` and ``zjobs link``: system files checked line by line, systems run as real
+supervised processes (kill -9 and restart, graceful stop), the example pipeline."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import secrets
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from zjobs import Pipeline, StageError, ZmqProcessor
+from zjobs.chain import PATH_KEY
+from zjobs.cli import main
+from zjobs.system import SystemFileError, load_system
+from zjobs.testing import wait_subscribed
+
+ROOT = Path(__file__).resolve().parent.parent
+
+JOBS = '''
+def inc(x, resources):
+    return x + 1
+
+def double(x, resources):
+    if x == 1001:
+        raise ValueError("unlucky")
+    return x * 2
+
+def negate(x, resources):
+    return -x
+
+NOT_A_JOB = 42
+'''
+
+
+def expected(x: int) -> int:
+    return -((x + 1) * 2)
+
+
+@pytest.fixture
+def jobs_module(tmp_path: Path) -> str:
+    """A jobs module with a unique name (modules stay cached in sys.modules)."""
+    name = f"jobs_{secrets.token_hex(4)}"
+    (tmp_path / f"{name}.py").write_text(JOBS)
+    return name
+
+
+def chain_toml(mod: str, ipc: Path) -> str:
+    return f'''[system]
+name = "chain"
+
+[processors.a]
+job = "{mod}:inc"
+requests = "ipc://{ipc}/a.req"
+responses = "ipc://{ipc}/a.pub"
+
+[processors.b]
+job = "{mod}:double"
+requests = "ipc://{ipc}/b.req"
+responses = "ipc://{ipc}/b.pub"
+
+[processors.c]
+job = "{mod}:negate"
+requests = "ipc://{ipc}/c.req"
+responses = "ipc://{ipc}/c.pub"
+
+[[links]]
+from = "a"
+to = "b"
+
+[[links]]
+from = "b"
+to = "c"
+'''
+
+
+def check(path: Path) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(main, ["up", "--check", str(path)])
+    return result.exit_code, result.output.splitlines()
+
+
+# -- zjobs up --check -------------------------------------------------------------------------
+
+
+def test_check_accepts_a_good_file(tmp_path: Path, jobs_module: str, ipc_dir: Path) -> None:
+    path = tmp_path / "system.toml"
+    path.write_text(chain_toml(jobs_module, ipc_dir))
+    code, lines = check(path)
+    assert code == 0, lines
+    assert lines == [f"{path}: ok: 3 processor(s), 2 link(s)"]
+
+
+def test_check_reports_an_unknown_job_with_its_line(tmp_path: Path, jobs_module: str,
+                                                    ipc_dir: Path) -> None:
+    path = tmp_path / "system.toml"
+    path.write_text(chain_toml(jobs_module, ipc_dir).replace(":double", ":tripple"))
+    code, lines = check(path)
+    assert code == 2
+    assert lines == [f"Error: {path}:10: processor 'b': job {jobs_module}:tripple: "
+                     f"'{jobs_module}' has no attribute 'tripple'"]
+
+
+def test_check_reports_a_missing_endpoint_at_its_table(tmp_path: Path, jobs_module: str,
+                                                       ipc_dir: Path) -> None:
+    path = tmp_path / "system.toml"
+    text = chain_toml(jobs_module, ipc_dir).replace(f'responses = "ipc://{ipc_dir}/c.pub"\n',
+                                                    "")
+    path.write_text(text)
+    code, lines = check(path)
+    assert code == 2
+    assert lines == [f"Error: {path}:14: processor 'c': missing endpoint 'responses'"]
+
+
+def test_check_reports_a_link_to_an_undeclared_processor(tmp_path: Path, jobs_module: str,
+                                                         ipc_dir: Path) -> None:
+    path = tmp_path / "system.toml"
+    path.write_text(chain_toml(jobs_module, ipc_dir).replace('to = "c"', 'to = "ghost"'))
+    code, lines = check(path)
+    assert code == 2
+    assert lines == [f"Error: {path}:25: link #2: to 'ghost' is not a declared processor "
+                     "(declared: a, b, c)"]
+
+
+def test_check_reports_bad_toml_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "system.toml"
+    path.write_text('[processors.a]\njob = "m:f"\nrequests = "ipc:///tmp/x\n')
+    code, lines = check(path)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {path}:3: invalid TOML: ")
+
+
+def test_check_reports_every_mistake_at_once(tmp_path: Path, jobs_module: str) -> None:
+    path = tmp_path / "system.toml"
+    path.write_text(f'''[processors.a]
+job = "{jobs_module}:NOT_A_JOB"
+requests = "tcp://127.0.0.1:*"
+responses = "inproc://a"
+replica = 2
+
+[processors.b]
+job = "no_such_module_zj:f"
+replicas = 3
+requests = ["ipc:///tmp/zj-b0", "ipc:///tmp/zj-b1"]
+responses = "ipc:///tmp/zj-b.pub"
+
+[[links]]
+from = ["a", "nobody"]
+to = "b"
+transform = "{jobs_module}:NOT_A_JOB"
+''')
+    code, lines = check(path)
+    assert code == 2
+    found = {int(re.match(rf"Error: {re.escape(str(path))}:(\d+): ", line)[1]): line  # type: ignore[index]
+             for line in lines}
+    assert len(found) == len(lines) == 9, lines
+    assert "a int is not a job" in found[2]
+    assert "a system file needs fixed ports" in found[3]
+    assert "inproc:// cannot cross processes" in found[4]
+    assert "unknown key 'replica'" in found[5]
+    assert "no module named 'no_such_module_zj'" in found[8]
+    assert "2 requests endpoint(s) for replicas = 3" in found[10]
+    assert "replicas = 3 need 3 responses endpoints" in found[11]
+    assert "from 'nobody' is not a declared processor" in found[14]
+    assert "transform" in found[16] and "is not callable" in found[16]
+
+
+def test_only_must_name_known_processors_or_links(tmp_path: Path, jobs_module: str,
+                                                  ipc_dir: Path) -> None:
+    path = tmp_path / "system.toml"
+    path.write_text(chain_toml(jobs_module, ipc_dir))
+    result = CliRunner().invoke(main, ["up", "--check", "--only", "a,zz", str(path)])
+    assert result.exit_code == 2
+    assert "--only names 'zz'" in result.output
+    system = load_system(path).select(["a", "b->c"])
+    assert system.runs("a") and system.runs("b->c") and not system.runs("b")
+    with pytest.raises(SystemFileError):
+        load_system(tmp_path / "missing.toml")
+
+
+# -- zjobs up, running ------------------------------------------------------------------------
+
+
+class Up:
+    """``zjobs up`` as a subprocess, its output lines collected by a reader thread."""
+
+    def __init__(self, path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "zjobs", "up", *args, str(path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=path.parent,
+            env={**os.environ, **(env or {})})
+        self._reader = threading.Thread(target=self._read, name="test-up-reader")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        with self.process.stdout:
+            for line in self.process.stdout:
+                self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout_s: float = 60.0) -> str:
+        """The first new line matching ``predicate``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no matching line within {timeout_s}s:\n" + "\n".join(self.lines))
+            if line is None:
+                pytest.fail("zjobs up exited:\n" + "\n".join(self.lines))
+            self.lines.append(line)
+            if predicate(line):
+                return line
+
+    def pids(self) -> dict[str, int]:
+        """The pid of every child started, by name (the latest one per name)."""
+        found = (re.match(r"started (\S+) \(pid (\d+)\)", line) for line in self.lines)
+        return {m[1]: int(m[2]) for m in found if m}
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig``, wait for the exit code, and collect the remaining lines."""
+        self.process.send_signal(sig)
+        code = self.process.wait(60)
+        self.stop_reading()
+        return code
+
+    def stop_reading(self) -> None:
+        """Collect every line left, once the process has exited."""
+        self._reader.join(10)
+        while (line := self._queue.get()) is not None:
+            self.lines.append(line)
+
+    def cleanup(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(10)
+        for pid in self.pids().values():  # children left behind by a failed test
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture
+def up_chain(tmp_path: Path, jobs_module: str, ipc_dir: Path) -> Iterator[tuple[Up, Path]]:
+    path = tmp_path / "system.toml"
+    path.write_text(chain_toml(jobs_module, ipc_dir))
+    up = Up(path)
+    try:
+        up.wait_for(lambda line: line.startswith("ready: chain"))
+        yield up, ipc_dir
+    finally:
+        up.cleanup()
+
+
+@pytest.mark.timeout(120)
+def test_up_restarts_a_killed_processor_and_serves_after_the_restart(
+        up_chain: tuple[Up, Path]) -> None:
+    up, ipc = up_chain
+    assert any(line == f"processor b: requests=ipc://{ipc}/b.req responses=ipc://{ipc}/b.pub"
+               for line in up.lines)
+    with Pipeline.connect(f"ipc://{ipc}/a.req", f"ipc://{ipc}/c.pub",
+                          timeout_s=10) as pipeline:
+        assert [pipeline.call(i) for i in range(20)] == [expected(i) for i in range(20)]
+        with pytest.raises(StageError) as info:
+            pipeline.call(1000)
+        assert info.value.stage == "b"
+
+        killed = up.pids()["b"]
+        os.kill(killed, signal.SIGKILL)
+        up.wait_for(lambda line: line.startswith(f"b (pid {killed}) exited with signal SIGKILL"))
+        up.wait_for(lambda line: line.startswith("b restarted") and "ready" in line)
+        assert up.pids()["b"] != killed
+        # The restarted b answers pings; wait until the links on both sides of it have
+        # reconnected: a ping through the whole chain comes back.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                pipeline.ping(timeout_s=1.0)
+                break
+            except TimeoutError:
+                assert time.monotonic() < deadline, "the chain did not come back"
+        futures = [pipeline.submit(i) for i in range(100, 300)]
+        assert [f.result(timeout=30) for f in futures] == [expected(i) for i in range(100, 300)]
+    children = up.pids()
+    assert up.stop() == 0
+    assert up.lines[-1] == "stopped chain"
+    for name, pid in children.items():
+        assert any(line.startswith(f"stopped {name} (pid {pid}, code 0)") for line in up.lines)
+        assert _gone(pid)
+
+
+@pytest.mark.timeout(120)
+def test_up_exits_1_and_stops_everything_when_a_child_cannot_start(
+        tmp_path: Path, jobs_module: str, ipc_dir: Path) -> None:
+    with ZmqProcessor(lambda x, r: x) as squatter:  # holds the port processor c wants
+        port = squatter.endpoints.requests.rsplit(":", 1)[1]
+        path = tmp_path / "system.toml"
+        path.write_text(chain_toml(jobs_module, ipc_dir).replace(
+            f"ipc://{ipc_dir}/c.req", f"tcp://127.0.0.1:{port}"))
+        up = Up(path)
+        try:
+            code = up.process.wait(60)
+            up.stop_reading()
+        finally:
+            up.cleanup()
+    assert code == 1
+    assert any("address already in use" in line for line in up.lines), up.lines
+    assert up.lines[-1].startswith("Error: c exited with code 2 while starting")
+    for name, pid in up.pids().items():
+        assert name == "c" or any(line.startswith(f"stopped {name} (pid {pid}")
+                                  for line in up.lines)
+        assert _gone(pid)
+
+
+@pytest.mark.timeout(120)
+def test_example_pipeline_stores_results_in_sqlite(tmp_path: Path, ipc_dir: Path) -> None:
+    example = ROOT / "examples" / "pipeline"
+    path = tmp_path / "system.toml"
+    text = (example / "system.toml").read_text().replace("/tmp/zjobs-pipeline", str(ipc_dir))
+    path.write_text(text.replace("[system]\n", f'[system]\napp_dir = "{example}"\n'))
+    database = tmp_path / "results.db"
+    up = Up(path, env={"ZJOBS_PIPELINE_DB": str(database)})
+    try:
+        up.wait_for(lambda line: line.startswith("ready: pipeline"))
+        assert f"store | store: opened {database}" in up.lines
+        with Pipeline.connect(f"ipc://{ipc_dir}/parse.req", f"ipc://{ipc_dir}/store.pub",
+                              timeout_s=20) as pipeline:
+            texts = [f"a great day number {i}" for i in range(50)]
+            results = [f.result(30) for f in [pipeline.submit(t) for t in texts]]
+            with pytest.raises(StageError) as info:
+                pipeline.call("")
+            assert info.value.stage == "score" and "nothing to score" in info.value.message
+            response = pipeline.call_response("slow and broken")
+        assert [r["text"] for r in results] == texts and results[0]["score"] == 1
+        assert response.meta is not None and response.meta[PATH_KEY] == ["parse", "score"]
+        assert response.value["score"] == -2
+        assert up.stop(signal.SIGINT) == 0
+        assert f"store | store: closed {database}" in up.lines
+    finally:
+        up.cleanup()
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT text, score FROM results ORDER BY id").fetchall()
+    assert len(rows) == 51 and {text for text, _ in rows} == {*texts, "slow and broken"}
+
+
+# -- zjobs link ---------------------------------------------------------------------------
+
+
+def test_link_command_forwards_until_sigterm(tmp_path: Path, jobs_module: str) -> None:
+    (tmp_path / "halving.py").write_text("def halve(x):\n    return x // 2\n")
+    with (ZmqProcessor(lambda x, r: x + 1, name="up") as up,
+          ZmqProcessor(lambda x, r: -x, name="down") as down):
+        argv = [sys.executable, "-m", "zjobs", "link", "--name", "up-down",
+                "--from", up.connect_endpoints.responses,
+                "--from-requests", up.connect_endpoints.requests,
+                "--to-requests", down.connect_endpoints.requests,
+                "--transform", "halving:halve", "--app-dir", str(tmp_path)]
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        try:
+            assert child.stdout is not None
+            first = child.stdout.readline()
+            assert first.startswith("forwarding name=up-down from=")
+            topic = secrets.token_hex(16)
+            with (down.receiver(topics=[topic]) as out, down.sender() as probe,
+                  up.sender() as entry):
+                wait_subscribed(probe, out, topic=topic)
+                entry.send(9, id="nine", reply_to=topic)
+                response = out.receive(timeout=10)
+            assert response.id == "nine" and response.value == -5
+            assert response.meta == {PATH_KEY: ["up"]}
+            child.send_signal(signal.SIGTERM)
+            _, err = child.communicate(timeout=30)
+            assert child.returncode == 0
+            assert "link up-down stopped: {'received': 1, 'forwarded': 1" in err
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+
+
+def test_link_command_usage_errors(tmp_path: Path, jobs_module: str) -> None:
+    runner = CliRunner()
+    base = ["link", "--from", "tcp://127.0.0.1:1", "--to-requests", "tcp://127.0.0.1:2",
+            "--app-dir", str(tmp_path)]
+    result = runner.invoke(main, [*base, "--transform", f"{jobs_module}:NOT_A_JOB"])
+    assert result.exit_code == 2 and "is not callable" in result.output
+    result = runner.invoke(main, [*base, "--filter", f"{jobs_module}:missing"])
+    assert result.exit_code == 2 and "has no attribute 'missing'" in result.output
+    result = runner.invoke(main, [*base, "--from-requests", "tcp://127.0.0.1:3",
+                                  "--from-requests", "tcp://127.0.0.1:4"])
+    assert result.exit_code == 2 and "once per --from" in result.output
