@@ -30,6 +30,7 @@ from zjobs import (
     CurveServer,
     KeyFileError,
     KeyPair,
+    Link,
     NotReady,
     ReceiveTimeout,
     SendTimeout,
@@ -455,3 +456,26 @@ def test_marker_is_visible_on_the_wire_only_without_curve(keys: Keys, secured: b
     assert (marker.encode() in responses.data()) is not secured
     if secured:
         assert b"CURVE" in seen  # the ZMTP greeting names the mechanism
+
+
+# -- chaining -------------------------------------------------------------------------------
+
+
+def test_link_between_curve_processors_needs_an_allowed_key(keys: Keys) -> None:
+    server = CurveServer(keys.secret("server"), allow_clients=keys.clients)
+    alice = keys.client("alice")
+    with ZmqProcessor(double, security=server, name="A") as a, \
+            ZmqProcessor(double, security=server, name="B") as b:
+        with pytest.raises(NotReady):
+            Link(a, b, security=keys.client("eve"), ready_timeout_s=NOTHING_S).start()
+        with Link(a, b, security=alice, topic="work"), \
+                ZmqSender(a.connect_endpoints.requests, security=alice) as entry, \
+                ZmqSender(b.connect_endpoints.requests, security=alice) as probe, \
+                ZmqReceiver(b.connect_endpoints.responses, topics=["work"],
+                            security=alice) as out:
+            wait_subscribed(probe, out, topic="work", timeout_s=WAIT_S)
+            entry.send(5, id="chained", reply_to="work")
+            response = out.receive(timeout=WAIT_S)
+            while response.status == "pong":
+                response = out.receive(timeout=WAIT_S)
+            assert (response.id, response.value, response.processor) == ("chained", 20, "B")

@@ -34,6 +34,7 @@ from zjobs.errors import (
     BindError,
     CallTimeout,
     ConnectError,
+    KeyFileError,
     LoadError,
     ReceiveTimeout,
     RemoteError,
@@ -46,6 +47,7 @@ from zjobs.loader import add_app_dir, load_object
 from zjobs.processor import Endpoints, ZmqProcessor
 from zjobs.protocol import PONG, Response
 from zjobs.receiver import ZmqReceiver
+from zjobs.security import CurveClient, CurveServer, write_key_pair
 from zjobs.sockets import DEFAULT_MAX_MESSAGE_SIZE, connectable
 from zjobs.supervisor import Supervisor
 from zjobs.system import LINK_READY, SystemFileError, load_system, start_system
@@ -55,7 +57,8 @@ RET_OK = 0
 RET_ERROR = 1
 """An error response, a timeout, or a processor that failed while running."""
 RET_USAGE = 2
-"""Bad input: options, JSON, MODULE:OBJECT, an endpoint that cannot be bound or connected."""
+"""Bad input: options, JSON, MODULE:OBJECT, an endpoint that cannot be bound or connected,
+a key file that cannot be used."""
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -72,7 +75,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (LoadError, BindError, ConnectError) as exc:
+        except (LoadError, BindError, ConnectError, KeyFileError) as exc:
             raise CliError(str(exc), RET_USAGE) from exc
         except ZJobsError as exc:
             raise CliError(str(exc), RET_ERROR) from exc
@@ -168,12 +171,14 @@ class Target:
     requests: tuple[str, ...]
     responses: tuple[str, ...]
     timeout_s: float
+    security: CurveClient | None = None
 
     def client(self, context: zmq.Context[zmq.Socket[bytes]]) -> Client:
         """A connected client (readiness handshake not yet done)."""
         return Client.connect([connectable(ep) for ep in self.requests],
                               [connectable(ep) for ep in self.responses],
-                              context=context, send_timeout_s=self.timeout_s,
+                              context=context, security=self.security,
+                              send_timeout_s=self.timeout_s,
                               timeout_s=self.timeout_s, ready_timeout_s=self.timeout_s)
 
 
@@ -187,18 +192,44 @@ _CLIENT_OPTIONS = (
            help="Seconds to wait for the processor(s), and for each response."),
 )
 
+_CURVE_CLIENT_OPTIONS = (
+    option("--server-key", metavar="FILE",
+           help="The server's public key file (NAME.key): encrypt with CURVE."),
+    option("--secret-key", metavar="FILE",
+           help="This client's secret key file (NAME.key_secret), for servers that only "
+                "admit known clients [default: a throwaway key pair]."),
+)
+
+
+def curve_client_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --server-key and --secret-key to a command, passed to it as ``security``."""
+
+    @functools.wraps(command)
+    def wrapper(*, server_key: str | None, secret_key: str | None, **kwargs: Any) -> Any:
+        if server_key is None:
+            if secret_key is not None:
+                raise CliError("--secret-key needs --server-key (the server's public key "
+                               "file)", RET_USAGE)
+            return command(security=None, **kwargs)
+        return command(security=CurveClient(server_key, secret_key), **kwargs)
+
+    for add in reversed(_CURVE_CLIENT_OPTIONS):
+        wrapper = add(wrapper)
+    return wrapper
+
 
 def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the connection options to a command, passed to it as ``target``."""
 
     @functools.wraps(command)
     def wrapper(*, requests: tuple[str, ...], responses: tuple[str, ...], timeout: float,
-                **kwargs: Any) -> Any:
-        return command(target=Target(requests, responses, timeout), **kwargs)
+                security: CurveClient | None, **kwargs: Any) -> Any:
+        return command(target=Target(requests, responses, timeout, security), **kwargs)
 
+    outer = curve_client_options(wrapper)  # innermost, so listed after the others
     for add in reversed(_CLIENT_OPTIONS):
-        wrapper = add(wrapper)
-    return wrapper
+        outer = add(outer)
+    return outer
 
 
 class _Connected:
@@ -245,8 +276,14 @@ def _configure_logging(level: str) -> None:
         default="INFO", show_default=True, help="Logging level (logs go to stderr).")
 @option("--app-dir", type=click.Path(file_okay=False), default=".", show_default=True,
         metavar="DIR", help="Folder to import MODULE from.")
+@option("--secret-key", metavar="FILE",
+        help="The server's secret key file (NAME.key_secret): encrypt both sockets with CURVE.")
+@option("--allow-clients", metavar="DIR",
+        help="Admit only clients whose public key files (*.key) are in DIR "
+             "[default with --secret-key: any client that knows the server key].")
 def serve(job: str, requests: str, responses: str, name: str | None, resources: str | None,
-          cache: int, max_message_size: int, log_level: str, app_dir: str) -> None:
+          cache: int, max_message_size: int, log_level: str, app_dir: str,
+          secret_key: str | None, allow_clients: str | None) -> None:
     """Serve a job as a daemon, in the foreground, until SIGTERM or Ctrl-C.
 
     MODULE:OBJECT is a function f(request, resources), a class with a run method
@@ -255,15 +292,25 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
     go to stderr. SIGTERM or SIGINT stops it gracefully: the job in progress finishes and
     its response is published, then it exits with status 0.
 
+    With --secret-key both sockets use CURVE (see zjobs keygen); the log says whether
+    clients are authenticated and how many keys are allowed.
+
     \b
-    Example:
+    Examples:
       zjobs serve zjobs.demo:square --requests tcp://127.0.0.1:5555 \\
           --responses tcp://127.0.0.1:5556
+      zjobs serve zjobs.demo:square --requests tcp://*:5555 --responses tcp://*:5556 \\
+          --secret-key keys/server.key_secret --allow-clients keys/clients
     """
     _configure_logging(log_level)
     add_app_dir(app_dir)
+    if allow_clients is not None and secret_key is None:
+        raise CliError("--allow-clients needs --secret-key (the server's secret key file)",
+                       RET_USAGE)
+    security = (CurveServer(secret_key, allow_clients=allow_clients)
+                if secret_key is not None else None)
     settings = ServeSettings(job, requests, responses, name, resources, cache,
-                             max_message_size)
+                             max_message_size, security)
 
     def ready(processor: ZmqProcessor) -> None:
         ep = processor.endpoints
@@ -445,8 +492,9 @@ def _raise_interrupted(signum: int, frame: object) -> NoReturn:
         help="Only responses whose topic starts with T; repeat for more [default: all].")
 @option("--count", type=click.IntRange(min=1), metavar="N", help="Exit after N responses.")
 @option("--pongs", is_flag=True, help="Also show pongs (answers to readiness pings).")
+@curve_client_options
 def listen(responses: tuple[str, ...], topic: tuple[str, ...], count: int | None,
-           pongs: bool) -> None:
+           pongs: bool, security: CurveClient | None) -> None:
     """Print the responses of processors as JSON lines, until Ctrl-C.
 
     Every response published is shown, whoever sent the request: this is how to watch an
@@ -462,7 +510,7 @@ def listen(responses: tuple[str, ...], topic: tuple[str, ...], count: int | None
     seen = 0
     try:
         with ZmqReceiver([connectable(ep) for ep in responses], topics=topic or ("",),
-                         context=context) as receiver:
+                         context=context, security=security) as receiver:
             while count is None or seen < count:
                 try:
                     response = receiver.receive(timeout=1.0)
@@ -531,9 +579,11 @@ _LOG_LEVEL = option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"
 @_LOG_LEVEL
 @option("--app-dir", type=click.Path(file_okay=False), default=".", show_default=True,
         metavar="DIR", help="Folder to import MODULE from.")
+@curve_client_options
 def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, ...],
          topic: str, transform: str | None, keep: str | None, name: str,
-         ready_timeout: float, log_level: str, app_dir: str) -> None:
+         ready_timeout: float, log_level: str, app_dir: str,
+         security: CurveClient | None) -> None:
     """Forward the results of processors as requests to another, until SIGTERM or Ctrl-C.
 
     Every ok response of the --from processors becomes a request to the --to-requests
@@ -561,7 +611,8 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         running = Link(upstreams, [connectable(t) for t in targets], name=name, topic=topic,
-                       transform=transform_fn, keep=keep_fn, ready_timeout_s=ready_timeout)
+                       transform=transform_fn, keep=keep_fn, ready_timeout_s=ready_timeout,
+                       security=security)
         with running:
             _echo(f"{LINK_READY}name={name} from={','.join(sources)} "
                   f"to={','.join(targets)} topic={topic!r}")
@@ -631,6 +682,33 @@ def up(file: str, check: bool, only: str | None, log_level: str) -> None:
     if failure is not None:
         raise CliError(str(failure), RET_ERROR)
     _echo(f"stopped {system.name}")
+
+
+# -- keygen -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("name")
+@option("--dir", "directory", type=click.Path(file_okay=False), default=".",
+        show_default=True, metavar="DIR", help="Folder to write the key files to.")
+@option("--force", is_flag=True, help="Overwrite existing key files of that name.")
+def keygen(name: str, directory: str, force: bool) -> None:
+    """Write a CURVE key pair: NAME.key (public) and NAME.key_secret (secret, mode 0600).
+
+    Give the public file to the other side: a client needs the server's NAME.key
+    (--server-key); a server admits the clients whose NAME.key files are in its
+    --allow-clients folder. Keep NAME.key_secret where only its owner can read it.
+
+    \b
+    Example:
+      zjobs keygen server --dir keys
+      zjobs keygen alice --dir keys && cp keys/alice.key keys/clients/
+    """
+    try:
+        public, secret = write_key_pair(name, directory, overwrite=force)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from exc
+    _echo(f"public={public} secret={secret}")
 
 
 # -- demo ---------------------------------------------------------------------------------
