@@ -220,11 +220,13 @@ def test_send_error_response_prints_it_and_exits_1(serve: Any) -> None:
 
 def test_send_timeout_exits_1_with_the_reason(serve: Any, tmp_path: Path) -> None:
     daemon = serve("svjobs:slow")
-    payload = json.dumps({"marker": str(tmp_path / "m"), "seconds": 5})
-    sent = run("send", *endpoints(daemon), "--timeout", "0.5", payload)
+    payload = json.dumps({"marker": str(tmp_path / "m"), "seconds": 60})
+    sent = run("send", *endpoints(daemon), "--timeout", "3", payload)
+    daemon.proc.kill()  # do not wait for the job to finish
     assert sent.returncode == 1
     assert sent.stdout == ""
-    assert "no response" in sent.stderr and "Traceback" not in sent.stderr
+    assert sent.stderr.startswith("Error: no response to request")
+    assert sent.stderr.count("\n") == 1 and "within 3.0s" in sent.stderr
 
 
 def test_send_reads_json_lines_from_stdin_in_order_with_bytes(serve: Any) -> None:

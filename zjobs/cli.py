@@ -482,6 +482,8 @@ class _Interrupted(Exception):
 
 
 def _raise_interrupted(signum: int, frame: object) -> NoReturn:
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # once: cleanup is not interrupted
+        signal.signal(stop_signal, signal.SIG_IGN)
     raise _Interrupted
 
 
@@ -506,7 +508,10 @@ def listen(responses: tuple[str, ...], topic: tuple[str, ...], count: int | None
       zjobs listen --responses tcp://127.0.0.1:5556
     """
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    # Installed even where SIGINT was inherited as ignored (a background job of a script),
+    # like serve does: listening stops on Ctrl-C or SIGTERM, nothing else.
+    previous = {signum: signal.signal(signum, _raise_interrupted)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     seen = 0
     try:
         with ZmqReceiver([connectable(ep) for ep in responses], topics=topic or ("",),
@@ -520,14 +525,15 @@ def listen(responses: tuple[str, ...], topic: tuple[str, ...], count: int | None
                     continue
                 _echo(_dumps(response_json(response)))
                 seen += 1
-    except (KeyboardInterrupt, _Interrupted):
+    except _Interrupted:
         pass
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, and keep Python's final
         # flush of stdout from complaining.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         context.term()
 
 
@@ -616,7 +622,7 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
         with running:
             _echo(f"{LINK_READY}name={name} from={','.join(sources)} "
                   f"to={','.join(targets)} topic={topic!r}")
-            while not stop.raised:
+            while not stop.raised and running.forwarding:
                 time.sleep(0.1)
             logging.getLogger(__name__).info("link %s stopping", name)
         logging.getLogger(__name__).info("link %s stopped: %s", name,
@@ -624,6 +630,8 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if not stop.raised:
+        raise CliError(f"link {name} stopped forwarding (see the log above)", RET_ERROR)
 
 
 @main.command()
@@ -649,9 +657,7 @@ def up(file: str, check: bool, only: str | None, log_level: str) -> None:
     """
     _configure_logging(log_level)
     try:
-        system = load_system(file)
-        if only is not None:
-            system = system.select(only.split(","))
+        system = load_system(file, only=None if only is None else only.split(","))
     except SystemFileError as exc:
         for problem in exc.problems:
             _echo(f"Error: {problem}", sys.stderr)
