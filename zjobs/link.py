@@ -194,6 +194,11 @@ class Link:
         return self._state
 
     @property
+    def forwarding(self) -> bool:
+        """True while the link thread runs (false before start, after stop, or if it died)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def counters(self) -> LinkCounters:
         """A snapshot of what the link has done."""
         tally = dict(self._tally)

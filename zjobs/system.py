@@ -227,10 +227,12 @@ def _unquote(text: str) -> str:
 class _Checker:
     """Collects problems while building the specs."""
 
-    def __init__(self, path: Path, index: _LineIndex, check_imports: bool) -> None:
+    def __init__(self, path: Path, index: _LineIndex, check_imports: bool,
+                 only: frozenset[str] | None) -> None:
         self.path = path
         self.index = index
         self.check_imports = check_imports
+        self.only = only
         self.problems: list[Problem] = []
 
     def report(self, table: tuple[str, ...], key: str | None, message: str) -> None:
@@ -256,8 +258,10 @@ class _Checker:
         return value
 
     def reference(self, table: tuple[str, ...], key: str, spec: str | None, what: str,
-                  kind: str) -> None:
-        if spec is None or not self.check_imports:
+                  kind: str, owner: str | None) -> None:
+        # Another host's code need not be importable here: check only what this host runs.
+        if spec is None or not self.check_imports or not (self.only is None or
+                                                          owner in self.only):
             return
         try:
             if kind == "job":
@@ -334,8 +338,8 @@ def _processor(check: _Checker, key: str, data: Any) -> ProcessorSpec | None:
         cache = 0
     requests = _endpoints(check, table, data, "requests", replicas, what)
     responses = _endpoints(check, table, data, "responses", replicas, what)
-    check.reference(table, "job", job, what, "job")
-    check.reference(table, "resources", resources, what, "resources")
+    check.reference(table, "job", job, what, "job", key)
+    check.reference(table, "resources", resources, what, "resources", key)
     if job is None or not requests or not responses:
         return None
     return ProcessorSpec(key, name, job, requests, responses, resources, cache,
@@ -377,22 +381,26 @@ def _link(check: _Checker, index: int, data: Any, declared: Iterable[str]) -> Li
         topic = ""
     transform = check.string(table, data, "transform", what)
     keep = check.string(table, data, "filter", what)
-    check.reference(table, "transform", transform, what, "transform")
-    check.reference(table, "filter", keep, what, "filter")
     name = check.string(table, data, "name", what)
-    if not sources or not targets:
+    if sources and targets:
+        name = name or f"{'+'.join(sources)}->{'+'.join(targets)}"
+    check.reference(table, "transform", transform, what, "transform", name)
+    check.reference(table, "filter", keep, what, "filter", name)
+    if not sources or not targets or name is None:
         return None
-    name = name or f"{'+'.join(sources)}->{'+'.join(targets)}"
     return LinkSpec(name, sources, targets, topic, transform, keep, check.index.line(table))
 
 
-def load_system(path: str | Path, *, check_imports: bool = True) -> System:
+def load_system(path: str | Path, *, check_imports: bool = True,
+                only: Iterable[str] | None = None) -> System:
     """Read and validate a system file.
 
     Args:
         path: the TOML file.
         check_imports: also import every job, resources factory, transform and filter
             (from the system's ``app_dir``, added to ``sys.path``) to check they exist.
+        only: the processors and links this host runs (see :meth:`System.select`); the
+            code of the others is not imported, it may live on other hosts only.
 
     Raises:
         SystemFileError: every problem found, each with its line when known.
@@ -409,7 +417,8 @@ def load_system(path: str | Path, *, check_imports: bool = True) -> System:
         line = int(found.group(1)) if found else None
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise SystemFileError([Problem(str(file), line, f"invalid TOML: {message}")]) from exc
-    check = _Checker(file, _LineIndex(text), check_imports)
+    wanted = None if only is None else frozenset(n.strip() for n in only if n.strip())
+    check = _Checker(file, _LineIndex(text), check_imports, wanted)
     check.unknown_keys((), data, _TOP_KEYS, "system file")
 
     settings = data.get("system", {})
@@ -454,7 +463,8 @@ def load_system(path: str | Path, *, check_imports: bool = True) -> System:
         links.append(link)
     if check.problems:
         raise SystemFileError(sorted(check.problems, key=lambda p: p.line or 0))
-    return System(file, app_dir, name, processors, links)
+    system = System(file, app_dir, name, processors, links)
+    return system if wanted is None else system.select(wanted)
 
 
 def _check_unique_endpoints(check: _Checker, processors: dict[str, ProcessorSpec]) -> None:
