@@ -165,6 +165,22 @@ def test_connect_calls_a_chain_whose_links_run_elsewhere(stages: list[ZmqProcess
             outsider.start()
 
 
+def test_connect_to_a_chain_ending_in_a_group_of_replicas(
+        stages: list[ZmqProcessor]) -> None:
+    a = stages[0]
+    with ZmqProcessor(negate, name="C") as c1, ZmqProcessor(negate, name="C") as c2:
+        with Link(a, [c1, c2], name="a->c"):
+            with Pipeline.connect(a.connect_endpoints.requests,
+                                  [c1.connect_endpoints.responses,
+                                   c2.connect_endpoints.responses]) as pipeline:
+                futures = [pipeline.submit(i) for i in range(1, 201)]
+                assert [f.result(timeout=30) for f in futures] == [-(i + 1)
+                                                                    for i in range(1, 201)]
+        # the work was shared, and answers from both replicas reached the caller
+        assert c1.counters.ok > 0 and c2.counters.ok > 0
+        assert c1.counters.ok + c2.counters.ok == 200
+
+
 def test_single_stage_pipeline(stages: list[ZmqProcessor]) -> None:
     with Pipeline([stages[1]]) as pipeline:
         assert pipeline.call(4) == 8 and pipeline.links == []

@@ -179,7 +179,7 @@ class Pipeline:
     @classmethod
     def connect(
         cls,
-        requests: str,
+        requests: str | Sequence[str],
         responses: str | Sequence[str],
         *,
         topic_prefix: str = "",
@@ -191,8 +191,9 @@ class Pipeline:
         """A caller of a chain whose links run elsewhere (``zjobs link``, ``zjobs up``).
 
         Args:
-            requests: the first stage's request endpoint.
-            responses: the last stage's response endpoint(s) (several for a group).
+            requests: the first stage's request endpoint(s) (several for a group).
+            responses: the last stage's response endpoint(s), one per replica: the caller
+                is ready once a ping through the chain came back from each of them.
             topic_prefix: the prefix the links take work from (their ``topic``); the
                 caller's topic is this prefix plus 32 random hex characters.
         """
@@ -303,16 +304,19 @@ class Pipeline:
             link.stop()
 
 
-def _chain_client(requests: str, responses: str | Sequence[str], *, topic: str,
+def _chain_client(requests: str | Sequence[str], responses: str | Sequence[str], *,
+                  topic: str,
                   context: zmq.Context[zmq.Socket[bytes]] | None,
                   security: ClientSecurity | None, timeout_s: float,
                   ready_timeout_s: float) -> Client:
-    sender = ZmqSender(requests, context=context, security=security)
+    exits = endpoint_list(responses)
+    sender = ZmqSender(endpoint_list(requests), context=context, security=security)
     try:
-        receiver = ZmqReceiver(endpoint_list(responses), topics=(), context=context,
-                               security=security)
+        receiver = ZmqReceiver(exits, topics=(), context=context, security=security)
     except BaseException:
         sender.close()
         raise
+    # Chain pings reach the last stage's replicas in turn (the last link load-balances):
+    # count distinct pongs until every replica answered, as Client does for a group.
     return Client(_ChainEntry(sender), _ChainExit(receiver), topic=topic, timeout_s=timeout_s,
-                  ready_timeout_s=ready_timeout_s)
+                  ready_timeout_s=ready_timeout_s, expect_processors=max(1, len(exits)))
