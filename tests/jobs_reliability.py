@@ -7,6 +7,8 @@ stopped by PID through :class:`jobs_interop.Peer`.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -45,3 +47,30 @@ def rss_kib(pid: int | None = None) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS in /proc status")
+
+
+def blob(request: Any, resources: Any) -> Any:
+    """``request`` zero bytes: large responses on demand."""
+    return bytes(request)
+
+
+def serve_hwm(job: str, sndhwm: int) -> Peer:
+    """Like :func:`serve`, with the processor's PUB high-water mark set (not a CLI option):
+    runs this module as a script."""
+    return Peer([sys.executable, __file__, job, str(sndhwm)])
+
+
+def _main(job: str, sndhwm: str) -> None:
+    # A minimal daemon for serve_hwm: the same listening line as `zjobs serve`; stops on
+    # SIGTERM like it.
+    from zjobs import ZmqProcessor
+
+    proc = ZmqProcessor(globals()[job], name="hwm", sndhwm=int(sndhwm))
+    signal.signal(signal.SIGTERM, lambda *_: proc.request_stop())
+    ep = proc.endpoints
+    print(f"listening requests={ep.requests} responses={ep.responses} name=hwm", flush=True)
+    proc.run()
+
+
+if __name__ == "__main__":
+    _main(*sys.argv[1:3])

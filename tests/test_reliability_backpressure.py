@@ -1,0 +1,105 @@
+"""Bounded queues: a sender with no processor raises in bounded time with flat memory; a
+stalled subscriber never makes a processor grow past its PUB high-water mark."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import pytest
+import zmq
+from jobs_interop import Peer
+from jobs_reliability import rss_kib, serve_hwm
+
+from zjobs import CallTimeout, Client, SendTimeout, ZmqSender
+from zjobs.testing import wait_until
+
+PAYLOAD = bytes(64 * 1024)
+
+
+def dead_endpoint() -> str:
+    """A tcp endpoint nobody listens on (a port the OS gave out, then closed)."""
+    with zmq.Context.instance().socket(zmq.PULL) as pull:
+        pull.linger = 0
+        pull.bind("tcp://127.0.0.1:*")
+        return str(pull.LAST_ENDPOINT.decode())
+
+
+@pytest.mark.timeout(60)
+def test_immediate_sender_with_no_processor_raises_at_once_and_stays_flat() -> None:
+    with ZmqSender(dead_endpoint(), immediate=True, send_timeout_s=0.2) as sender:
+        start = time.monotonic()
+        with pytest.raises(SendTimeout) as info:
+            sender.send(PAYLOAD)
+        assert 0.15 <= time.monotonic() - start < 5
+        assert info.value.timeout_s == 0.2 and info.value.endpoints == sender.endpoints
+        before = rss_kib()
+        for _ in range(2000):  # 128 MiB offered
+            with pytest.raises(SendTimeout):
+                sender.send(PAYLOAD, timeout_s=0)
+        growth = rss_kib() - before
+    print(f"\nno processor, IMMEDIATE: 2000 x 64 KiB refused, RSS growth {growth} KiB")
+    assert growth < 8 * 1024
+
+
+@pytest.mark.timeout(60)
+def test_plain_sender_with_no_processor_queues_up_to_its_hwm_then_raises() -> None:
+    # Without IMMEDIATE libzmq queues for the absent peer, but only sndhwm messages.
+    with ZmqSender(dead_endpoint(), sndhwm=100, send_timeout_s=0.2, linger_ms=0) as sender:
+        before = rss_kib()
+        accepted = 0
+        for _ in range(2000):  # 128 MiB offered
+            try:
+                sender.send(PAYLOAD, timeout_s=0)
+                accepted += 1
+            except SendTimeout:
+                pass
+        growth = rss_kib() - before
+        start = time.monotonic()
+        with pytest.raises(SendTimeout):
+            sender.send(PAYLOAD)  # full: blocks for send_timeout_s, then raises
+        assert 0.15 <= time.monotonic() - start < 5
+    print(f"\nno processor, queueing sender (sndhwm 100): {accepted} of 2000 x 64 KiB queued, "
+          f"RSS growth {growth} KiB")
+    assert 0 < accepted <= 200
+    assert growth < 200 * 64 + 16 * 1024
+
+
+@pytest.mark.timeout(120)
+def test_a_stalled_subscriber_does_not_grow_the_processor() -> None:
+    proc = serve_hwm("blob", 1000)
+    code = ("import sys, zmq\n"
+            "s = zmq.Context().socket(zmq.SUB)\n"
+            "s.setsockopt(zmq.SUBSCRIBE, b'')\n"
+            "s.connect(sys.argv[1])\n"
+            "s.recv_multipart()\n"  # a heartbeat: the subscription is in place
+            "print('subscribed', flush=True)\n"
+            "import time; time.sleep(3600)\n")
+    stalled = Peer([sys.executable, "-c", code, proc.responses], wait_listening=False)
+    try:
+        wait_until(lambda: stalled.lines == ["subscribed"], timeout_s=60)
+        stalled.proc.send_signal(signal.SIGSTOP)  # by PID: it never reads again
+        with Client.connect(proc.requests, proc.responses, timeout_s=10) as client:
+            client.wait_ready(timeout_s=60)
+            assert len(client.call(10_000)) == 10_000
+            before = rss_kib(proc.pid)
+            answered = 0
+            for _ in range(4):  # 4 x 5,000 responses of 10 KB: 200 MB the stalled one misses
+                futures = [client.submit(10_000) for _ in range(5_000)]
+                for future in futures:
+                    # A healthy subscriber that falls sndhwm behind in a burst loses
+                    # responses too (PUB drops per subscriber): count, do not require.
+                    try:
+                        answered += len(future.result()) == 10_000
+                    except CallTimeout:
+                        pass
+            after = rss_kib(proc.pid)
+        print(f"\nstalled subscriber, PUB sndhwm 1000, 200 MB published: processor RSS "
+              f"{before} -> {after} KiB; the healthy client got {answered} of 20000")
+        assert answered > 0
+        assert after - before < 48 * 1024  # about sndhwm x 10 KB, not 200 MB
+    finally:
+        stalled.proc.send_signal(signal.SIGCONT)
+        stalled.stop(signal.SIGKILL)
+        assert proc.stop() == 0, proc.diagnostics()
