@@ -72,5 +72,12 @@ def _main(job: str, sndhwm: str) -> None:
     proc.run()
 
 
+def picky(request: Any, resources: Any) -> Any:
+    """An int doubled; ``{"fail": x}`` raises ValueError; anything else echoed."""
+    if isinstance(request, dict) and "fail" in request:
+        raise ValueError(str(request["fail"]))
+    return double(request, resources)
+
+
 if __name__ == "__main__":
     _main(*sys.argv[1:3])
