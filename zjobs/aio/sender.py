@@ -1,0 +1,140 @@
+"""Sending requests from asyncio: :class:`AsyncZmqSender`, a PUSH socket whose sends are awaited.
+
+The same frames as :class:`zjobs.ZmqSender`; a send that cannot be queued (no processor,
+or all at their high-water mark) waits without blocking the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Self, cast
+
+import zmq
+import zmq.asyncio
+
+from zjobs.errors import ClosedError, SendTimeout
+from zjobs.protocol import Id, Meta, Request
+from zjobs.sender import IdGenerator
+from zjobs.sockets import ClientSecurity, connect, endpoint_list
+
+__all__ = ["AsyncZmqSender"]
+
+
+class AsyncZmqSender:
+    """Sends requests over a ZeroMQ PUSH socket from coroutines (use it in one event loop).
+
+    Args:
+        endpoints: request endpoint(s) to connect to; more can be added with :meth:`connect`.
+        context: the zmq context (the shared instance by default; inproc needs the processor's).
+        send_timeout_s: how long ``send`` may wait when no processor can take the request;
+            None waits indefinitely.
+        immediate: queue requests only to connections that are up (ZMQ_IMMEDIATE).
+        linger_ms: how long queued requests may still be delivered after ``close``.
+        sndhwm: requests queued per connection before ``send`` waits.
+        security: client-side security (e.g. CURVE), applied before connecting.
+        ids: the id generator for requests sent without an id.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Iterable[str] | None = None,
+        *,
+        context: zmq.Context[Any] | None = None,
+        send_timeout_s: float | None = None,
+        immediate: bool = False,
+        linger_ms: int = 1000,
+        sndhwm: int = 1000,
+        security: ClientSecurity | None = None,
+        ids: IdGenerator | None = None,
+    ) -> None:
+        self.context = context or zmq.Context.instance()
+        self.send_timeout_s = send_timeout_s
+        self.endpoints: list[str] = []
+        self.ids = ids or IdGenerator()
+        self._socket: zmq.asyncio.Socket | None = self.context.socket(
+            zmq.PUSH, socket_class=zmq.asyncio.Socket)
+        try:
+            sock = self._socket
+            sock.linger = linger_ms
+            sock.sndhwm = sndhwm
+            sock.immediate = immediate
+            if send_timeout_s is not None:
+                sock.sndtimeo = max(0, int(send_timeout_s * 1000))
+            if security is not None:
+                security.configure_client(sock)
+            for endpoint in endpoint_list(endpoints):
+                self.connect(endpoint)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        state = "closed" if self._socket is None else "open"
+        return f"<AsyncZmqSender {state} requests={self.endpoints}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._socket is None
+
+    def _live(self) -> zmq.asyncio.Socket:
+        if self._socket is None:
+            raise ClosedError("sender is closed")
+        return self._socket
+
+    def connect(self, endpoint: str) -> None:
+        """Connect to one more processor's request endpoint."""
+        connect(cast("zmq.Socket[bytes]", self._live()), endpoint)
+        self.endpoints.append(endpoint)
+
+    async def send(
+        self,
+        request: Any,
+        *,
+        id: Id | None = None,
+        reply_to: str | bytes | None = None,
+        meta: Meta | None = None,
+        deadline_ms: int | None = None,
+        ping: bool = False,
+    ) -> Id:
+        """Encode and send one request; return its id.
+
+        Raises:
+            EncodeError: the request (or meta) cannot be encoded as msgpack.
+            SendTimeout: no processor took it within ``send_timeout_s``.
+            ClosedError: the sender is closed.
+        """
+        rid = id if id is not None else self.ids()
+        frames = Request(rid, request, reply_to, ping, deadline_ms, meta).to_frames()
+        await self.send_frames(frames)
+        return rid
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        """Send already encoded request frames."""
+        try:
+            await self._live().send_multipart(frames)
+        except zmq.Again as exc:
+            raise SendTimeout(self.endpoints, self.send_timeout_s) from exc
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.ENOTSOCK or self._socket is None:
+                raise ClosedError("sender is closed") from exc
+            raise
+
+    def close(self) -> None:
+        """Close the socket (pending sends are cancelled; queued requests get ``linger_ms``
+        to leave). Idempotent."""
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
