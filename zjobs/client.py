@@ -269,12 +269,16 @@ class Client:
                          deadline_ms=deadline_ms, ping=ping, **extra)
 
     def ping(self, timeout_s: float | None = None) -> float:
-        """Round-trip one ping; return the seconds it took.
+        """Round-trip one ping once the client is ready; return the seconds it took.
 
         Raises:
+            NotReady: the readiness handshake failed (no processor answers).
             CallTimeout: no pong in time.
         """
         limit = self.timeout_s if timeout_s is None else timeout_s
+        if not self._ready:
+            # A ping sent before the subscription is live could be lost (slow joiner).
+            self.wait_ready(limit)
         self._ensure_reader()
         future: Future[Any] = Future()
         start = time.monotonic()
