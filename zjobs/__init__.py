@@ -4,6 +4,15 @@ A job implements ``run(request, resources)``; a processor serves it on a PULL so
 (requests) and a PUB socket (responses); clients in any language send and listen.
 """
 
+from zjobs.aio import (
+    AsyncClient,
+    AsyncGetCache,
+    AsyncPutCache,
+    AsyncRun,
+    AsyncZmqProcessor,
+    AsyncZmqReceiver,
+    AsyncZmqSender,
+)
 from zjobs.cache import CachedJob, MemoryCache, cached
 from zjobs.client import Client
 from zjobs.daemon import Daemon, ServeSettings
@@ -44,6 +53,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MISS",
+    "AsyncClient",
+    "AsyncGetCache",
+    "AsyncPutCache",
+    "AsyncRun",
+    "AsyncZmqProcessor",
+    "AsyncZmqReceiver",
+    "AsyncZmqSender",
     "BindError",
     "CachedJob",
     "CallTimeout",
