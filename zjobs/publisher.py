@@ -11,6 +11,7 @@ in order.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable, Mapping
 
@@ -21,6 +22,18 @@ from zjobs.heartbeat import RUNNING, STOPPED, Heartbeat, with_seq
 __all__ = ["Publisher"]
 
 log = logging.getLogger(__name__)
+
+
+_FAULTS = frozenset(getattr(signal, name) for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL")
+                   if hasattr(signal, name))
+
+
+def _keep_signals_away() -> None:
+    # Process signals (SIGTERM, SIGINT...) must reach the thread that serves: a processor
+    # run() in the main thread waits in zmq_poll, which only a signal delivered to that
+    # thread interrupts. libzmq blocks them in its own threads for the same reason.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.valid_signals()) - _FAULTS)
 
 
 class Publisher:
@@ -92,6 +105,7 @@ class Publisher:
         self._thread.start()
 
     def _beat(self) -> None:
+        _keep_signals_away()
         interval = self.heartbeat_interval_s
         assert interval is not None
         while not self._stop.wait(interval):
