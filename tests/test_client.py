@@ -294,3 +294,43 @@ def test_many_threads_share_one_client(proc: ZmqProcessor) -> None:
             t.join()
         assert not errors
         assert client.unmatched == 0
+
+
+def test_close_racing_a_submit_never_leaves_a_future_hanging(proc: ZmqProcessor) -> None:
+    # Force the interleaving: close() runs (and fails what is pending) while submit() is
+    # between its "closed?" check and registering its future, and the send still succeeds.
+    real = ZmqSender(proc.endpoints.requests)
+    closing, submitted = threading.Event(), threading.Event()
+
+    class SlowToClose:
+        endpoints = real.endpoints
+
+        def send(self, request: Any, **options: Any) -> Any:
+            return real.send(request, **options)
+
+        def close(self) -> None:
+            closing.set()
+            submitted.wait(WAIT_S)  # hold close() after it failed the pending calls
+            real.close()
+
+    client = Client(SlowToClose(), ZmqReceiver(proc.endpoints.responses, topics=()))
+    client.wait_ready()
+    ids = client._ids
+    closer = threading.Thread(target=client.close)
+
+    def next_id() -> Any:
+        closer.start()
+        assert closing.wait(WAIT_S)
+        return ids()
+
+    client._ids = next_id  # type: ignore[assignment]
+    try:
+        future = client.submit("raced")
+    except ClosedError:
+        future = None  # refusing the call is fine too
+    finally:
+        submitted.set()
+        closer.join(WAIT_S)
+    if future is not None:
+        with pytest.raises(ClosedError):
+            future.result(2)

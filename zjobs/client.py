@@ -367,6 +367,10 @@ class Client:
         rid = self._ids()
         deadline = time.monotonic() + pending.timeout_s
         with self._lock:
+            # Checked again under the lock: close() sets _closed before it takes the lock to
+            # fail what is pending, so a call registered after that would hang forever.
+            if self._closed.is_set():
+                raise ClosedError("client is closed")
             self._pending[rid] = pending
             heapq.heappush(self._deadlines, (deadline, rid))
         return rid
