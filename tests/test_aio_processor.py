@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from zjobs import MISS, CallTimeout, RemoteError, StartError, cached
-from zjobs.aio import AsyncClient, AsyncZmqProcessor, AsyncZmqReceiver
+from zjobs.aio import AsyncClient, AsyncZmqProcessor, AsyncZmqReceiver, AsyncZmqSender
+from zjobs.aio.testing import wait_subscribed
 from zjobs.errors import ClosedError
+from zjobs.heartbeat import HEARTBEAT_TOPIC, Heartbeat
 from zjobs.testing import wait_until
 
 
@@ -393,9 +395,41 @@ async def test_pings_bad_requests_and_repr(serving: Serve) -> None:
     assert "AsyncZmqProcessor 'double' running" in repr(processor)
     assert processor.endpoints.requests in repr(processor)
     async with AsyncZmqReceiver(processor.connect_endpoints.responses) as receiver:
-        from zjobs.aio.testing import wait_subscribed
-
         await wait_subscribed(client.sender, receiver)
         await client.sender.send_frames([b"\x82\xa1v\x02\xa2id\xa1x", b"\xc0"])  # v=2
         response = await receiver.receive(timeout=10)
         assert response.error is not None and response.error.type == "UnsupportedVersion"
+
+
+async def test_repeated_request_is_answered_from_the_replay_window() -> None:
+    runs: list[Any] = []
+
+    async def counted(request: Any, resources: Any) -> Any:
+        runs.append(request)
+        await asyncio.sleep(0)
+        return request
+
+    async with AsyncZmqProcessor(counted) as processor:
+        ep = processor.connect_endpoints
+        async with AsyncZmqSender(ep.requests) as sender, \
+                AsyncZmqReceiver(ep.responses, topics=("t",)) as receiver:
+            await wait_subscribed(sender, receiver, topic="t")
+            await sender.send("once", id="retry-1", reply_to="t", dedup=True)
+            first = await receiver.receive(timeout=10)
+            await sender.send("once", id="retry-1", reply_to="t", dedup=True)
+            repeat = await receiver.receive(timeout=10)
+    assert first.value == repeat.value == "once"
+    assert not first.replay and repeat.replay
+    assert first.seq is not None and repeat.seq is not None and repeat.seq > first.seq
+    assert runs == ["once"] and processor.counters.replays == 1
+
+
+async def test_heartbeats_are_published() -> None:
+    async with AsyncZmqProcessor(double, heartbeat_interval_s=0.05) as processor:
+        async with AsyncZmqReceiver(processor.connect_endpoints.responses,
+                                    topics=(HEARTBEAT_TOPIC,)) as receiver:
+            # Receivers skip the reserved topic: read the raw frames.
+            frames = await receiver.receive_frames(asyncio.get_running_loop().time() + 10)
+    assert frames is not None and frames[0] == HEARTBEAT_TOPIC
+    beat = Heartbeat.from_frames(frames)
+    assert beat.instance == processor.instance and beat.state == "running"

@@ -29,11 +29,14 @@ import zmq.asyncio
 from zjobs.aio.job import JobCalls, is_async_job
 from zjobs.aio.receiver import recv_nowait
 from zjobs.aio.resources import AsyncResources
+from zjobs.dedup import ReplayWindow
 from zjobs.errors import ClosedError, StartError, Timeout
 from zjobs.handler import Counters, RequestHandler, new_instance_id
 from zjobs.job import MISS, Job, describe_job, run_job
+from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.processor import Endpoints
 from zjobs.protocol import Request
+from zjobs.publisher import Publisher
 from zjobs.receiver import ZmqReceiver
 from zjobs.resources import ResourceFactory
 from zjobs.sender import ZmqSender
@@ -85,6 +88,14 @@ class AsyncZmqProcessor:
         sndhwm: responses queued per subscriber before the publisher drops for that subscriber.
         security: server-side security (e.g. CURVE) for both sockets. If it has a
             ``release_server(socket)`` method, that is called after each socket is closed.
+        dedup_size: how many recent responses are kept to answer a repeated request id
+            without running the job again; 0 turns this off.
+        dedup_ttl_s: how long after a request was taken up a repeat of it is answered from
+            that window.
+        heartbeat_interval_s: seconds between heartbeats; None sends none.
+        keepalive: ZMTP heartbeats on both sockets, dropping dead peers' connections.
+
+    The options shared with :class:`~zjobs.ZmqProcessor` mean the same there and here.
 
     Raises:
         BindError: an endpoint could not be bound (the error names it).
@@ -108,10 +119,18 @@ class AsyncZmqProcessor:
         rcvhwm: int = 1000,
         sndhwm: int = 100_000,
         security: ServerSecurity | None = None,
+        dedup_size: int = 10_000,
+        dedup_ttl_s: float = 60.0,
+        heartbeat_interval_s: float | None = 1.0,
+        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
     ) -> None:
         run_job(job)
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        if dedup_size < 0 or dedup_ttl_s < 0:
+            raise ValueError("dedup_size and dedup_ttl_s must not be negative")
+        if heartbeat_interval_s is not None and heartbeat_interval_s <= 0:
+            raise ValueError("heartbeat_interval_s must be positive (or None)")
         if not threads and not is_async_job(job):
             raise TypeError(f"{describe_job(job)} is a sync job: pass threads=True to run it in "
                             "a thread pool (its resources must then be thread-safe), or serve it "
@@ -121,6 +140,9 @@ class AsyncZmqProcessor:
         self.instance = new_instance_id()
         self.concurrency = concurrency
         self.threads = threads
+        self.dedup_size = dedup_size
+        self.dedup_ttl_s = dedup_ttl_s
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.context: zmq.Context[Any] = context or zmq.Context.instance()
         self._resources = AsyncResources(resources)
         self._handler: RequestHandler | None = None
@@ -142,6 +164,7 @@ class AsyncZmqProcessor:
         self._serve_task: asyncio.Task[None] | None = None
         self._pull: zmq.asyncio.Socket | None = None
         self._pub: zmq.Socket[bytes] | None = None
+        self._publisher: Publisher | None = None
         self._security = security
         try:
             self._pull = self.context.socket(zmq.PULL, socket_class=zmq.asyncio.Socket)
@@ -154,6 +177,9 @@ class AsyncZmqProcessor:
             self._pub.linger = linger_ms
             self._pub.sndhwm = sndhwm
             pull = cast("zmq.Socket[bytes]", self._pull)  # the helpers take any zmq socket
+            if keepalive is not None:
+                keepalive.apply(pull)
+                keepalive.apply(self._pub)
             if security is not None:
                 security.configure_server(pull)
                 security.configure_server(self._pub)
@@ -273,12 +299,26 @@ class AsyncZmqProcessor:
         if self.threads:
             self._pool = ThreadPoolExecutor(self.concurrency,
                                             thread_name_prefix=f"zjobs-pool-{self.name}")
+        window = ReplayWindow(self.dedup_size, self.dedup_ttl_s) if self.dedup_size else None
         self._handler = RequestHandler(self.job, name=self.name, resources=value,
-                                       instance=self.instance)
+                                       instance=self.instance, replay_window=window)
         self._calls = JobCalls(self.job, self._pool)
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def _serve(self) -> None:
+        handler, pub = self._handler, self._pub
+        assert handler is not None and pub is not None
+        # Numbered responses and heartbeats, as ZmqProcessor publishes them.
+        self._publisher = Publisher(pub, name=self.name, instance=self.instance,
+                                    heartbeat_interval_s=self.heartbeat_interval_s,
+                                    counters=lambda: handler.counters.as_dict())
+        self._publisher.start()
+        try:
+            await self._serve_until_stopped()
+        finally:
+            self._publisher.close()  # a last heartbeat says "stopped", after the last response
+
+    async def _serve_until_stopped(self) -> None:
         assert self._wake is not None
         log.debug("processor %s serving on %s", self.name, self.endpoints)
         reader = asyncio.create_task(self._read(), name=f"zjobs-reader-{self.name}")
@@ -351,8 +391,8 @@ class AsyncZmqProcessor:
                       exc_info=task.exception())
 
     def _publish(self, frames: list[bytes]) -> None:
-        assert self._pub is not None
-        self._pub.send_multipart(frames, zmq.NOBLOCK)
+        assert self._publisher is not None
+        self._publisher.publish(frames)
 
     async def _answer(self, request: Request) -> None:
         self._publish(await self._respond(request))

@@ -108,8 +108,12 @@ class AsyncZmqSender:
         meta: Meta | None = None,
         deadline_ms: int | None = None,
         ping: bool = False,
+        dedup: bool = False,
     ) -> Id:
         """Encode and send one request; return its id.
+
+        ``dedup`` marks a request that may be sent again with the same id (a retry): a
+        processor with a replay window answers a repeat without running the job again.
 
         Raises:
             EncodeError: the request (or meta) cannot be encoded as msgpack.
@@ -117,7 +121,7 @@ class AsyncZmqSender:
             ClosedError: the sender is closed.
         """
         rid = id if id is not None else self.ids()
-        frames = Request(rid, request, reply_to, ping, deadline_ms, meta).to_frames()
+        frames = Request(rid, request, reply_to, ping, deadline_ms, meta, dedup).to_frames()
         await self.send_frames(frames)
         return rid
 
