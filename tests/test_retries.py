@@ -13,6 +13,7 @@ import zmq
 from zjobs import (
     CallTimeout,
     Client,
+    MemoryProcessor,
     NotReady,
     SendTimeout,
     ZmqProcessor,
@@ -191,3 +192,21 @@ def test_a_retry_reaching_the_same_processor_does_not_run_the_job_again() -> Non
         assert counters.ok == counters.received - counters.pongs
         assert client.resent >= 1
         assert client.call(5, retries=0) == 50  # a call without retries is not remembered
+
+
+def test_retries_over_the_in_memory_transport_are_replayed_not_rerun() -> None:
+    # The in-memory double behaves like ZeroMQ here: same id resent, answered from the
+    # processor's replay window.
+    runs: list[Any] = []
+
+    def slow_once(request: Any, resources: Any) -> Any:
+        runs.append(request)
+        if len(runs) == 1:
+            time.sleep(0.4)
+        return -request
+
+    with MemoryProcessor(slow_once) as proc, proc.client(timeout_s=0.15, retries=5) as client:
+        assert client.call(3) == -3
+        wait_until(lambda: proc.counters.replays >= 1)
+        assert runs == [3]
+        assert client.resent >= 1

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
+from zjobs.dedup import ReplayWindow
 from zjobs.errors import (
     ClosedError,
     ProtocolError,
@@ -31,7 +32,7 @@ from zjobs.job import Job, describe_job, run_job
 from zjobs.protocol import RESERVED_PREFIX, STATUSES, Id, Meta, Request, Response
 from zjobs.receiver import as_topic
 from zjobs.resources import ResourceFactory, Resources
-from zjobs.sender import IdGenerator
+from zjobs.sender import USE_SENDER_DEFAULT, IdGenerator, UseSenderDefault
 
 __all__ = ["MemoryProcessor", "MemoryReceiver", "MemorySender"]
 
@@ -157,19 +158,25 @@ class MemorySender:
         meta: Meta | None = None,
         deadline_ms: int | None = None,
         ping: bool = False,
+        timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
+        dedup: bool = False,
     ) -> Id:
-        """Encode the request as ZJP/1 frames and queue it on the next processor."""
+        """Encode the request as ZJP/1 frames and queue it on the next processor.
+
+        ``timeout_s`` and ``dedup`` are those of :meth:`zjobs.ZmqSender.send`.
+        """
         if self._closed:
             raise ClosedError("sender is closed")
         rid = id if id is not None else self.ids()
-        frames = Request(rid, request, reply_to, ping, deadline_ms, meta).to_frames()
+        frames = Request(rid, request, reply_to, ping, deadline_ms, meta, dedup).to_frames()
+        limit = self.send_timeout_s if timeout_s is USE_SENDER_DEFAULT else timeout_s
         if not self.processors:
-            raise SendTimeout([], self.send_timeout_s)
+            raise SendTimeout([], limit)
         target = self.processors[next(self._turn) % len(self.processors)]
         try:
-            target._inbox.put(frames, timeout=self.send_timeout_s)
+            target._inbox.put(frames, timeout=limit)
         except queue.Full:
-            raise SendTimeout([target.name], self.send_timeout_s) from None
+            raise SendTimeout([target.name], limit) from None
         return rid
 
     def close(self) -> None:
@@ -241,7 +248,8 @@ class MemoryProcessor:
             except Exception as exc:
                 raise StartError(f"processor {self.name!r}: resources factory failed: "
                                  f"{type(exc).__name__}: {exc}") from exc
-            self._handler = RequestHandler(self.job, name=self.name, resources=value)
+            self._handler = RequestHandler(self.job, name=self.name, resources=value,
+                                           replay_window=ReplayWindow())
             self._state = "running"
 
     def start(self) -> Self:

@@ -21,17 +21,19 @@ from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.protocol import Id, Meta, Request
 from zjobs.sockets import ClientSecurity, connect, endpoint_list
 
-__all__ = ["USE_SENDER_DEFAULT", "IdGenerator", "MpSend", "ZmqSender"]
+__all__ = ["USE_SENDER_DEFAULT", "IdGenerator", "MpSend", "UseSenderDefault", "ZmqSender"]
 
 
-class _UseDefault(enum.Enum):
+class UseSenderDefault(enum.Enum):
+    """The type of :data:`USE_SENDER_DEFAULT`."""
+
     USE_SENDER_DEFAULT = "USE_SENDER_DEFAULT"
 
     def __repr__(self) -> str:
         return "zjobs.sender.USE_SENDER_DEFAULT"
 
 
-USE_SENDER_DEFAULT: Final = _UseDefault.USE_SENDER_DEFAULT
+USE_SENDER_DEFAULT: Final = UseSenderDefault.USE_SENDER_DEFAULT
 """The default ``timeout_s`` of a send: the sender's own ``send_timeout_s`` (which may be None,
 blocking), as distinct from an explicit None."""
 
@@ -159,7 +161,7 @@ class ZmqSender:
         meta: Meta | None = None,
         deadline_ms: int | None = None,
         ping: bool = False,
-        timeout_s: float | _UseDefault | None = USE_SENDER_DEFAULT,
+        timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
         dedup: bool = False,
     ) -> Id:
         """Encode and send one request; return its id.
@@ -179,7 +181,7 @@ class ZmqSender:
         return rid
 
     def send_frames(self, frames: list[bytes], *,
-                    timeout_s: float | _UseDefault | None = USE_SENDER_DEFAULT) -> None:
+                    timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT) -> None:
         """Send already encoded request frames (for relays and tests of hostile input).
 
         An explicit ``timeout_s`` also bounds the wait for another thread's send to finish.
