@@ -11,7 +11,9 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
+import zmq
 from jobs_reliability import serve
+from zmq.utils.monitor import recv_monitor_message
 
 from zjobs import Client, Keepalive, ReceiveTimeout, ZmqReceiver
 from zjobs.testing import wait_until
@@ -83,3 +85,36 @@ def test_sigstop_then_sigcont_retries_elsewhere_and_ignores_late_answers() -> No
             a.proc.send_signal(signal.SIGCONT)
         assert a.stop() == 0, a.diagnostics()
         assert b.stop() == 0, b.diagnostics()
+
+
+@pytest.mark.timeout(60)
+def test_keepalive_drops_the_connection_to_a_stalled_peer_and_reconnects() -> None:
+    daemon = serve("double", name="stalled")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.linger = 0
+    Keepalive(interval_ms=100, timeout_ms=500, ttl_ms=500).apply(push)
+    events = push.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+    stopped = False
+
+    def next_event() -> int:
+        assert events.poll(20_000), "no socket event in time"
+        return int(recv_monitor_message(events)["event"])
+
+    try:
+        push.connect(daemon.requests)
+        assert next_event() == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        daemon.proc.send_signal(signal.SIGSTOP)
+        stopped = True
+        start = time.monotonic()
+        assert next_event() == zmq.EVENT_DISCONNECTED  # TCP still up: only ZMTP noticed
+        print(f"\nstalled peer dropped after {time.monotonic() - start:.2f}s")
+        daemon.proc.send_signal(signal.SIGCONT)
+        stopped = False
+        assert next_event() == zmq.EVENT_HANDSHAKE_SUCCEEDED  # and reconnected by itself
+    finally:
+        if stopped:
+            daemon.proc.send_signal(signal.SIGCONT)
+        events.close()
+        push.disable_monitor()
+        push.close()
+        assert daemon.stop() == 0, daemon.diagnostics()
