@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from zjobs.aio import AsyncZmqProcessor, AsyncZmqReceiver, AsyncZmqSender
+from zjobs.aio.testing import wait_subscribed
 from zjobs.codec import decode, encode
 from zjobs.dedup import JOINED, ReplayWindow, Stored, mark_replay
+from zjobs.errors import ReceiveTimeout
 from zjobs.handler import Counters, RequestHandler
 from zjobs.protocol import Request, Response
 
@@ -238,3 +242,35 @@ def test_without_a_window_repeats_run_again() -> None:
     handled(handler, req())
     assert handled(handler, req()).replay is False
     assert job.calls == 2
+
+
+async def test_a_repeat_arriving_while_the_original_runs_is_joined_by_the_async_processor(
+) -> None:
+    # A concurrent processor takes the repeat up while the original still runs: the job
+    # runs once and one response answers both (the client needs only one).
+    runs: list[Any] = []
+    release = asyncio.Event()
+
+    async def slow(request: Any, resources: Any) -> Any:
+        runs.append(request)
+        await release.wait()
+        return request
+
+    async with AsyncZmqProcessor(slow, concurrency=4) as processor:
+        ep = processor.connect_endpoints
+        async with AsyncZmqSender(ep.requests) as sender, \
+                AsyncZmqReceiver(ep.responses, topics=("t",)) as receiver:
+            await wait_subscribed(sender, receiver, topic="t")
+            for _ in range(3):
+                await sender.send("job", id="r-1", reply_to="t", dedup=True)
+            while processor.counters.received - processor.counters.pongs < 3:
+                await asyncio.sleep(0.01)
+            release.set()
+            answer = await receiver.receive(timeout=10)
+            with pytest.raises(ReceiveTimeout):
+                await receiver.receive(timeout=0.3)
+    assert (answer.id, answer.value, answer.replay) == ("r-1", "job", False)
+    assert runs == ["job"]
+    counters = processor.counters
+    assert counters.replays == 2
+    assert counters.ok == 3 and counters.received == counters.pongs + 3
