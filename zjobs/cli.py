@@ -28,7 +28,7 @@ import zmq
 
 import zjobs
 from zjobs.client import Client
-from zjobs.daemon import Daemon, ServeSettings
+from zjobs.daemon import Daemon, ServedProcessor, ServeSettings
 from zjobs.demo import run_demo
 from zjobs.errors import (
     BindError,
@@ -44,7 +44,7 @@ from zjobs.errors import (
 from zjobs.jsonvalues import from_json, to_json
 from zjobs.link import Link
 from zjobs.loader import add_app_dir, load_object
-from zjobs.processor import Endpoints, ZmqProcessor
+from zjobs.processor import Endpoints
 from zjobs.protocol import PONG, Response
 from zjobs.receiver import ZmqReceiver
 from zjobs.security import CurveClient, CurveServer, write_key_pair
@@ -281,9 +281,13 @@ def _configure_logging(level: str) -> None:
 @option("--allow-clients", metavar="DIR",
         help="Admit only clients whose public key files (*.key) are in DIR "
              "[default with --secret-key: any client that knows the server key].")
+@option("--concurrency", type=click.IntRange(min=1), metavar="N",
+        help="Requests in flight at once. Async jobs (async def run) are detected and served "
+             "on an event loop [default for them: 100]; a sync job given N runs in N threads "
+             "(its resources must be thread-safe) [default for it: one at a time].")
 def serve(job: str, requests: str, responses: str, name: str | None, resources: str | None,
           cache: int, max_message_size: int, log_level: str, app_dir: str,
-          secret_key: str | None, allow_clients: str | None) -> None:
+          secret_key: str | None, allow_clients: str | None, concurrency: int | None) -> None:
     """Serve a job as a daemon, in the foreground, until SIGTERM or Ctrl-C.
 
     MODULE:OBJECT is a function f(request, resources), a class with a run method
@@ -310,9 +314,9 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
     security = (CurveServer(secret_key, allow_clients=allow_clients)
                 if secret_key is not None else None)
     settings = ServeSettings(job, requests, responses, name, resources, cache,
-                             max_message_size, security)
+                             max_message_size, security, concurrency=concurrency)
 
-    def ready(processor: ZmqProcessor) -> None:
+    def ready(processor: ServedProcessor) -> None:
         ep = processor.endpoints
         _echo(f"listening requests={ep.requests} responses={ep.responses} "
               f"name={processor.name}")

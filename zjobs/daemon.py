@@ -18,10 +18,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeAlias
 
 import zmq
 
+from zjobs.aio.job import is_async_job
+from zjobs.aio.processor import DEFAULT_CONCURRENCY, AsyncZmqProcessor
 from zjobs.cache import cached
 from zjobs.errors import ZJobsError
 from zjobs.handler import Counters
@@ -31,7 +33,7 @@ from zjobs.processor import ZmqProcessor
 from zjobs.resources import ResourceFactory
 from zjobs.sockets import DEFAULT_MAX_MESSAGE_SIZE, ServerSecurity
 
-__all__ = ["Daemon", "ServeSettings", "build_processor"]
+__all__ = ["Daemon", "ServeSettings", "ServedProcessor", "build_processor"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,10 @@ class ServeSettings:
         cache_size: when positive, wrap the job in an in-memory LRU cache of this size.
         max_message_size: largest request frame accepted, in bytes.
         security: server-side security for both sockets (e.g. CURVE).
+        concurrency: requests in flight at once. An async job (``async def run``) is served
+            by :class:`~zjobs.aio.AsyncZmqProcessor` with this limit (100 when None); a
+            sync job given a limit runs in a pool of that many threads (its resources must
+            be thread-safe), and without one it runs one request at a time.
     """
 
     job: str | Job
@@ -62,14 +68,19 @@ class ServeSettings:
     cache_size: int = 0
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     security: ServerSecurity | None = None
+    concurrency: int | None = None
 
     def describe(self) -> str:
         """The job as a person would name it (its reference, or its repr)."""
         return self.job if isinstance(self.job, str) else repr(self.job)
 
 
+ServedProcessor: TypeAlias = ZmqProcessor | AsyncZmqProcessor
+"""What :func:`build_processor` builds: a sync or an asyncio processor."""
+
+
 def build_processor(settings: ServeSettings,
-                    context: zmq.Context[zmq.Socket[bytes]] | None = None) -> ZmqProcessor:
+                    context: zmq.Context[zmq.Socket[bytes]] | None = None) -> ServedProcessor:
     """Load the job and resources named in ``settings`` and bind a processor for them.
 
     Raises:
@@ -80,6 +91,13 @@ def build_processor(settings: ServeSettings,
     if settings.cache_size > 0:
         job = cached(job, maxsize=settings.cache_size)
     factory = load_factory(settings.resources) if settings.resources is not None else None
+    if settings.concurrency is not None or is_async_job(job):
+        return AsyncZmqProcessor(job, requests=settings.requests, responses=settings.responses,
+                                 name=settings.name, resources=factory, context=context,
+                                 max_message_size=settings.max_message_size,
+                                 security=settings.security,
+                                 concurrency=settings.concurrency or DEFAULT_CONCURRENCY,
+                                 threads=not is_async_job(job))
     return ZmqProcessor(job, requests=settings.requests, responses=settings.responses,
                         name=settings.name, resources=factory, context=context,
                         max_message_size=settings.max_message_size,
@@ -102,7 +120,7 @@ class Daemon:
     def __init__(self, settings: ServeSettings, *, handle_signals: bool = False) -> None:
         self.settings = settings
         self.handle_signals = handle_signals
-        self.processor: ZmqProcessor | None = None
+        self.processor: ServedProcessor | None = None
         self.stop_reason = ""
         self._stop = threading.Event()
 
@@ -127,7 +145,7 @@ class Daemon:
         log.info("received %s: stopping after the job in progress", name)
         self.request_stop(name)
 
-    def run(self, on_ready: Callable[[ZmqProcessor], None] | None = None) -> Counters:
+    def run(self, on_ready: Callable[[ServedProcessor], None] | None = None) -> Counters:
         """Bind, open the resources, call ``on_ready(processor)``, serve until stopped.
 
         Returns:

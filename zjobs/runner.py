@@ -24,12 +24,12 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Self
 
 from zjobs.client import Client
-from zjobs.daemon import Daemon, ServeSettings
+from zjobs.daemon import Daemon, ServedProcessor, ServeSettings
 from zjobs.errors import BindError, LoadError, StartError, Timeout, ZJobsError
 from zjobs.handler import Counters
 from zjobs.job import Job
 from zjobs.loader import add_app_dir
-from zjobs.processor import Endpoints, ZmqProcessor
+from zjobs.processor import Endpoints
 from zjobs.resources import ResourceFactory
 from zjobs.sockets import DEFAULT_MAX_MESSAGE_SIZE, ServerSecurity, connectable
 
@@ -288,7 +288,7 @@ def _child_main(settings: ServeSettings, events: Connection, control: Connection
 
     threading.Thread(target=watch_parent, name="zjobs-runner-watch", daemon=True).start()
 
-    def ready(processor: ZmqProcessor) -> None:
+    def ready(processor: ServedProcessor) -> None:
         ep = processor.endpoints
         events.send(("ready", ep.requests, ep.responses, processor.name))
 

@@ -46,9 +46,12 @@ if TYPE_CHECKING:
     from zjobs.aio.client import AsyncClient
     from zjobs.client import Client
 
-__all__ = ["AsyncZmqProcessor"]
+__all__ = ["DEFAULT_CONCURRENCY", "AsyncZmqProcessor"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 100
+"""How many requests an :class:`AsyncZmqProcessor` has in flight unless told otherwise."""
 
 _BURST = 100  # messages taken without yielding to the loop, so finished jobs get to publish
 
@@ -111,7 +114,7 @@ class AsyncZmqProcessor:
         responses: str = "tcp://127.0.0.1:*",
         name: str | None = None,
         resources: ResourceFactory | None = None,
-        concurrency: int = 100,
+        concurrency: int = DEFAULT_CONCURRENCY,
         threads: bool = False,
         context: zmq.Context[Any] | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
