@@ -186,11 +186,15 @@ class AsyncClient:
             pass  # nobody takes requests yet; the handshake keeps trying until its deadline
 
     async def ping(self, timeout_s: float | None = None) -> float:
-        """Round-trip one ping; return the seconds it took.
+        """Round-trip one ping once the client is ready; return the seconds it took.
 
         Raises:
+            NotReady: the readiness handshake failed (no processor answers).
             CallTimeout: no pong in time.
         """
+        if not self._ready:
+            # A ping sent before the subscription is live could be lost (slow joiner).
+            await self.wait_ready(self.timeout_s if timeout_s is None else timeout_s)
         loop = asyncio.get_running_loop()
         start = loop.time()
         future = await self._send(None, timeout_s, None, None, whole=False, ping=True)
@@ -344,6 +348,7 @@ class AsyncClient:
         if self._reader is not None:
             self._reader.cancel()
         for rid, entry in list(self._pending.items()):
+            entry.timer.cancel()
             if not entry.future.done():
                 entry.future.set_exception(
                     ClosedError(f"client closed before request {rid!r} was answered"))
