@@ -90,10 +90,11 @@ def client_for(peer: FakeProcessor, **options: Any) -> Client:
 def test_a_lost_attempt_is_sent_again_with_the_same_id(
         fake: Callable[[Policy], FakeProcessor]) -> None:
     peer = fake(lambda header, seen: 1 if seen == 2 else 0)  # the first attempt is "lost"
-    with client_for(peer, timeout_s=0.3, retries=3) as client:
+    with client_for(peer, timeout_s=1.0, retries=3) as client:
         assert client.call("x") == ["x", 0]
-        assert client.resent == 1
-        assert list(peer.seen.values()) == [2]  # one id, sent twice
+        assert client.resent >= 1
+        # One id, sent once more per resend (a loaded machine may have resent it twice).
+        wait_until(lambda: list(peer.seen.values()) == [client.resent + 1])
 
 
 def test_exactly_one_result_when_every_attempt_is_answered_several_times(
@@ -130,7 +131,7 @@ def test_call_timeout_names_the_attempts(fake: Callable[[Policy], FakeProcessor]
         assert time.monotonic() - start >= 0.3
         assert info.value.attempts == 3
         assert "after 3 attempts" in str(info.value)
-        assert list(peer.seen.values()) == [3]
+        wait_until(lambda: list(peer.seen.values()) == [3])
         with pytest.raises(CallTimeout) as once:
             client.call("once", retries=0)  # per-call override
         assert once.value.attempts == 1
