@@ -1,5 +1,6 @@
 """A processor daemon killed with SIGKILL while 5,000 calls are in flight through one Client
-with retries: every call completes exactly once, with the right value."""
+with retries: every call completes exactly once, with the right value. And a client with
+``liveness`` fails its waiting calls early when its only processor is killed."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from jobs_reliability import serve
 
-from zjobs import Client
+from zjobs import Client, ProcessorsGone
 
 CALLS = 5_000
 
@@ -60,3 +61,35 @@ def test_kill_9_of_one_of_two_processors_loses_no_call() -> None:
     finally:
         a.stop()
         assert b.stop() == 0, b.diagnostics()
+
+
+@pytest.mark.timeout(120)
+def test_waiting_calls_fail_early_when_the_only_processor_is_killed() -> None:
+    # No "stopped" heartbeat after kill -9: silence for 3 intervals (1 s each) is enough.
+    daemon = serve("sleepy", name="doomed")
+    try:
+        with Client.connect(daemon.requests, daemon.responses, timeout_s=60,
+                            liveness=3) as client:
+            client.wait_ready(timeout_s=60)
+            assert client.call(1) == 2
+            deadline = time.monotonic() + 30
+            while client.monitor is not None and client.monitor.heartbeats == 0:
+                assert time.monotonic() < deadline, "no heartbeat from the daemon"
+                time.sleep(0.05)
+            futures = [client.submit(i) for i in range(500)]  # 2.5 s of work
+            time.sleep(0.2)
+            daemon.proc.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            failed = 0
+            for future in futures:
+                try:
+                    future.result(timeout=60)
+                except ProcessorsGone:
+                    failed += 1
+            waited = time.monotonic() - killed
+        print(f"\nkill -9 of the only processor: {failed} waiting calls failed with "
+              f"ProcessorsGone after {waited:.1f}s (call timeout 60 s)")
+        assert failed > 0
+        assert waited < 30
+    finally:
+        daemon.stop()
