@@ -131,9 +131,9 @@ class Client:
         # that never block the reader, and retried requests marked for the processor's
         # replay window; any other MpSend is called as it is.
         try:
-            params = inspect.signature(sender.send).parameters
-        except (TypeError, ValueError):
-            params = {}  # type: ignore[assignment]
+            params = set(inspect.signature(sender.send).parameters)
+        except (TypeError, ValueError):  # no signature to read: assume neither
+            params = set()
         self._timed = "timeout_s" in params
         self._marks_dedup = "dedup" in params
         self.monitor: ProcessorMonitor | None = None
