@@ -4,6 +4,7 @@ subprocesses, signals, exit codes and error lines."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import selectors
 import signal
@@ -361,3 +362,79 @@ def test_ping_without_a_processor_exits_1(ipc_dir: Path) -> None:
                f"ipc://{ipc_dir}/none-resp", "--timeout", "0.3")
     assert pong.returncode == 1
     assert pong.stderr.startswith("Error: no pong") and pong.stderr.count("\n") == 1
+
+
+def test_send_count_draws_a_progress_bar_when_stderr_is_a_terminal(serve: Any) -> None:
+    import pty
+
+    daemon = serve("svjobs:square")
+    master, slave = pty.openpty()
+    try:
+        sent = subprocess.run([*ZJOBS, "send", *endpoints(daemon), "--count", "50", "2"],
+                              stdout=subprocess.PIPE, stderr=slave, text=True,
+                              timeout=WAIT_S * 2, env=_env())
+        os.close(slave)
+        slave = -1
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal has no writer left
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        if slave != -1:
+            os.close(slave)
+        os.close(master)
+    assert sent.returncode == 0
+    assert "count=50 ok=50" in sent.stdout
+    assert b"sending" in drawn and b"100%" in drawn
+
+
+def test_listen_topic_and_count(serve: Any) -> None:
+    daemon = serve("svjobs:square")
+    count = 40
+    with Client.connect(daemon.requests, daemon.responses, timeout_s=WAIT_S) as mine, \
+            Client.connect(daemon.requests, daemon.responses, timeout_s=WAIT_S) as other:
+        listener = subprocess.Popen(
+            [*ZJOBS, "listen", "--responses", daemon.responses, "--topic", mine.topic,
+             "--count", str(count)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=_env())
+        assert listener.stdout is not None
+        lines = Lines(listener.stdout)
+        try:
+            probes: list[int] = []
+            first: list[int] = []
+
+            def listener_saw_a_probe() -> bool:
+                other.call(-1)  # another client's topic: never shown
+                probes.append(len(probes) + 1)
+                mine.call(probes[-1])
+                try:
+                    first.append(json.loads(lines.readline(0.2))["value"])
+                    return True
+                except TimeoutError:
+                    return False
+
+            wait_until(listener_saw_a_probe, timeout_s=WAIT_S)
+            # Every probe after the first one shown is shown too; then fill up to --count.
+            shown_from = probes.index(math.isqrt(first[0]))
+            expected = [p * p for p in probes[shown_from:]]
+            rest = list(range(1000, 1000 + count - len(expected)))
+            for n in rest:
+                mine.call(n)
+            expected += [n * n for n in rest]
+            seen = first + [json.loads(lines.readline())["value"]
+                            for _ in range(len(expected) - 1)]
+            assert seen == expected
+            assert listener.wait(WAIT_S) == 0  # it exits after --count responses
+        finally:
+            if listener.poll() is None:
+                listener.kill()
+                listener.wait()
+            lines.close()
+            listener.stdout.close()
+            if listener.stderr is not None:
+                listener.stderr.close()
