@@ -193,20 +193,23 @@ class ZmqSender:
                 except zmq.Again as exc:
                     raise SendTimeout(self.endpoints, self.send_timeout_s) from exc
             return
-        start = time.monotonic()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         if not self._lock.acquire(timeout=-1 if timeout_s is None else timeout_s):
             raise SendTimeout(self.endpoints, timeout_s)
         try:
             sock = self._live()
-            if timeout_s is None:
-                sock.poll(None, zmq.POLLOUT)
-            else:
-                left_ms = int((timeout_s - (time.monotonic() - start)) * 1000)
-                if left_ms > 0:
+            while True:
+                try:
+                    sock.send_multipart(frames, zmq.NOBLOCK)  # the usual case: room now
+                    return
+                except zmq.Again as exc:
+                    if deadline is None:
+                        sock.poll(None, zmq.POLLOUT)
+                        continue
+                    left_ms = int((deadline - time.monotonic()) * 1000)
+                    if left_ms <= 0:
+                        raise SendTimeout(self.endpoints, timeout_s) from exc
                     sock.poll(left_ms, zmq.POLLOUT)
-            sock.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.Again as exc:
-            raise SendTimeout(self.endpoints, timeout_s) from exc
         finally:
             self._lock.release()
 
