@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import zmq
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 """Where libzmq looks for a context's ZAP handler (RFC 27)."""
 
+_REBIND_S = 2.0  # how long a just-released ZAP endpoint may take to become free
 _MAX_REPORTED = 1000  # denied keys remembered per domain, so reconnect storms log once
 
 
@@ -83,20 +85,32 @@ class _Shared:
     """The authenticator of one context and the domains registered with it."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]]) -> None:
-        from zmq.auth.thread import ThreadAuthenticator
-
         self.policies = _Policies()
         self.users: dict[str, int] = {}
-        self.auth: ThreadAuthenticator = ThreadAuthenticator(context, log=log.getChild("pyzmq"))
-        self.auth.credentials_providers = self.policies
-        try:
-            self.auth.start()
-        except zmq.ZMQError as exc:
-            self.auth.stop()  # closes the ZAP socket created before the failed bind
-            reason = ("another ZAP authenticator already runs in this zmq context"
-                      if exc.errno == zmq.EADDRINUSE else exc.strerror)
-            raise BindError(ZAP_ENDPOINT, reason) from exc
+        self.auth = self._start(context)
         self.auth.thread.name = "zjobs-zap"
+
+    def _start(self, context: zmq.Context[zmq.Socket[bytes]]) -> ThreadAuthenticator:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        # libzmq frees an inproc name only once the closed socket is reaped, so the
+        # endpoint of an authenticator stopped a moment ago may still look taken: retry
+        # briefly before calling it a foreign handler.
+        deadline = time.monotonic() + _REBIND_S
+        while True:
+            auth = ThreadAuthenticator(context, log=log.getChild("pyzmq"))
+            auth.credentials_providers = self.policies
+            try:
+                auth.start()
+                return auth
+            except zmq.ZMQError as exc:
+                auth.stop()  # closes the ZAP socket created before the failed bind
+                if exc.errno == zmq.EADDRINUSE and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                reason = ("another ZAP authenticator already runs in this zmq context"
+                          if exc.errno == zmq.EADDRINUSE else exc.strerror)
+                raise BindError(ZAP_ENDPOINT, reason) from exc
 
     def stop(self) -> None:
         self.auth.stop()
