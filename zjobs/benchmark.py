@@ -17,7 +17,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -232,8 +234,13 @@ class ZJobsClient:
         self.client.wait_ready()
 
     def pipelined(self, values: list[Any], window: int) -> None:
-        """Submit every value (the client keeps them all in flight); wait for every result."""
-        futures = [self.client.submit(v) for v in values]
+        """Submit every value with at most ``window`` in flight (as the raw loop does)."""
+        futures: deque[Future[Any]] = deque()
+        submit = self.client.submit
+        for value in values:
+            if len(futures) >= window:
+                futures.popleft().result()
+            futures.append(submit(value))
         for future in futures:
             future.result()
 

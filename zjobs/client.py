@@ -1,8 +1,10 @@
 """The Client: a sender plus a receiver on a private topic, correlating responses by id.
 
 ``call`` waits for one response; ``submit`` returns a ``concurrent.futures.Future`` so
-that thousands of requests can be in flight at once. One background thread reads the
-responses and completes the futures; sends happen in the caller's thread.
+that thousands of requests can be in flight at once. Sends happen in the caller's thread.
+Whoever waits for a response reads the socket itself when nobody else does (``call``,
+``ping`` and the handshake), so a synchronous call costs no thread hop; a background
+thread reads only while some pending request has no such caller (``submit``'s futures).
 
 With ``retries=N`` a call is the ZeroMQ guide's Lazy Pirate: a request unanswered within
 ``timeout_s`` is sent again with the same id (by the reader thread, without waiting), up
@@ -19,8 +21,9 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, InvalidStateError
+from contextlib import contextmanager
 from typing import Any, Self
 
 import zmq
@@ -127,6 +130,11 @@ class Client:
         self._pong_event = threading.Event()
         self._closed = threading.Event()
         self._reader: threading.Thread | None = None
+        # The receiver is read only by the holder of _pump: the reader thread or a caller
+        # waiting for its own response. Reentrant, so close() may run from a callback.
+        self._pump = threading.RLock()
+        self._work = threading.Event()  # wakes the idle reader thread
+        self._reader_idle = False
         # Senders that take a per-send timeout (ZmqSender) get bounded pings and resends
         # that never block the reader, and retried requests marked for the processor's
         # replay window; any other MpSend is called as it is.
@@ -242,7 +250,16 @@ class Client:
                                    len(self._pong_from), self.expect_processors)
                 self._pong_event.clear()
                 self._send_ping(max(0.0, min(0.1, deadline - time.monotonic())))
-                self._pong_event.wait(interval)
+                until = min(deadline, time.monotonic() + interval)
+                if self._pump.acquire(blocking=False):
+                    try:
+                        while (not self._pong_event.is_set() and time.monotonic() < until
+                               and self._pump_once(until)):
+                            pass
+                    finally:
+                        self._release_pump()
+                else:
+                    self._pong_event.wait(interval)
                 interval = min(interval * 1.5, 0.1)
             self._ready = True
             self._pongs.clear()
@@ -282,12 +299,14 @@ class Client:
         self._ensure_reader()
         future: Future[Any] = Future()
         start = time.monotonic()
-        rid = self._register(_Pending(future, limit, False))
-        try:
-            self.sender.send(None, id=rid, reply_to=self.topic, ping=True)
-        except BaseException:
-            self._forget(rid)
-            raise
+        with self._direct() as direct:
+            rid = self._register(_Pending(future, limit, False))
+            try:
+                self.sender.send(None, id=rid, reply_to=self.topic, ping=True)
+            except BaseException:
+                self._forget(rid)
+                raise
+            self._wait(future, direct)
         future.result()
         return time.monotonic() - start
 
@@ -317,7 +336,7 @@ class Client:
 
     def _submit(self, request: Any, timeout_s: float | None, meta: Meta | None,
                 deadline_ms: int | None, *, whole: bool,
-                retries: int | None = None) -> Future[Any]:
+                retries: int | None = None, wake: bool = True) -> Future[Any]:
         if not self._ready:
             self.wait_ready()
         future: Future[Any] = Future()
@@ -334,6 +353,8 @@ class Client:
         except BaseException:
             self._forget(rid)
             raise
+        if wake and self._reader_idle:
+            self._work.set()
         return future
 
     def call(
@@ -352,13 +373,23 @@ class Client:
             CallTimeout: no response to any attempt (its ``attempts`` says how many).
             ProcessorsGone: (with ``liveness``) every processor stopped heartbeating.
         """
-        return self.submit(request, timeout_s=timeout_s, meta=meta,
-                           deadline_ms=deadline_ms, retries=retries).result()
+        if not self._ready:
+            self.wait_ready()
+        with self._direct() as direct:
+            future = self._submit(request, timeout_s, meta, deadline_ms, whole=False,
+                                  retries=retries, wake=not direct)
+            self._wait(future, direct)
+        return future.result()
 
     def call_response(self, request: Any, *, timeout_s: float | None = None,
                       meta: Meta | None = None, retries: int | None = None) -> Response:
         """Like :meth:`call`, but return the whole :class:`Response` (error responses too)."""
-        future = self._submit(request, timeout_s, meta, None, whole=True, retries=retries)
+        if not self._ready:
+            self.wait_ready()
+        with self._direct() as direct:
+            future = self._submit(request, timeout_s, meta, None, whole=True, retries=retries,
+                                  wake=not direct)
+            self._wait(future, direct)
         return future.result()  # type: ignore[no-any-return]
 
     def _register(self, pending: _Pending) -> Id:
@@ -389,33 +420,75 @@ class Client:
                 target=self._read, name=f"zjobs-client-{self.topic[:8]}", daemon=True)
             self._reader.start()
 
-    def _read(self) -> None:
-        receive = self.receiver.receive
-        closed = self._closed
-        while not closed.is_set():
-            try:
-                response = receive(self._wait_s())
-            except ReceiveTimeout:
-                response = None
-            except ClosedError:
-                return
-            except Exception:
-                log.exception("client %s: receiving failed", self.topic)
-                return
-            if response is not None:
-                self._dispatch(response)
-            now = time.monotonic()
-            if self._deadlines and self._deadlines[0][0] <= now:
-                self._expire()
-            if self.monitor is not None and now >= self._next_liveness_check:
-                self._next_liveness_check = now + _TICK_S
-                if self._pending and self.monitor.all_gone():
-                    self._fail_all(lambda rid, p: ProcessorsGone(rid, p.timeout_s, p.attempts))
+    @contextmanager
+    def _direct(self) -> Iterator[bool]:
+        # Take the receiver for a caller about to wait for its own response; yields False
+        # (and the caller waits on its future) when someone else is reading it already.
+        direct = self._pump.acquire(blocking=False)
+        try:
+            yield direct
+        finally:
+            if direct:
+                self._release_pump()
 
-    def _wait_s(self) -> float:
-        if not self._deadlines:
-            return _TICK_S
-        return max(0.0, min(_TICK_S, self._deadlines[0][0] - time.monotonic()))
+    def _wait(self, future: Future[Any], direct: bool) -> None:
+        # A direct caller reads (and dispatches everybody's responses) until its own is in.
+        while direct and not future.done() and self._pump_once(time.monotonic() + _TICK_S):
+            pass
+
+    def _release_pump(self) -> None:
+        self._pump.release()
+        if self._pending and self._reader_idle:
+            self._work.set()  # requests still pending: the reader takes over
+
+    def _read(self) -> None:
+        closed, work = self._closed, self._work
+        while not closed.is_set():
+            # Idle until some pending request has nobody reading for it.
+            self._reader_idle = True
+            work.clear()
+            if not self._pending and self.monitor is None:
+                work.wait()
+                continue
+            self._reader_idle = False
+            if not self._pump.acquire(timeout=_TICK_S):
+                continue  # a caller is reading; look again soon
+            try:
+                until = time.monotonic() + _TICK_S
+                while self._pump_once(until) and (self._pending or self.monitor is not None):
+                    if time.monotonic() >= until:
+                        break
+            finally:
+                self._pump.release()
+
+    def _pump_once(self, until: float) -> bool:
+        """Read at most one response (waiting until ``until``), dispatch it, and do the
+        housekeeping (deadlines, retries, liveness). False once the client is closed."""
+        if self._closed.is_set():
+            return False
+        try:
+            response = self.receiver.receive(self._wait_s(until))
+        except ReceiveTimeout:
+            response = None
+        except ClosedError:
+            return False
+        except Exception:
+            log.exception("client %s: receiving failed", self.topic)
+            return False
+        if response is not None:
+            self._dispatch(response)
+        now = time.monotonic()
+        if self._deadlines and self._deadlines[0][0] <= now:
+            self._expire()
+        if self.monitor is not None and now >= self._next_liveness_check:
+            self._next_liveness_check = now + _TICK_S
+            if self._pending and self.monitor.all_gone():
+                self._fail_all(lambda rid, p: ProcessorsGone(rid, p.timeout_s, p.attempts))
+        return True
+
+    def _wait_s(self, until: float) -> float:
+        end = min(until, self._deadlines[0][0]) if self._deadlines else until
+        return max(0.0, end - time.monotonic())
 
     def _dispatch(self, response: Response) -> None:
         rid = response.id
@@ -506,8 +579,11 @@ class Client:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._work.set()
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join()
+        with self._pump:  # a caller reading the receiver stops at its next look (<= a tick)
+            pass
         self._fail_all(lambda rid, _: ClosedError(f"client closed before request {rid!r} "
                                                   "was answered"))
         self.sender.close()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 import zmq
 
 from zjobs.heartbeat import RUNNING, STOPPED, Heartbeat, with_seq
+from zjobs.sockets import send_multipart
 
 __all__ = ["Publisher"]
 
@@ -86,7 +87,7 @@ class Publisher:
             self.seq = seq = self.seq + 1
             # PUB never blocks: at a subscriber's high-water mark the message is dropped
             # for that subscriber (which sees a gap in the numbers).
-            self.socket.send_multipart(with_seq(frames, seq), zmq.NOBLOCK)
+            send_multipart(self.socket, with_seq(frames, seq), block=False)
 
     def heartbeat(self, state: str = RUNNING) -> None:
         """Publish a heartbeat now."""

@@ -8,6 +8,7 @@ known status, and protocol messages on topics starting with 0x00, are skipped.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -82,7 +83,7 @@ class ZmqReceiver:
         """Messages received that were not responses (malformed, unknown status, reserved)."""
         self._lock = threading.Lock()
         self._socket: zmq.Socket[bytes] | None = self.context.socket(zmq.SUB)
-        self._poller = zmq.Poller()
+        self._rcvtimeo = -1  # the ZMQ_RCVTIMEO last set, to set it only when it changes
         try:
             sock = self._socket
             sock.linger = 0
@@ -91,7 +92,6 @@ class ZmqReceiver:
                 keepalive.apply(sock)
             if security is not None:
                 security.configure_client(sock)
-            self._poller.register(sock, zmq.POLLIN)
             for topic in topics:
                 self.subscribe(topic)
             for endpoint in endpoint_list(endpoints):
@@ -164,18 +164,17 @@ class ZmqReceiver:
     def receive_frames(self, deadline: float | None) -> list[bytes] | None:
         """The next raw message (any topic), or None once ``deadline`` (monotonic s) passed."""
         sock = self._live()
-        while True:
-            try:
+        # One blocking receive bounded by ZMQ_RCVTIMEO: cheaper than failing a non-blocking
+        # receive and polling before receiving again.
+        wait_ms = -1 if deadline is None else math.ceil((deadline - time.monotonic()) * 1000)
+        try:
+            if wait_ms == 0 or wait_ms < -1:
                 return sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                pass
-            if deadline is None:
-                self._poller.poll()
-                continue
-            wait_ms = (deadline - time.monotonic()) * 1000
-            if wait_ms <= 0:
-                return None
-            self._poller.poll(int(wait_ms) + 1)
+            if wait_ms != self._rcvtimeo:
+                sock.rcvtimeo = self._rcvtimeo = wait_ms
+            return sock.recv_multipart()
+        except zmq.Again:
+            return None
 
     def parse(self, frames: list[bytes]) -> Response | None:
         """The response in ``frames``, or None (counted in ``skipped``) if it is not one."""
@@ -201,6 +200,5 @@ class ZmqReceiver:
         """Close the socket; idempotent."""
         with self._lock:
             if self._socket is not None:
-                self._poller.unregister(self._socket)
                 self._socket.close()
                 self._socket = None

@@ -18,8 +18,8 @@ import zmq
 
 from zjobs.errors import ClosedError, SendTimeout
 from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
-from zjobs.protocol import Id, Meta, Request
-from zjobs.sockets import ClientSecurity, connect, endpoint_list
+from zjobs.protocol import Id, Meta, RequestEncoder
+from zjobs.sockets import ClientSecurity, connect, endpoint_list, send_multipart
 
 __all__ = ["USE_SENDER_DEFAULT", "IdGenerator", "MpSend", "UseSenderDefault", "ZmqSender"]
 
@@ -107,6 +107,7 @@ class ZmqSender:
         self.send_timeout_s = send_timeout_s
         self.endpoints: list[str] = []
         self.ids = ids or IdGenerator()
+        self._encoder = RequestEncoder()
         self._lock = threading.Lock()
         self._socket: zmq.Socket[bytes] | None = self.context.socket(zmq.PUSH)
         try:
@@ -176,7 +177,7 @@ class ZmqSender:
             ClosedError: the sender is closed.
         """
         rid = id if id is not None else self.ids()
-        frames = Request(rid, request, reply_to, ping, deadline_ms, meta, dedup).to_frames()
+        frames = self._encoder.frames(rid, request, reply_to, ping, deadline_ms, meta, dedup)
         self.send_frames(frames, timeout_s=timeout_s)
         return rid
 
@@ -189,7 +190,7 @@ class ZmqSender:
         if timeout_s is USE_SENDER_DEFAULT:
             with self._lock:
                 try:
-                    self._live().send_multipart(frames)
+                    send_multipart(self._live(), frames)
                 except zmq.Again as exc:
                     raise SendTimeout(self.endpoints, self.send_timeout_s) from exc
             return
@@ -200,7 +201,7 @@ class ZmqSender:
             sock = self._live()
             while True:
                 try:
-                    sock.send_multipart(frames, zmq.NOBLOCK)  # the usual case: room now
+                    send_multipart(sock, frames, block=False)  # the usual case: room now
                     return
                 except zmq.Again as exc:
                     if deadline is None:

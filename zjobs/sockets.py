@@ -21,6 +21,7 @@ __all__ = [
     "connect",
     "connectable",
     "endpoint_list",
+    "send_multipart",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -46,6 +47,28 @@ class ClientSecurity(Protocol):
     def configure_client(self, socket: zmq.Socket[bytes]) -> None:
         """Set the socket's security options."""
         ...
+
+
+_MORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def send_multipart(socket: zmq.Socket[bytes], frames: list[bytes], *,
+                   block: bool = True) -> None:
+    """Send ``frames`` as one message, like ``Socket.send_multipart`` at less cost per frame.
+
+    pyzmq's version checks every frame's type and combines ``enum.Flag`` values per frame;
+    on the hot path the frames are known to be bytes, so plain int flags do.
+
+    Raises:
+        zmq.Again: ``block`` is False and the message cannot be queued now (nothing was sent:
+            libzmq queues a multipart message atomically, so the first frame fails).
+    """
+    flags = 0 if block else _NOBLOCK
+    send = socket.send
+    for frame in frames[:-1]:
+        send(frame, flags | _MORE)
+    send(frames[-1], flags)
 
 
 def endpoint_list(endpoints: str | Iterable[str] | None) -> list[str]:
