@@ -332,8 +332,8 @@ def test_max_message_size_disconnects_the_offender_only() -> None:
 
 def test_default_max_message_size_is_16_mib() -> None:
     with ZmqProcessor(echo) as proc:
-        assert proc._pull is not None
-        assert proc._pull.maxmsgsize == 16 * 1024 * 1024
+        assert proc._sockets.pull is not None
+        assert proc._sockets.pull.maxmsgsize == 16 * 1024 * 1024
 
 
 # -- load balancing and broadcast ----------------------------------------------------------------

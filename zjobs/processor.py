@@ -32,7 +32,12 @@ from zjobs.publisher import Publisher
 from zjobs.receiver import McReceive, ZmqReceiver
 from zjobs.resources import ResourceFactory, Resources
 from zjobs.sender import MpSend, ZmqSender
-from zjobs.sockets import DEFAULT_MAX_MESSAGE_SIZE, ServerSecurity, bind, connectable
+from zjobs.sockets import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ProcessorSockets,
+    ServerSecurity,
+    connectable,
+)
 
 if TYPE_CHECKING:
     from zjobs.client import Client
@@ -152,29 +157,17 @@ class ZmqProcessor:
         self._runner: threading.Thread | None = None  # the caller's thread inside run()
         self._done = threading.Event()
         self._lock = threading.Lock()
-        self._pull: zmq.Socket[bytes] | None = None
-        self._pub: zmq.Socket[bytes] | None = None
-        self._security = security
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         try:
-            self._pull = self.context.socket(zmq.PULL)
-            self._pub = self.context.socket(zmq.PUB)
-            self._pull.linger = 0
-            self._pull.rcvhwm = rcvhwm
-            self._pull.maxmsgsize = max_message_size
-            self._pub.linger = linger_ms
-            self._pub.sndhwm = sndhwm
-            if keepalive is not None:
-                keepalive.apply(self._pull)
-                keepalive.apply(self._pub)
-            if security is not None:
-                security.configure_server(self._pull)
-                security.configure_server(self._pub)
-            self.endpoints = Endpoints(bind(self._pull, requests), bind(self._pub, responses))
+            self._sockets = ProcessorSockets(
+                self.context, requests, responses, max_message_size=max_message_size,
+                linger_ms=linger_ms, rcvhwm=rcvhwm, sndhwm=sndhwm, keepalive=keepalive,
+                security=security)
         except BaseException:
-            self._close_sockets()
+            self._close_wake()
             raise
+        self.endpoints = Endpoints(self._sockets.requests, self._sockets.responses)
 
     def __repr__(self) -> str:
         ep = getattr(self, "endpoints", None)
@@ -290,7 +283,7 @@ class ZmqProcessor:
                                        instance=self.instance, replay_window=window)
 
     def _serve(self) -> None:
-        pull, pub, handler = self._pull, self._pub, self._handler
+        pull, pub, handler = self._sockets.pull, self._sockets.pub, self._handler
         assert pull is not None and pub is not None and handler is not None
         poller = zmq.Poller()
         poller.register(pull, zmq.POLLIN)
@@ -367,12 +360,9 @@ class ZmqProcessor:
             log.debug("processor %s stopped: %s", self.name, counters)
 
     def _close_sockets(self) -> None:
-        release = getattr(self._security, "release_server", None)
-        for sock in (self._pull, self._pub):
-            if sock is not None:
-                sock.close()
-                if release is not None:
-                    release(sock)  # after close: no handshake outlives the authenticator
-        self._pull = self._pub = None
+        self._sockets.close()
+        self._close_wake()
+
+    def _close_wake(self) -> None:
         self._wake_r.close()
         self._wake_w.close()

@@ -1,4 +1,5 @@
-"""Small helpers shared by everything that owns a ZeroMQ socket: bind, connect, options.
+"""Small helpers shared by everything that owns a ZeroMQ socket: bind, connect, options,
+and a processor's pair of bound sockets (:class:`ProcessorSockets`).
 
 Errors name the endpoint; wildcard binds report the endpoint actually bound.
 """
@@ -7,15 +8,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import zmq
 
 from zjobs.errors import BindError, ConnectError
+from zjobs.keepalive import Keepalive
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "ClientSecurity",
+    "ProcessorSockets",
     "ServerSecurity",
     "bind",
     "connect",
@@ -113,3 +116,86 @@ def connectable(endpoint: str) -> str:
         return endpoint
     host = "[::1]" if match.group(1).startswith("[") else "127.0.0.1"
     return f"tcp://{host}{match.group(2)}"
+
+
+class ProcessorSockets:
+    """A processor's two bound sockets: PULL for requests and PUB for responses.
+
+    Both get the options, keepalive and server security, then are bound (PULL first). If
+    anything fails, both are closed before the error propagates.
+
+    Args:
+        context: the zmq context to create the sockets in.
+        requests: endpoint to bind the PULL socket on.
+        responses: endpoint to bind the PUB socket on.
+        max_message_size: ZMQ_MAXMSGSIZE of the PULL socket.
+        linger_ms: linger of the PUB socket (the PULL socket's is 0).
+        rcvhwm: receive high-water mark of the PULL socket.
+        sndhwm: send high-water mark of the PUB socket.
+        keepalive: ZMTP heartbeats on both sockets (None: off).
+        security: server-side security for both sockets.
+        pull_class: the PULL socket's class (e.g. ``zmq.asyncio.Socket``); None: the
+            context's own.
+        pub_class: the PUB socket's class; None: the context's own.
+
+    Raises:
+        BindError: an endpoint could not be bound (the error names it).
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        requests: str,
+        responses: str,
+        *,
+        max_message_size: int,
+        linger_ms: int,
+        rcvhwm: int,
+        sndhwm: int,
+        keepalive: Keepalive | None,
+        security: ServerSecurity | None,
+        pull_class: type[zmq.Socket[Any]] | None = None,
+        pub_class: type[zmq.Socket[Any]] | None = None,
+    ) -> None:
+        self._security = security
+        self.pull: zmq.Socket[Any] | None = None
+        self.pub: zmq.Socket[Any] | None = None
+        try:
+            self.pull = _socket(context, zmq.PULL, pull_class)
+            self.pub = _socket(context, zmq.PUB, pub_class)
+            self.pull.linger = 0
+            self.pull.rcvhwm = rcvhwm
+            self.pull.maxmsgsize = max_message_size
+            self.pub.linger = linger_ms
+            self.pub.sndhwm = sndhwm
+            if keepalive is not None:
+                keepalive.apply(self.pull)
+                keepalive.apply(self.pub)
+            if security is not None:
+                security.configure_server(self.pull)
+                security.configure_server(self.pub)
+            self.requests = bind(self.pull, requests)
+            """The request endpoint bound (wildcards resolved)."""
+            self.responses = bind(self.pub, responses)
+            """The response endpoint bound (wildcards resolved)."""
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close both sockets, then call the security's ``release_server(socket)`` for each
+        if it has one. Idempotent."""
+        release = getattr(self._security, "release_server", None)
+        for sock in (self.pull, self.pub):
+            if sock is not None:
+                sock.close()
+                if release is not None:
+                    release(sock)  # after close: no handshake outlives the authenticator
+        self.pull = self.pub = None
+
+
+def _socket(context: zmq.Context[Any], kind: int,
+            socket_class: type[zmq.Socket[Any]] | None) -> zmq.Socket[Any]:
+    sock: zmq.Socket[Any] = (context.socket(kind) if socket_class is None
+                             else context.socket(kind, socket_class=socket_class))
+    return sock

@@ -21,7 +21,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, Self
 
 import zmq
 import zmq.asyncio
@@ -40,7 +40,12 @@ from zjobs.publisher import Publisher
 from zjobs.receiver import ZmqReceiver
 from zjobs.resources import ResourceFactory
 from zjobs.sender import ZmqSender
-from zjobs.sockets import DEFAULT_MAX_MESSAGE_SIZE, ServerSecurity, bind, connectable
+from zjobs.sockets import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ProcessorSockets,
+    ServerSecurity,
+    connectable,
+)
 
 if TYPE_CHECKING:
     from zjobs.aio.client import AsyncClient
@@ -165,31 +170,14 @@ class AsyncZmqProcessor:
         self._loop_thread: threading.Thread | None = None
         self._done = threading.Event()
         self._serve_task: asyncio.Task[None] | None = None
-        self._pull: zmq.asyncio.Socket | None = None
-        self._pub: zmq.Socket[bytes] | None = None
         self._publisher: Publisher | None = None
-        self._security = security
-        try:
-            self._pull = self.context.socket(zmq.PULL, socket_class=zmq.asyncio.Socket)
-            # Publishing never waits (PUB drops at its high-water mark), so a plain socket
-            # used from the loop's thread is enough.
-            self._pub = self.context.socket(zmq.PUB, socket_class=zmq.Socket)
-            self._pull.linger = 0
-            self._pull.rcvhwm = rcvhwm
-            self._pull.maxmsgsize = max_message_size
-            self._pub.linger = linger_ms
-            self._pub.sndhwm = sndhwm
-            pull = cast("zmq.Socket[bytes]", self._pull)  # the helpers take any zmq socket
-            if keepalive is not None:
-                keepalive.apply(pull)
-                keepalive.apply(self._pub)
-            if security is not None:
-                security.configure_server(pull)
-                security.configure_server(self._pub)
-            self.endpoints = Endpoints(bind(pull, requests), bind(self._pub, responses))
-        except BaseException:
-            self._close_sockets()
-            raise
+        # Publishing never waits (PUB drops at its high-water mark), so a plain PUB socket
+        # used from the loop's thread is enough.
+        self._sockets = ProcessorSockets(
+            self.context, requests, responses, max_message_size=max_message_size,
+            linger_ms=linger_ms, rcvhwm=rcvhwm, sndhwm=sndhwm, keepalive=keepalive,
+            security=security, pull_class=zmq.asyncio.Socket, pub_class=zmq.Socket)
+        self.endpoints = Endpoints(self._sockets.requests, self._sockets.responses)
 
     def __repr__(self) -> str:
         ep = getattr(self, "endpoints", None)
@@ -309,7 +297,7 @@ class AsyncZmqProcessor:
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def _serve(self) -> None:
-        handler, pub = self._handler, self._pub
+        handler, pub = self._handler, self._sockets.pub
         assert handler is not None and pub is not None
         # Numbered responses and heartbeats, as ZmqProcessor publishes them.
         self._publisher = Publisher(pub, name=self.name, instance=self.instance,
@@ -351,8 +339,8 @@ class AsyncZmqProcessor:
             raise
 
     async def _read(self) -> None:
-        pull, slots, take = self._pull, self._slots, self._take
-        assert pull is not None and slots is not None
+        pull, slots, take = self._sockets.pull, self._slots, self._take
+        assert isinstance(pull, zmq.asyncio.Socket) and slots is not None
         while True:
             # A slot first, then a message: with every slot taken nothing more is read.
             await slots.acquire()
@@ -449,19 +437,10 @@ class AsyncZmqProcessor:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
-            self._close_sockets()
+            self._sockets.close()
             self._state = "stopped"
             self._done.set()
             log.debug("processor %s stopped: %s", self.name, self.counters.as_dict())
-
-    def _close_sockets(self) -> None:
-        release = getattr(self._security, "release_server", None)
-        for sock in (self._pull, self._pub):
-            if sock is not None:
-                sock.close()
-                if release is not None:
-                    release(sock)  # after close: no handshake outlives the authenticator
-        self._pull = self._pub = None
 
     # -- in an existing loop: async with ---------------------------------------------------
 
@@ -540,7 +519,7 @@ class AsyncZmqProcessor:
             if never_ran:
                 self._state = "stopped"
         if never_ran:
-            self._close_sockets()
+            self._sockets.close()
             return
         if self._loop_thread is threading.current_thread():
             return

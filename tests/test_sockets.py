@@ -1,0 +1,79 @@
+"""zjobs.sockets: ProcessorSockets binds, cleans up after a failed bind, releases security."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from zjobs.errors import BindError
+from zjobs.keepalive import DEFAULT_KEEPALIVE
+from zjobs.sockets import ProcessorSockets
+
+
+def open_sockets(responses: str = "tcp://127.0.0.1:*", security: Any = None,
+                 **classes: Any) -> ProcessorSockets:
+    return ProcessorSockets(zmq.Context.instance(), "tcp://127.0.0.1:*", responses,
+                            max_message_size=1024, linger_ms=7, rcvhwm=11, sndhwm=13,
+                            keepalive=DEFAULT_KEEPALIVE, security=security, **classes)
+
+
+class RecordingSecurity:
+    """Server security that records which sockets it configured and released."""
+
+    def __init__(self) -> None:
+        self.configured: list[object] = []
+        self.released: list[tuple[object, bool]] = []
+
+    def configure_server(self, socket: zmq.Socket[bytes]) -> None:
+        self.configured.append(socket.type)
+
+    def release_server(self, socket: zmq.Socket[bytes]) -> None:
+        self.released.append((socket.type, socket.closed))
+
+
+def test_binds_both_with_the_options_and_resolves_wildcards() -> None:
+    sockets = open_sockets()
+    try:
+        assert sockets.requests.startswith("tcp://127.0.0.1:")
+        assert not sockets.requests.endswith(":*")
+        assert sockets.responses != sockets.requests
+        assert sockets.pull is not None and sockets.pub is not None
+        assert (sockets.pull.type, sockets.pub.type) == (zmq.PULL, zmq.PUB)
+        assert (sockets.pull.linger, sockets.pull.rcvhwm, sockets.pull.maxmsgsize) == (0, 11, 1024)
+        assert (sockets.pub.linger, sockets.pub.sndhwm) == (7, 13)
+        assert sockets.pub.getsockopt(zmq.HEARTBEAT_IVL) == DEFAULT_KEEPALIVE.interval_ms
+    finally:
+        sockets.close()
+    assert sockets.pull is None and sockets.pub is None
+    sockets.close()  # idempotent
+
+
+def test_socket_classes() -> None:
+    sockets = open_sockets(pull_class=zmq.asyncio.Socket, pub_class=zmq.Socket)
+    try:
+        assert isinstance(sockets.pull, zmq.asyncio.Socket)
+        assert not isinstance(sockets.pub, zmq.asyncio.Socket)
+    finally:
+        sockets.close()
+
+
+def test_a_failed_bind_closes_both_and_names_the_endpoint() -> None:
+    security = RecordingSecurity()
+    with pytest.raises(BindError) as info:
+        open_sockets("bogus://nowhere", security)
+    assert info.value.endpoint == "bogus://nowhere"
+    # The no_leaks fixture fails the test if either socket stayed open.
+    assert security.configured == [zmq.PULL, zmq.PUB]
+    assert security.released == [(zmq.PULL, True), (zmq.PUB, True)]
+
+
+def test_close_releases_each_socket_after_closing_it() -> None:
+    security = RecordingSecurity()
+    sockets = open_sockets(security=security)
+    assert security.released == []
+    sockets.close()
+    sockets.close()
+    assert security.released == [(zmq.PULL, True), (zmq.PUB, True)]
