@@ -50,6 +50,7 @@ from zjobs.security import CurveClient, CurveServer, KeyPair
 from zjobs.sender import MpSend, ZmqSender
 
 __version__ = "0.1.0"
+"""The package version (what ``zjobs --version`` prints; see CHANGELOG.md)."""
 
 __all__ = [
     "MISS",

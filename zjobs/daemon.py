@@ -42,7 +42,8 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 @dataclass(frozen=True, slots=True)
 class ServeSettings:
-    """What a daemon serves, and where.
+    """What a daemon serves, and where: the options of ``zjobs serve`` as one picklable value,
+    so the CLI, child processes and custom entry points build the same processor.
 
     Args:
         job: a job, or ``"MODULE:OBJECT"`` naming one (a function, a class with ``run``,

@@ -23,7 +23,8 @@ __all__ = ["DEFAULT_KEEPALIVE", "Keepalive"]
 
 @dataclass(frozen=True, slots=True)
 class Keepalive:
-    """ZMTP heartbeat settings (``ZMQ_HEARTBEAT_IVL``, ``_TIMEOUT`` and ``_TTL``).
+    """ZMTP heartbeat settings (``ZMQ_HEARTBEAT_IVL``, ``_TIMEOUT`` and ``_TTL``), so that a
+    socket drops connections to peers that vanished or stalled, instead of waiting on them.
 
     Attributes:
         interval_ms: how often this side pings the other.

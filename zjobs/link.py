@@ -72,7 +72,7 @@ Transform = Callable[[Any], Any]
 
 @dataclass(frozen=True, slots=True)
 class LinkCounters:
-    """What a link has done.
+    """What a link has done: each response it received, by outcome (logged when it stops).
 
     Every response received lands in one outcome: ``forwarded`` (ok responses sent on),
     ``filtered`` (ok responses the filter rejected), ``failed`` (ok responses the link could

@@ -185,7 +185,8 @@ class MemorySender:
 
 
 class MemoryProcessor:
-    """A :class:`~zjobs.Processor` that serves a job from a queue in a background thread.
+    """A :class:`~zjobs.Processor` that serves a job from a queue in a background thread: the
+    ZJP/1 rules without sockets, a fast double for unit tests.
 
     Args:
         job: the job, as for :class:`~zjobs.ZmqProcessor`.

@@ -87,6 +87,9 @@ class _ChainEntry:
         self.sender = sender
         self.endpoints = sender.endpoints
 
+    def __repr__(self) -> str:
+        return repr(self.sender)
+
     def send(self, request: Any, *, id: Id | None = None, reply_to: str | bytes | None = None,
              meta: Meta | None = None, deadline_ms: int | None = None,
              ping: bool = False) -> Id:
@@ -205,7 +208,7 @@ class Pipeline:
 
     def __repr__(self) -> str:
         names = " -> ".join(s.name for s in self.stages) or "connected"
-        return f"<Pipeline {names} topic={self.topic} links={len(self.links)}>"
+        return f"<Pipeline {names} links={len(self.links)} caller={self._client!r}>"
 
     def __enter__(self) -> Self:
         return self.start()

@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
-    """Where a processor listens: its request (PULL) and response (PUB) endpoints."""
+    """Where a processor listens: its request (PULL) and response (PUB) endpoints, the two
+    addresses clients, links and pipelines connect to."""
 
     requests: str
     responses: str

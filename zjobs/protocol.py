@@ -75,7 +75,7 @@ def topic_bytes(reply_to: str | bytes | None) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A ZJP/1 request: a header (id, reply_to, ping, deadline_ms, meta) and a value."""
+    """A ZJP/1 request: a header (id, reply_to, ping, deadline_ms, meta, dedup) and a value."""
 
     id: Id
     value: Any = None
