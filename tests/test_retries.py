@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -152,13 +153,11 @@ def test_negative_retries_are_refused(fake: Callable[[Policy], FakeProcessor]) -
         client_for(peer, retries=-1).close()
 
 
-def test_immediate_client_with_no_processor_fails_in_bounded_time() -> None:
+def test_immediate_client_with_no_processor_fails_in_bounded_time(ipc_dir: Path) -> None:
     # Nothing listens: the readiness handshake gives up, and a sender with a send timeout
-    # raises instead of queueing.
-    ctx = zmq.Context.instance()
-    with ctx.socket(zmq.PULL) as pull:
-        pull.bind("tcp://127.0.0.1:*")
-        dead = pull.LAST_ENDPOINT.decode()
+    # raises instead of queueing. An ipc path nobody binds, not the port of a just-closed
+    # socket: libzmq closes a listener asynchronously, so that port may still accept once.
+    dead = f"ipc://{ipc_dir}/nobody"
     with ZmqSender(dead, immediate=True, send_timeout_s=0.2) as sender:
         start = time.monotonic()
         with pytest.raises(SendTimeout):
