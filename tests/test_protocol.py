@@ -22,6 +22,7 @@ from zjobs.protocol import (
     Response,
     ResponseEncoder,
     parse_request,
+    parse_response,
     topic_bytes,
     valid_id,
 )
@@ -195,6 +196,41 @@ def test_response_tolerates_unknown_keys_and_missing_optional_ones() -> None:
 def test_response_from_frames_rejects_non_responses(frames: list[bytes]) -> None:
     with pytest.raises(ProtocolError):
         Response.from_frames(frames)
+
+
+# -- parse_response: what receivers skip ----------------------------------------------------
+
+
+def test_parse_response_returns_responses_of_known_statuses() -> None:
+    for status in (OK, PONG):
+        frames = Response("r", status, value=None, processor="p", seq=4).to_frames()
+        assert parse_response(frames) == Response.from_frames(frames)
+    error = ErrorInfo("JobFailed", "boom")
+    assert parse_response(Response("r", ERROR, error=error).to_frames()) is not None
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b"\x00heartbeat", pack({"v": 1, "id": "r", "status": "ok"}), b"\x01"],  # reserved
+        [b"\x00", pack({"v": 1, "id": "r", "status": "ok"}), b"\x01"],
+        [b"", b"\xc1", b"\x01"],  # malformed
+        [],
+        [b"", pack({"v": 1, "id": "r", "status": "later", "cached": False}), b"\xc0"],  # unknown
+    ],
+)
+def test_parse_response_skips_reserved_malformed_and_unknown_status(frames: list[bytes]) -> None:
+    assert parse_response(frames) is None
+
+
+def test_parse_response_reports_every_decoded_sequence_number() -> None:
+    seen: list[tuple[str | None, int | None]] = []
+    unknown = {"v": 1, "id": "r", "status": "later", "instance": "i1", "seq": 7}
+    assert parse_response([b"", pack(unknown), b"\xc0"], lambda *s: seen.append(s)) is None
+    ok = Response("r", OK, value=1, instance="i1", seq=8).to_frames()
+    assert parse_response(ok, lambda *s: seen.append(s)) is not None
+    parse_response([b"\x00heartbeat", b"", b""], lambda *s: seen.append(s))  # not a response
+    assert seen == [("i1", 7), ("i1", 8)]
 
 
 def test_unwrap_returns_value_or_raises_remote_error_with_context() -> None:

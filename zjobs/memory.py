@@ -11,7 +11,6 @@ gives users a fast, socket-free double for unit tests::
 from __future__ import annotations
 
 import itertools
-import logging
 import queue
 import threading
 import time
@@ -19,24 +18,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
 from zjobs.dedup import ReplayWindow
-from zjobs.errors import (
-    ClosedError,
-    ProtocolError,
-    ReceiveTimeout,
-    SendTimeout,
-    StartError,
-    Timeout,
-)
+from zjobs.errors import ClosedError, ReceiveTimeout, SendTimeout, StartError, Timeout
 from zjobs.handler import Counters, RequestHandler
 from zjobs.job import Job, describe_job, run_job
-from zjobs.protocol import RESERVED_PREFIX, STATUSES, Id, Meta, Request, Response
+from zjobs.protocol import Id, Meta, Request, Response, parse_response
 from zjobs.receiver import as_topic
 from zjobs.resources import ResourceFactory, Resources
 from zjobs.sender import USE_SENDER_DEFAULT, IdGenerator, UseSenderDefault
 
 __all__ = ["MemoryProcessor", "MemoryReceiver", "MemorySender"]
-
-log = logging.getLogger(__name__)
 
 _STOP = object()
 
@@ -97,23 +87,10 @@ class MemoryReceiver:
                 frames = self._queue.get(timeout=left)
             except queue.Empty:
                 raise ReceiveTimeout(timeout) from None
-            response = self._parse(frames)
+            response = parse_response(frames)
             if response is not None:
                 return response
-
-    def _parse(self, frames: list[bytes]) -> Response | None:
-        if frames and frames[0].startswith(RESERVED_PREFIX):
             self.skipped += 1
-            return None
-        try:
-            response = Response.from_frames(frames)
-        except ProtocolError:
-            self.skipped += 1
-            return None
-        if response.status not in STATUSES:
-            self.skipped += 1
-            return None
-        return response
 
     def close(self) -> None:
         """Stop receiving; idempotent."""

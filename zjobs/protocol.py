@@ -7,7 +7,8 @@ normative description; the rule numbers there match the checks in :func:`parse_r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -34,7 +35,10 @@ __all__ = [
     "Response",
     "ResponseEncoder",
     "parse_request",
+    "parse_response",
 ]
+
+log = logging.getLogger(__name__)
 
 VERSION: Final = 1
 OK: Final = "ok"
@@ -359,6 +363,33 @@ class Response:
             replay=header.get("replay") is True,
             seq=seq if type(seq) is int else None,
         )
+
+
+def parse_response(
+    frames: Sequence[bytes],
+    on_sequence: Callable[[str | None, int | None], object] | None = None,
+) -> Response | None:
+    """The response in ``frames``, or None for a message a receiver skips.
+
+    Skipped: the protocol's own messages (topics starting with 0x00, e.g. heartbeats),
+    frames that are not a ZJP/1 response (logged at debug level), and responses of a
+    status this version does not know.
+
+    Args:
+        frames: a message as received, topic frame first.
+        on_sequence: called with the instance and sequence number of every response
+            decoded, one of an unknown status too (so a monitor sees no false gap).
+    """
+    if frames and frames[0].startswith(RESERVED_PREFIX):
+        return None
+    try:
+        response = Response.from_frames(frames)
+    except ProtocolError as exc:
+        log.debug("skipped a message that is not a ZJP/1 response: %s", exc)
+        return None
+    if on_sequence is not None:
+        on_sequence(response.instance, response.seq)
+    return response if response.status in STATUSES else None
 
 
 class ResponseEncoder:

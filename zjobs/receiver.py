@@ -7,7 +7,6 @@ known status, and protocol messages on topics starting with 0x00, are skipped.
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -16,15 +15,13 @@ from typing import Protocol, Self, runtime_checkable
 
 import zmq
 
-from zjobs.errors import ClosedError, ProtocolError, ReceiveTimeout
+from zjobs.errors import ClosedError, ReceiveTimeout
 from zjobs.heartbeat import HEARTBEAT_TOPIC, ProcessorMonitor
 from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
-from zjobs.protocol import RESERVED_PREFIX, STATUSES, Response
+from zjobs.protocol import Response, parse_response
 from zjobs.sockets import ClientSecurity, connect, endpoint_list
 
 __all__ = ["McReceive", "ZmqReceiver", "as_topic"]
-
-log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -177,23 +174,17 @@ class ZmqReceiver:
             return None
 
     def parse(self, frames: list[bytes]) -> Response | None:
-        """The response in ``frames``, or None (counted in ``skipped``) if it is not one."""
-        if frames and frames[0].startswith(RESERVED_PREFIX):
-            if self.monitor is not None and frames[0] == HEARTBEAT_TOPIC:
-                self.monitor.heartbeat(frames)
+        """The response in ``frames``, or None (counted in ``skipped``) if it is not one
+        (see :func:`~zjobs.protocol.parse_response`)."""
+        monitor = self.monitor
+        if monitor is None:
+            response = parse_response(frames)
+        else:
+            if frames and frames[0] == HEARTBEAT_TOPIC:
+                monitor.heartbeat(frames)
+            response = parse_response(frames, monitor.sequence)
+        if response is None:
             self.skipped += 1
-            return None
-        try:
-            response = Response.from_frames(frames)
-        except ProtocolError as exc:
-            self.skipped += 1
-            log.debug("skipped a message that is not a ZJP/1 response: %s", exc)
-            return None
-        if self.monitor is not None:
-            self.monitor.sequence(response.instance, response.seq)
-        if response.status not in STATUSES:
-            self.skipped += 1
-            return None
         return response
 
     def close(self) -> None:

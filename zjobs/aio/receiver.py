@@ -11,21 +11,18 @@ messages on topics starting with 0x00) and supports ``async for``::
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable
 from typing import Any, Self, cast
 
 import zmq
 import zmq.asyncio
 
-from zjobs.errors import ClosedError, ProtocolError, ReceiveTimeout
-from zjobs.protocol import RESERVED_PREFIX, STATUSES, Response
+from zjobs.errors import ClosedError, ReceiveTimeout
+from zjobs.protocol import Response, parse_response
 from zjobs.receiver import as_topic
 from zjobs.sockets import ClientSecurity, connect, endpoint_list
 
 __all__ = ["AsyncZmqReceiver", "recv_nowait"]
-
-log = logging.getLogger(__name__)
 
 
 def recv_nowait(sock: zmq.asyncio.Socket) -> list[bytes] | None:
@@ -182,19 +179,11 @@ class AsyncZmqReceiver:
             raise
 
     def parse(self, frames: list[bytes]) -> Response | None:
-        """The response in ``frames``, or None (counted in ``skipped``) if it is not one."""
-        if frames and frames[0].startswith(RESERVED_PREFIX):
+        """The response in ``frames``, or None (counted in ``skipped``) if it is not one
+        (see :func:`~zjobs.protocol.parse_response`)."""
+        response = parse_response(frames)
+        if response is None:
             self.skipped += 1
-            return None
-        try:
-            response = Response.from_frames(frames)
-        except ProtocolError as exc:
-            self.skipped += 1
-            log.debug("skipped a message that is not a ZJP/1 response: %s", exc)
-            return None
-        if response.status not in STATUSES:
-            self.skipped += 1
-            return None
         return response
 
     def close(self) -> None:
