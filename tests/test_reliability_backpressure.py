@@ -85,10 +85,12 @@ def test_a_stalled_subscriber_does_not_grow_the_processor() -> None:
             assert len(client.call(10_000)) == 10_000
             before = rss_kib(proc.pid)
             answered = 0
-            for _ in range(20):  # 20 x 1,000 responses of 10 KB: 200 MB the stalled one misses
-                # At most sndhwm calls in flight: the healthy client can never be a whole
-                # high-water mark behind, so the publisher drops nothing for it.
-                futures = [client.submit(10_000) for _ in range(1_000)]
+            for _ in range(40):  # 40 x 500 responses of 10 KB: 200 MB the stalled one misses
+                # Half of sndhwm calls in flight: the healthy client can never be a whole
+                # high-water mark behind, so the publisher drops nothing for it (with exactly
+                # sndhwm in flight, a heartbeat in the same queue made one response drop
+                # under load).
+                futures = [client.submit(10_000) for _ in range(500)]
                 answered += sum(len(f.result()) == 10_000 for f in futures)
             after = rss_kib(proc.pid)
         print(f"\nstalled subscriber, PUB sndhwm 1000, 200 MB published: processor RSS "
