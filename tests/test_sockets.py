@@ -1,4 +1,5 @@
-"""zjobs.sockets: ProcessorSockets binds, cleans up after a failed bind, releases security."""
+"""zjobs.sockets: ProcessorSockets binds, cleans up after a failed bind, releases security;
+SocketPeer's connect bookkeeping and closing."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from zjobs.errors import BindError
+from zjobs.errors import BindError, ClosedError, ConnectError
 from zjobs.keepalive import DEFAULT_KEEPALIVE
-from zjobs.sockets import ProcessorSockets
+from zjobs.sockets import ProcessorSockets, SocketPeer
 
 
 def open_sockets(responses: str = "tcp://127.0.0.1:*", security: Any = None,
@@ -77,3 +78,24 @@ def test_close_releases_each_socket_after_closing_it() -> None:
     sockets.close()
     sockets.close()
     assert security.released == [(zmq.PULL, True), (zmq.PUB, True)]
+
+
+# -- SocketPeer: what senders and receivers share ---------------------------------------------
+
+
+class Peer(SocketPeer["zmq.Socket[bytes]"]):
+    _role = "peer"
+
+
+def test_socket_peer_lists_connected_endpoints_and_closes_on_exit() -> None:
+    with Peer(zmq.Context.instance().socket(zmq.PUSH)) as peer:
+        peer.connect("inproc://test-socket-peer")
+        with pytest.raises(ConnectError) as info:
+            peer.connect("bogus://nowhere")
+        assert info.value.endpoint == "bogus://nowhere"
+        assert peer.endpoints == ["inproc://test-socket-peer"]
+        assert not peer.closed
+    assert peer.closed  # the no_leaks fixture checks the socket itself is closed
+    peer.close()  # idempotent
+    with pytest.raises(ClosedError, match="peer is closed"):
+        peer.connect("inproc://test-socket-peer-2")

@@ -8,18 +8,17 @@ known status, and protocol messages on topics starting with 0x00, are skipped.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Protocol, Self, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import zmq
 
-from zjobs.errors import ClosedError, ReceiveTimeout
+from zjobs.errors import ReceiveTimeout
 from zjobs.heartbeat import HEARTBEAT_TOPIC, ProcessorMonitor
 from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.protocol import Response, parse_response
-from zjobs.sockets import ClientSecurity, connect, endpoint_list
+from zjobs.sockets import ClientSecurity, SocketPeer, endpoint_list
 
 __all__ = ["McReceive", "ZmqReceiver", "as_topic"]
 
@@ -46,7 +45,7 @@ def as_topic(topic: str | bytes) -> bytes:
     return topic.encode() if isinstance(topic, str) else topic
 
 
-class ZmqReceiver:
+class ZmqReceiver(SocketPeer[zmq.Socket[bytes]]):
     """An :class:`McReceive` over a ZeroMQ SUB socket. Use it from one thread at a time.
 
     Args:
@@ -61,6 +60,8 @@ class ZmqReceiver:
             every response, so it knows which processors are alive and counts gaps.
     """
 
+    _role = "receiver"
+
     def __init__(
         self,
         endpoints: str | Iterable[str] | None = None,
@@ -74,15 +75,13 @@ class ZmqReceiver:
     ) -> None:
         self.context = context or zmq.Context.instance()
         self.monitor = monitor
-        self.endpoints: list[str] = []
         self.topics: list[bytes] = []
         self.skipped = 0
         """Messages received that were not responses (malformed, unknown status, reserved)."""
-        self._lock = threading.Lock()
-        self._socket: zmq.Socket[bytes] | None = self.context.socket(zmq.SUB)
         self._rcvtimeo = -1  # the ZMQ_RCVTIMEO last set, to set it only when it changes
+        sock = self.context.socket(zmq.SUB)
+        super().__init__(sock)
         try:
-            sock = self._socket
             sock.linger = 0
             sock.rcvhwm = rcvhwm
             if keepalive is not None:
@@ -101,32 +100,10 @@ class ZmqReceiver:
         state = "closed" if self._socket is None else "open"
         return f"<ZmqReceiver {state} responses={self.endpoints} topics={self.topics}>"
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __iter__(self) -> Iterator[Response]:
         """Responses as they come, forever (until closed)."""
         while True:
             yield self.receive()
-
-    @property
-    def closed(self) -> bool:
-        """True once closed."""
-        return self._socket is None
-
-    def _live(self) -> zmq.Socket[bytes]:
-        if self._socket is None:
-            raise ClosedError("receiver is closed")
-        return self._socket
-
-    def connect(self, endpoint: str) -> None:
-        """Connect to one more processor's response endpoint."""
-        with self._lock:
-            connect(self._live(), endpoint)
-            self.endpoints.append(endpoint)
 
     def subscribe(self, topic: str | bytes) -> None:
         """Receive responses whose topic starts with ``topic``."""
@@ -186,10 +163,3 @@ class ZmqReceiver:
         if response is None:
             self.skipped += 1
         return response
-
-    def close(self) -> None:
-        """Close the socket; idempotent."""
-        with self._lock:
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None

@@ -9,17 +9,16 @@ from __future__ import annotations
 import enum
 import itertools
 import secrets
-import threading
 import time
 from collections.abc import Iterable
-from typing import Any, Final, Protocol, Self, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import zmq
 
-from zjobs.errors import ClosedError, SendTimeout
+from zjobs.errors import SendTimeout
 from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.protocol import Id, Meta, RequestEncoder
-from zjobs.sockets import ClientSecurity, connect, endpoint_list, send_multipart
+from zjobs.sockets import ClientSecurity, SocketPeer, endpoint_list, send_multipart
 
 __all__ = ["USE_SENDER_DEFAULT", "IdGenerator", "MpSend", "UseSenderDefault", "ZmqSender"]
 
@@ -71,7 +70,7 @@ class IdGenerator:
         return f"{self.prefix}{next(self._counter):x}"
 
 
-class ZmqSender:
+class ZmqSender(SocketPeer[zmq.Socket[bytes]]):
     """An :class:`MpSend` over a ZeroMQ PUSH socket. Thread-safe (sends are serialized).
 
     Args:
@@ -90,6 +89,8 @@ class ZmqSender:
         keepalive: ZMTP heartbeats that drop dead or half-open connections (None: off).
     """
 
+    _role = "sender"
+
     def __init__(
         self,
         endpoints: str | Iterable[str] | None = None,
@@ -105,13 +106,11 @@ class ZmqSender:
     ) -> None:
         self.context = context or zmq.Context.instance()
         self.send_timeout_s = send_timeout_s
-        self.endpoints: list[str] = []
         self.ids = ids or IdGenerator()
         self._encoder = RequestEncoder()
-        self._lock = threading.Lock()
-        self._socket: zmq.Socket[bytes] | None = self.context.socket(zmq.PUSH)
+        sock = self.context.socket(zmq.PUSH)
+        super().__init__(sock)
         try:
-            sock = self._socket
             sock.linger = linger_ms
             sock.sndhwm = sndhwm
             sock.immediate = immediate
@@ -130,28 +129,6 @@ class ZmqSender:
     def __repr__(self) -> str:
         state = "closed" if self._socket is None else "open"
         return f"<ZmqSender {state} requests={self.endpoints}>"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def closed(self) -> bool:
-        """True once closed."""
-        return self._socket is None
-
-    def connect(self, endpoint: str) -> None:
-        """Connect to one more processor's request endpoint."""
-        with self._lock:
-            connect(self._live(), endpoint)
-            self.endpoints.append(endpoint)
-
-    def _live(self) -> zmq.Socket[bytes]:
-        if self._socket is None:
-            raise ClosedError("sender is closed")
-        return self._socket
 
     def send(
         self,
@@ -213,10 +190,3 @@ class ZmqSender:
                     sock.poll(left_ms, zmq.POLLOUT)
         finally:
             self._lock.release()
-
-    def close(self) -> None:
-        """Close the socket; requests still queued get ``linger_ms`` to leave. Idempotent."""
-        with self._lock:
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None

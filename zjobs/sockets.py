@@ -1,5 +1,6 @@
 """Small helpers shared by everything that owns a ZeroMQ socket: bind, connect, options,
-and a processor's pair of bound sockets (:class:`ProcessorSockets`).
+a processor's pair of bound sockets (:class:`ProcessorSockets`), and what every sender
+and receiver has in common (:class:`SocketPeer`).
 
 Errors name the endpoint; wildcard binds report the endpoint actually bound.
 """
@@ -7,12 +8,13 @@ Errors name the endpoint; wildcard binds report the endpoint actually bound.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import zmq
 
-from zjobs.errors import BindError, ConnectError
+from zjobs.errors import BindError, ClosedError, ConnectError
 from zjobs.keepalive import Keepalive
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "ClientSecurity",
     "ProcessorSockets",
     "ServerSecurity",
+    "SocketPeer",
     "bind",
     "connect",
     "connectable",
@@ -199,3 +202,60 @@ def _socket(context: zmq.Context[Any], kind: int,
     sock: zmq.Socket[Any] = (context.socket(kind) if socket_class is None
                              else context.socket(kind, socket_class=socket_class))
     return sock
+
+
+S = TypeVar("S", bound="zmq.Socket[Any]")
+
+
+class SocketPeer(Generic[S]):
+    """What every sender and receiver (sync or asyncio) has in common: one socket that
+    connects to processors' endpoints.
+
+    It lists the endpoints connected, serializes connecting and closing with a lock, raises
+    :class:`~zjobs.errors.ClosedError` once closed, and closes when a ``with`` block ends.
+    A subclass sets ``_role`` (named in that error), sets its socket's options and connects
+    its first endpoints in its constructor (closing itself if that fails), and adds the
+    sending or receiving.
+    """
+
+    _role: ClassVar[str] = "socket"
+
+    def __init__(self, socket: S) -> None:
+        self.endpoints: list[str] = []
+        self._lock = threading.Lock()
+        self._socket: S | None = socket
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._socket is None
+
+    def _live(self) -> S:
+        if self._socket is None:
+            raise ClosedError(f"{self._role} is closed")
+        return self._socket
+
+    def connect(self, endpoint: str) -> None:
+        """Connect to one more processor's endpoint.
+
+        Raises:
+            ConnectError: libzmq refused the endpoint (the error names it).
+            ClosedError: already closed.
+        """
+        with self._lock:
+            connect(self._live(), endpoint)
+            self.endpoints.append(endpoint)
+
+    def close(self) -> None:
+        """Close the socket; idempotent. Queued messages get the socket's linger time
+        (``linger_ms``) to leave; pending asyncio sends and receives end."""
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None

@@ -20,7 +20,7 @@ import zmq.asyncio
 from zjobs.errors import ClosedError, ReceiveTimeout
 from zjobs.protocol import Response, parse_response
 from zjobs.receiver import as_topic
-from zjobs.sockets import ClientSecurity, connect, endpoint_list
+from zjobs.sockets import ClientSecurity, SocketPeer, endpoint_list
 
 __all__ = ["AsyncZmqReceiver", "recv_nowait"]
 
@@ -46,8 +46,10 @@ def cancelled_by_close(closed: bool) -> bool:
     return closed and (task is None or task.cancelling() == 0)
 
 
-class AsyncZmqReceiver:
+class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
     """Receives responses over a ZeroMQ SUB socket from coroutines (use it in one event loop).
+
+    Closing it ends a receive still waiting with :class:`~zjobs.errors.ClosedError`.
 
     Args:
         endpoints: response endpoint(s) to connect to; more with :meth:`connect`.
@@ -56,6 +58,8 @@ class AsyncZmqReceiver:
         rcvhwm: responses buffered before the publisher starts dropping for this receiver.
         security: client-side security (e.g. CURVE), applied before connecting.
     """
+
+    _role = "receiver"
 
     def __init__(
         self,
@@ -67,14 +71,12 @@ class AsyncZmqReceiver:
         security: ClientSecurity | None = None,
     ) -> None:
         self.context = context or zmq.Context.instance()
-        self.endpoints: list[str] = []
         self.topics: list[bytes] = []
         self.skipped = 0
         """Messages received that were not responses (malformed, unknown status, reserved)."""
-        self._socket: zmq.asyncio.Socket | None = self.context.socket(
-            zmq.SUB, socket_class=zmq.asyncio.Socket)
+        sock = self.context.socket(zmq.SUB, socket_class=zmq.asyncio.Socket)
+        super().__init__(sock)
         try:
-            sock = self._socket
             sock.linger = 0
             sock.rcvhwm = rcvhwm
             if security is not None:
@@ -91,12 +93,6 @@ class AsyncZmqReceiver:
         state = "closed" if self._socket is None else "open"
         return f"<AsyncZmqReceiver {state} responses={self.endpoints} topics={self.topics}>"
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     async def __aenter__(self) -> Self:
         return self
 
@@ -112,21 +108,6 @@ class AsyncZmqReceiver:
             return await self.receive()
         except ClosedError:
             raise StopAsyncIteration from None
-
-    @property
-    def closed(self) -> bool:
-        """True once closed."""
-        return self._socket is None
-
-    def _live(self) -> zmq.asyncio.Socket:
-        if self._socket is None:
-            raise ClosedError("receiver is closed")
-        return self._socket
-
-    def connect(self, endpoint: str) -> None:
-        """Connect to one more processor's response endpoint."""
-        connect(cast("zmq.Socket[bytes]", self._live()), endpoint)
-        self.endpoints.append(endpoint)
 
     def subscribe(self, topic: str | bytes) -> None:
         """Receive responses whose topic starts with ``topic``."""
@@ -185,9 +166,3 @@ class AsyncZmqReceiver:
         if response is None:
             self.skipped += 1
         return response
-
-    def close(self) -> None:
-        """Close the socket (a pending ``receive`` raises :class:`ClosedError`); idempotent."""
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None

@@ -7,7 +7,7 @@ or all at their high-water mark) waits without blocking the event loop.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Self, cast
+from typing import Any, Self
 
 import zmq
 import zmq.asyncio
@@ -15,13 +15,15 @@ import zmq.asyncio
 from zjobs.errors import ClosedError, SendTimeout
 from zjobs.protocol import Id, Meta, Request
 from zjobs.sender import IdGenerator
-from zjobs.sockets import ClientSecurity, connect, endpoint_list
+from zjobs.sockets import ClientSecurity, SocketPeer, endpoint_list
 
 __all__ = ["AsyncZmqSender"]
 
 
-class AsyncZmqSender:
+class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
     """Sends requests over a ZeroMQ PUSH socket from coroutines (use it in one event loop).
+
+    Closing it cancels the sends still waiting; queued requests get ``linger_ms`` to leave.
 
     Args:
         endpoints: request endpoint(s) to connect to; more can be added with :meth:`connect`.
@@ -34,6 +36,8 @@ class AsyncZmqSender:
         security: client-side security (e.g. CURVE), applied before connecting.
         ids: the id generator for requests sent without an id.
     """
+
+    _role = "sender"
 
     def __init__(
         self,
@@ -49,12 +53,10 @@ class AsyncZmqSender:
     ) -> None:
         self.context = context or zmq.Context.instance()
         self.send_timeout_s = send_timeout_s
-        self.endpoints: list[str] = []
         self.ids = ids or IdGenerator()
-        self._socket: zmq.asyncio.Socket | None = self.context.socket(
-            zmq.PUSH, socket_class=zmq.asyncio.Socket)
+        sock = self.context.socket(zmq.PUSH, socket_class=zmq.asyncio.Socket)
+        super().__init__(sock)
         try:
-            sock = self._socket
             sock.linger = linger_ms
             sock.sndhwm = sndhwm
             sock.immediate = immediate
@@ -72,32 +74,11 @@ class AsyncZmqSender:
         state = "closed" if self._socket is None else "open"
         return f"<AsyncZmqSender {state} requests={self.endpoints}>"
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
-
-    @property
-    def closed(self) -> bool:
-        """True once closed."""
-        return self._socket is None
-
-    def _live(self) -> zmq.asyncio.Socket:
-        if self._socket is None:
-            raise ClosedError("sender is closed")
-        return self._socket
-
-    def connect(self, endpoint: str) -> None:
-        """Connect to one more processor's request endpoint."""
-        connect(cast("zmq.Socket[bytes]", self._live()), endpoint)
-        self.endpoints.append(endpoint)
 
     async def send(
         self,
@@ -135,10 +116,3 @@ class AsyncZmqSender:
             if exc.errno == zmq.ENOTSOCK or self._socket is None:
                 raise ClosedError("sender is closed") from exc
             raise
-
-    def close(self) -> None:
-        """Close the socket (pending sends are cancelled; queued requests get ``linger_ms``
-        to leave). Idempotent."""
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
