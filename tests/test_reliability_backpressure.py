@@ -6,9 +6,9 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
-import zmq
 from jobs_interop import Peer
 from jobs_reliability import rss_kib, serve_hwm
 
@@ -18,17 +18,15 @@ from zjobs.testing import wait_until
 PAYLOAD = bytes(64 * 1024)
 
 
-def dead_endpoint() -> str:
-    """A tcp endpoint nobody listens on (a port the OS gave out, then closed)."""
-    with zmq.Context.instance().socket(zmq.PULL) as pull:
-        pull.linger = 0
-        pull.bind("tcp://127.0.0.1:*")
-        return str(pull.LAST_ENDPOINT.decode())
+def dead_endpoint(ipc_dir: Path) -> str:
+    """An endpoint nobody listens on: an ipc path never bound (a just-closed tcp port could
+    be handed out again, or still accept, on a busy machine)."""
+    return f"ipc://{ipc_dir}/nobody"
 
 
 @pytest.mark.timeout(60)
-def test_immediate_sender_with_no_processor_raises_at_once_and_stays_flat() -> None:
-    with ZmqSender(dead_endpoint(), immediate=True, send_timeout_s=0.2) as sender:
+def test_immediate_sender_with_no_processor_raises_at_once_and_stays_flat(ipc_dir: Path) -> None:
+    with ZmqSender(dead_endpoint(ipc_dir), immediate=True, send_timeout_s=0.2) as sender:
         start = time.monotonic()
         with pytest.raises(SendTimeout) as info:
             sender.send(PAYLOAD)
@@ -44,9 +42,9 @@ def test_immediate_sender_with_no_processor_raises_at_once_and_stays_flat() -> N
 
 
 @pytest.mark.timeout(60)
-def test_plain_sender_with_no_processor_queues_up_to_its_hwm_then_raises() -> None:
+def test_plain_sender_with_no_processor_queues_up_to_its_hwm_then_raises(ipc_dir: Path) -> None:
     # Without IMMEDIATE libzmq queues for the absent peer, but only sndhwm messages.
-    with ZmqSender(dead_endpoint(), sndhwm=100, send_timeout_s=0.2, linger_ms=0) as sender:
+    with ZmqSender(dead_endpoint(ipc_dir), sndhwm=100, send_timeout_s=0.2, linger_ms=0) as sender:
         before = rss_kib()
         accepted = 0
         for _ in range(2000):  # 128 MiB offered
