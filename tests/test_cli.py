@@ -211,7 +211,7 @@ def test_ping_timeout_exits_1(ipc_dir: Path) -> None:
 def test_demo_command() -> None:
     result = invoke("demo")
     assert result.exit_code == RET_OK
-    assert '<- describe  id=n-1  ok cached=false "9 is odd"' in result.stdout
+    assert 'ok cached=false "9 is odd" meta={"zjobs.path": ["square"]}' in result.stdout
     assert "cached=true" in result.stdout and "JobFailed" in result.stdout
 
 

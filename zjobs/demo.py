@@ -1,9 +1,10 @@
 """``zjobs demo``: a small event-driven system in one process, printing what flows.
 
-Three processors serve in threads over ``inproc://`` endpoints of a private zmq context:
-``square`` feeds ``describe`` through a link (a chain of two jobs), and ``lookup`` is a
-slow job with an in-memory cache. A tap receiver subscribed to every response shows each
-message as it is published.
+Three processors serve in threads over ``inproc://`` endpoints of a private zmq context.
+A :class:`~zjobs.Link` sends the results of ``square`` on to ``describe`` (a chain of two
+jobs), called through :meth:`Pipeline.connect <zjobs.Pipeline.connect>`; a tap on
+``square``'s responses shows the intermediate results, as ``zjobs listen`` would. ``lookup``
+is a slow job with an in-memory cache, called with a :class:`~zjobs.Client`.
 
 The jobs are ordinary module-level functions, so they can also be served as daemons::
 
@@ -12,8 +13,8 @@ The jobs are ordinary module-level functions, so they can also be served as daem
 
 from __future__ import annotations
 
+import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,20 +22,20 @@ from typing import Any
 import zmq
 
 from zjobs.cache import cached
-from zjobs.errors import ReceiveTimeout, ZJobsError
+from zjobs.errors import ReceiveTimeout, StageError, ZJobsError
 from zjobs.jsonvalues import to_json
+from zjobs.link import Link
+from zjobs.pipeline import Pipeline
 from zjobs.processor import ZmqProcessor
-from zjobs.protocol import PONG, Response
+from zjobs.protocol import PONG, Id, Response
 from zjobs.receiver import ZmqReceiver
-from zjobs.sender import ZmqSender
 from zjobs.testing import wait_subscribed
 
 __all__ = ["describe", "lookup", "run_demo", "sleep", "slow_lookup", "square"]
 
 LOOKUP_SECONDS = 0.2
-CHAIN_TOPIC = "demo.chain"
-OUT_TOPIC = "demo.out"
-TAP_TOPIC = "demo.tap"
+CHAIN_TOPIC = "demo.chain."
+"""The link forwards only work on topics under this prefix (the pipeline's topic is one)."""
 _WAIT_S = 10.0
 
 
@@ -68,81 +69,27 @@ def _show(value: Any) -> str:
     return json.dumps(to_json(value), ensure_ascii=False)
 
 
-class _Link(threading.Thread):
-    """Sends every ok response of one processor, on one topic, to another processor."""
-
-    def __init__(self, receiver: ZmqReceiver, sender: ZmqSender, path: list[str]) -> None:
-        super().__init__(name="zjobs-demo-link", daemon=True)
-        self.receiver, self.sender, self.path = receiver, sender, path
-        self.stopping = threading.Event()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                response = self.receiver.receive(timeout=0.05)
-            except ReceiveTimeout:
-                continue
-            if response.ok and response.id is not None:
-                self.sender.send(response.value, id=response.id, reply_to=OUT_TOPIC,
-                                 meta={"path": self.path})
+def _line(arrow: str, response: Response, took_s: float | None = None) -> str:
+    if response.ok:
+        body = f"ok cached={str(response.cached).lower():5} {_show(response.value)}"
+    else:
+        error = response.error
+        body = f"error {error.type}: {error.message}" if error else "error"
+    meta = f" meta={_show(response.meta)}" if response.meta else ""
+    took = f" ({took_s * 1000:.1f} ms)" if took_s is not None else ""
+    return f"  {arrow} {response.processor:9} id={response.id!s} {body}{meta}{took}"
 
 
-class _Demo:
-    def __init__(self, write: Callable[[str], None]) -> None:
-        self.write = write
-        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.closers: list[Callable[[], None]] = []
-        self.sent_at: dict[Any, float] = {}
-
-    def processor(self, job: Any, name: str) -> ZmqProcessor:
-        proc = ZmqProcessor(job, name=name, context=self.context,
-                            requests=f"inproc://demo-{name}-requests",
-                            responses=f"inproc://demo-{name}-responses")
-        self.closers.append(proc.stop)
-        proc.start()
-        return proc
-
-    def own(self, closable: Any) -> Any:
-        self.closers.append(closable.close)
-        return closable
-
-    def close(self) -> None:
-        for close in reversed(self.closers):
-            close()
-        self.context.term()
-
-    def send(self, sender: ZmqSender, name: str, value: Any, rid: str, reply_to: str) -> None:
-        self.sent_at[rid] = time.monotonic()
-        self.write(f"  -> {name:9} id={rid:4} {_show(value)}")
-        sender.send(value, id=rid, reply_to=reply_to)
-
-    def watch(self, tap: ZmqReceiver, *expected: tuple[str, str]) -> None:
-        """Wait for the responses of the expected (processor, id) pairs, then print them in
-        that order (the tap merges several publishers, so arrival order may differ)."""
-        deadline = time.monotonic() + _WAIT_S
-        seen: dict[tuple[str, Any], tuple[Response, float]] = {}
-        while any(key not in seen for key in expected):
-            try:
-                response = tap.receive(timeout=max(0.0, deadline - time.monotonic()))
-            except ReceiveTimeout:
-                raise ZJobsError(f"demo: no response within {_WAIT_S}s") from None
-            if response.status != PONG:
-                seen[response.processor, response.id] = (response, time.monotonic())
-        for key in expected:
-            response, arrived = seen[key]
-            took = arrived - self.sent_at[response.id]
-            if response.ok:
-                body = f"ok cached={str(response.cached).lower():5} {_show(response.value)}"
-            else:
-                error = response.error
-                body = f"error {error.type}: {error.message}" if error else "error"
-            path = f" meta={_show(response.meta)}" if response.meta else ""
-            self.write(f"  <- {response.processor:9} id={response.id!s:4} {body}{path} "
-                       f"({took * 1000:.1f} ms)")
+def _published(tap: ZmqReceiver, rid: Id | None) -> Response:
+    """The response to ``rid`` published on the tapped endpoint (pongs are skipped)."""
+    deadline = time.monotonic() + _WAIT_S
+    while True:
+        try:
+            response = tap.receive(timeout=max(0.0, deadline - time.monotonic()))
+        except ReceiveTimeout:
+            raise ZJobsError(f"demo: no response to {rid!r} within {_WAIT_S}s") from None
+        if response.status != PONG and response.id == rid:
+            return response
 
 
 def run_demo(write: Callable[[str], None] = print) -> None:
@@ -152,49 +99,82 @@ def run_demo(write: Callable[[str], None] = print) -> None:
         ZJobsError: something did not answer in time (it never should).
     """
     start = time.monotonic()
-    demo = _Demo(write)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        procs = [demo.processor(square, "square"), demo.processor(describe, "describe"),
-                 demo.processor(cached(slow_lookup, maxsize=128), "lookup")]
-        write("zjobs demo: 3 processors serving in threads of this process, over inproc")
-        for proc in procs:
-            write(f"  {proc.name:9} requests={proc.endpoints.requests} "
-                  f"responses={proc.endpoints.responses}")
-        to_square, to_describe, to_lookup = (demo.own(proc.sender()) for proc in procs)
-        tap = demo.own(ZmqReceiver([p.endpoints.responses for p in procs],
-                                   context=demo.context))
-        for sender in (to_square, to_describe, to_lookup):
-            wait_subscribed(sender, tap, topic=TAP_TOPIC)
-        link_in = demo.own(procs[0].receiver(topics=[CHAIN_TOPIC]))
-        wait_subscribed(to_square, link_in, topic=CHAIN_TOPIC)
-        link = _Link(link_in, to_describe, ["square", "describe"])
-        link.start()
-        demo.closers.append(link.stop)
-        write(f"  link: ok responses of square on topic {CHAIN_TOPIC!r} -> requests "
-              "of describe")
-
-        write("\nA chain of two jobs: square, then describe (one id follows the work)")
-        for n, rid in ((3, "n-1"), (4, "n-2"), (12, "n-3")):
-            demo.send(to_square, "square", n, rid, CHAIN_TOPIC)
-            demo.watch(tap, ("square", rid), ("describe", rid))
-
-        write(f"\nA cached job: lookup takes {LOOKUP_SECONDS} s, then answers from its cache")
-        for rid in ("c-1", "c-2"):
-            demo.send(to_lookup, "lookup", "zeromq", rid, OUT_TOPIC)
-            demo.watch(tap, ("lookup", rid))
-
-        write("\nAn error is an answer too: the processor goes on serving")
-        demo.send(to_square, "square", "seven", "e-1", OUT_TOPIC)
-        demo.watch(tap, ("square", "e-1"))
-        demo.send(to_square, "square", 7, "e-2", OUT_TOPIC)
-        demo.watch(tap, ("square", "e-2"))
-
-        write("\nCounters")
-        for proc in procs:
-            counts = " ".join(f"{k}={v}" for k, v in proc.counters.as_dict().items())
-            write(f"  {proc.name:9} {counts}")
+        with contextlib.ExitStack() as stack:
+            _run(stack, context, write)
     finally:
-        demo.close()
+        context.term()
     write(f"\nDone in {time.monotonic() - start:.2f} s. Serve a job as a daemon next: "
           "zjobs serve zjobs.demo:square --requests tcp://127.0.0.1:5555 "
           "--responses tcp://127.0.0.1:5556")
+
+
+def _run(stack: contextlib.ExitStack, context: zmq.Context[zmq.Socket[bytes]],
+         write: Callable[[str], None]) -> None:
+    def serve(job: Any, name: str) -> ZmqProcessor:
+        return stack.enter_context(ZmqProcessor(
+            job, name=name, context=context, requests=f"inproc://demo-{name}-requests",
+            responses=f"inproc://demo-{name}-responses"))
+
+    # A fresh cache each run, so the first lookup is always a miss.
+    procs = [serve(square, "square"), serve(describe, "describe"),
+             serve(cached(slow_lookup, maxsize=128), "lookup")]
+    to_square, to_describe, to_lookup = procs
+    write("zjobs demo: 3 processors serving in threads of this process, over inproc")
+    for proc in procs:
+        write(f"  {proc.name:9} requests={proc.endpoints.requests} "
+              f"responses={proc.endpoints.responses}")
+
+    link = stack.enter_context(Link(to_square, to_describe, name="square->describe",
+                                    topic=CHAIN_TOPIC, context=context))
+    write(f"  link {link.name}: square's results on topics {CHAIN_TOPIC}* -> requests of "
+          "describe")
+    chain = stack.enter_context(Pipeline.connect(
+        to_square.endpoints.requests, to_describe.endpoints.responses,
+        topic_prefix=CHAIN_TOPIC, context=context, timeout_s=_WAIT_S))
+    # Intermediate results stay on square's responses, on the caller's topic: tap them.
+    tap = stack.enter_context(to_square.receiver(topics=[chain.topic]))
+    with to_square.sender() as probe:
+        wait_subscribed(probe, tap, topic=chain.topic)
+
+    write("  tap: square's responses on the caller's topic (intermediate results, marked ..)")
+
+    write('\nA chain of two jobs: square, then describe (one id follows the work, meta '
+          '"zjobs.path" grows)')
+    for n in (3, 4, 12):
+        write(f"  -> square    {_show(n)}")
+        sent = time.monotonic()
+        result = chain.call_response(n)
+        took = time.monotonic() - sent
+        write(_line("..", _published(tap, result.id)))
+        write(_line("<-", result, took))
+
+    write(f"\nA cached job: lookup takes {LOOKUP_SECONDS} s, then answers from its cache")
+    with to_lookup.client(timeout_s=_WAIT_S) as client:
+        for _ in range(2):
+            write(f"  -> lookup    {_show('zeromq')}")
+            sent = time.monotonic()
+            response = client.call_response("zeromq")
+            write(_line("<-", response, time.monotonic() - sent))
+
+    write("\nAn error is an answer too: it reaches the caller naming the stage that failed, "
+          "and the chain goes on serving")
+    write(f"  -> square    {_show('seven')}")
+    try:
+        chain.call("seven")
+    except StageError as exc:
+        write(_line("..", _published(tap, exc.id)))
+        write(f"  <- StageError stage={exc.stage} path={_show(exc.path)}: "
+              f"{exc.type}: {exc.message}")
+    else:
+        raise ZJobsError("demo: square('seven') did not fail")
+    write(f"  -> square    {_show(7)}")
+    write(f"  <- describe  {_show(chain.call(7))}")
+
+    write("\nCounters")
+    for proc in procs:
+        counts = " ".join(f"{k}={v}" for k, v in proc.counters.as_dict().items())
+        write(f"  {proc.name:9} {counts}")
+    counts = " ".join(f"{k}={v}" for k, v in link.counters.as_dict().items() if v)
+    write(f"  {link.name} {counts}")
