@@ -12,7 +12,8 @@ from click.testing import CliRunner, Result
 
 import zjobs
 from zjobs import cli
-from zjobs.cli import RET_ERROR, RET_OK, RET_USAGE, main, response_json
+from zjobs.cli import RET_ERROR, RET_OK, RET_USAGE, main
+from zjobs.console import response_json
 from zjobs.demo import square
 from zjobs.protocol import ErrorInfo, Response
 from zjobs.testing import running_processor

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from zjobs import LoadError
-from zjobs.loader import add_app_dir, load_factory, load_job, load_object
+from zjobs.loader import add_app_dir, load_callable, load_factory, load_job, load_object
 
 _names = itertools.count()
 
@@ -129,6 +129,13 @@ def test_factory_must_be_callable(module: Callable[[str], str]) -> None:
     name = module(JOBS)
     with pytest.raises(LoadError, match=r"resources .*:number: a int is not callable"):
         load_factory(f"{name}:number")
+
+
+def test_load_callable(module: Callable[[str], str]) -> None:
+    name = module(JOBS)
+    with pytest.raises(LoadError, match=r"transform .*:number: a int is not callable"):
+        load_callable(f"{name}:number", "transform")
+    assert callable(load_callable(f"{name}:square", "transform"))
 
 
 def test_load_error_is_a_value_error() -> None:

@@ -11,15 +11,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import os
 import signal
 import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
@@ -27,25 +23,22 @@ import click
 import zmq
 
 import zjobs
+from zjobs import console
 from zjobs.client import Client
 from zjobs.daemon import Daemon, ServedProcessor, ServeSettings
 from zjobs.demo import run_demo
 from zjobs.errors import (
     BindError,
-    CallTimeout,
     ConnectError,
     KeyFileError,
     LoadError,
-    ReceiveTimeout,
-    RemoteError,
     StartError,
     ZJobsError,
 )
-from zjobs.jsonvalues import from_json, to_json
+from zjobs.jsonvalues import from_json
 from zjobs.link import Link
-from zjobs.loader import add_app_dir, load_object
+from zjobs.loader import add_app_dir, load_callable
 from zjobs.processor import Endpoints
-from zjobs.protocol import PONG, Response
 from zjobs.receiver import ZmqReceiver
 from zjobs.security import CurveClient, CurveServer, write_key_pair
 from zjobs.sockets import DEFAULT_MAX_MESSAGE_SIZE, connectable
@@ -112,33 +105,16 @@ def main() -> None:
     """
 
 
-# -- JSON lines ---------------------------------------------------------------------------
-
-
-def response_json(response: Response) -> dict[str, Any]:
-    """A response as the JSON object printed by ``send`` and ``listen``."""
-    line: dict[str, Any] = {
-        "id": to_json(response.id),
-        "status": response.status,
-        "cached": response.cached,
-        "processor": response.processor,
-        "instance": response.instance,
-        "meta": to_json(response.meta),
-    }
-    if response.error is not None:
-        line["error"] = to_json(response.error.to_map())
-    elif response.ok:
-        line["value"] = to_json(response.value)
-    return line
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+# -- input and output ---------------------------------------------------------------------
 
 
 def _echo(text: str, file: TextIO | None = None) -> None:
     click.echo(text, file=file)
     (file or sys.stdout).flush()
+
+
+def _echo_error(text: str) -> None:
+    _echo(f"Error: {text}", sys.stderr)
 
 
 def parse_payload(text: str, where: str) -> Any:
@@ -153,12 +129,6 @@ def parse_payload(text: str, where: str) -> Any:
         raise CliError(f"{where}: invalid JSON: {exc}", RET_USAGE) from exc
     except ValueError as exc:
         raise CliError(f"{where}: {exc}", RET_USAGE) from exc
-
-
-def _describe_error(response: Response) -> str:
-    error = response.error
-    kind = f"{error.type}: {error.message}" if error is not None else response.status
-    return f"request {response.id!r} failed at {response.processor!r}: {kind}"
 
 
 # -- client connection options ------------------------------------------------------------
@@ -364,97 +334,31 @@ def send(target: Target, count: int | None, concurrency: int, payload: str | Non
     with _Connected(target) as client:
         client.wait_ready()
         if count is not None:
-            ok = _send_many(client, value, count, concurrency)
+            ok = _send_repeatedly(client, value, count, concurrency)
         else:
             values = iter([value]) if payload is not None else _stdin_values()
-            ok = _send_each(client, values, concurrency, target.timeout_s)
+            ok = console.send_each(client, values, concurrency=concurrency,
+                                   timeout_s=target.timeout_s, write=_echo, error=_echo_error)
     if not ok:
         sys.exit(RET_ERROR)
 
 
-def _send_each(client: Client, values: Iterator[Any], concurrency: int,
-               timeout_s: float) -> bool:
-    """Send each value, at most ``concurrency`` at once; print responses in input order."""
-    all_ok = True
-    window: deque[Future[Response]] = deque()
-
-    def settle(future: Future[Response]) -> None:
-        nonlocal all_ok
-        try:
-            response = future.result()
-        except CallTimeout as exc:
-            all_ok = False
-            _echo(f"Error: {exc}", sys.stderr)
-            return
-        _echo(_dumps(response_json(response)))
-        if not response.ok:
-            all_ok = False
-            _echo(f"Error: {_describe_error(response)}", sys.stderr)
-
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="zjobs-send") as pool:
-        try:
-            for value in values:
-                if len(window) >= concurrency:
-                    settle(window.popleft())
-                window.append(pool.submit(client.call_response, value, timeout_s=timeout_s))
-        finally:
-            while window:
-                settle(window.popleft())
-    return all_ok
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return math.nan
-    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
-
-
-def _send_many(client: Client, value: Any, count: int, concurrency: int) -> bool:
-    """Send ``value`` ``count`` times, ``concurrency`` in flight; print a summary."""
-    slots = threading.Semaphore(concurrency)
-    latencies: list[float] = []
-    failures: list[BaseException] = []
-    timeouts = 0
-    futures: list[Future[Any]] = []
-
-    def done(future: Future[Any], started: float) -> None:
-        nonlocal timeouts
-        latencies.append(time.monotonic() - started)
-        exc = future.exception()
-        if exc is not None:
-            failures.append(exc)
-            timeouts += isinstance(exc, CallTimeout)
-        slots.release()
-
-    show_bar = sys.stderr.isatty()
-    bar = click.progressbar(length=count, label="sending", file=sys.stderr) if show_bar else None
-    start = time.monotonic()
+def _send_repeatedly(client: Client, value: Any, count: int, concurrency: int) -> bool:
+    """Send ``value`` ``count`` times (a progress bar on a terminal); print a summary."""
+    bar = (click.progressbar(length=count, label="sending", file=sys.stderr)
+           if sys.stderr.isatty() else None)
     try:
-        for _ in range(count):
-            slots.acquire()
-            started = time.monotonic()
-            future = client.submit(value)
-            future.add_done_callback(functools.partial(done, started=started))
-            futures.append(future)
-            if bar is not None:
-                bar.update(1)
-        for future in futures:
-            future.exception()
+        summary = console.send_repeatedly(
+            client, value, count, concurrency=concurrency,
+            on_sent=None if bar is None else functools.partial(bar.update, 1))
     finally:
         if bar is not None:
             bar.render_finish()
-    seconds = time.monotonic() - start
-    ordered = sorted(latencies)
-    _echo(f"count={count} ok={count - len(failures)} errors={len(failures) - timeouts} "
-          f"timeouts={timeouts} seconds={seconds:.3f} req/s={count / seconds:.1f} "
-          f"p50_ms={_percentile(ordered, 0.5) * 1000:.3f} "
-          f"p99_ms={_percentile(ordered, 0.99) * 1000:.3f}")
-    if failures:
-        first = failures[0]
-        reason = str(first) if isinstance(first, RemoteError | CallTimeout) else repr(first)
-        _echo(f"Error: {len(failures)} of {count} requests failed; first: {reason}",
-              sys.stderr)
-    return not failures
+    _echo(summary.line())
+    failure = summary.failure()
+    if failure is not None:
+        _echo_error(failure)
+    return summary.ok
 
 
 # -- ping ---------------------------------------------------------------------------------
@@ -516,19 +420,10 @@ def listen(responses: tuple[str, ...], topic: tuple[str, ...], count: int | None
     # like serve does: listening stops on Ctrl-C or SIGTERM, nothing else.
     previous = {signum: signal.signal(signum, _raise_interrupted)
                 for signum in (signal.SIGINT, signal.SIGTERM)}
-    seen = 0
     try:
         with ZmqReceiver([connectable(ep) for ep in responses], topics=topic or ("",),
                          context=context, security=security) as receiver:
-            while count is None or seen < count:
-                try:
-                    response = receiver.receive(timeout=1.0)
-                except ReceiveTimeout:
-                    continue
-                if response.status == PONG and not pongs:
-                    continue
-                _echo(_dumps(response_json(response)))
-                seen += 1
+            console.listen(receiver, _echo, count=count, pongs=pongs)
     except _Interrupted:
         pass
     except BrokenPipeError:
@@ -542,15 +437,6 @@ def listen(responses: tuple[str, ...], topic: tuple[str, ...], count: int | None
 
 
 # -- link and up (chaining) ---------------------------------------------------------------
-
-
-def _load_callable(spec: str | None, what: str) -> Callable[[Any], Any] | None:
-    if spec is None:
-        return None
-    obj = load_object(spec, what)
-    if not callable(obj):
-        raise LoadError(spec, f"{what} {spec}: a {type(obj).__name__} is not callable")
-    return obj  # type: ignore[no-any-return]
 
 
 class _StopFlag:
@@ -612,8 +498,8 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
         raise CliError("give --from-requests once per --from (in the same order), or not "
                        "at all", RET_USAGE)
     add_app_dir(app_dir)
-    transform_fn = _load_callable(transform, "transform")
-    keep_fn = _load_callable(keep, "filter")
+    transform_fn = None if transform is None else load_callable(transform, "transform")
+    keep_fn = None if keep is None else load_callable(keep, "filter")
     upstreams: list[Endpoints | str] = (
         [Endpoints(connectable(r), connectable(s)) for r, s in zip(probes, sources, strict=True)]
         if probes else [connectable(s) for s in sources])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from zjobs.errors import LoadError
 from zjobs.job import Job
 from zjobs.resources import ResourceFactory
 
-__all__ = ["LoadError", "add_app_dir", "load_factory", "load_job", "load_object"]
+__all__ = ["LoadError", "add_app_dir", "load_callable", "load_factory", "load_job",
+           "load_object"]
 
 
 def add_app_dir(path: str | Path) -> None:
@@ -70,6 +72,18 @@ def load_object(spec: str, what: str = "object") -> Any:
                             f"{part!r}") from None
         where = f"{where}:{part}" if where == module_name else f"{where}.{part}"
     return obj
+
+
+def load_callable(spec: str, what: str) -> Callable[..., Any]:
+    """Import ``MODULE:FUNC`` and return it, checking it can be called.
+
+    Raises:
+        LoadError: the reference cannot be loaded, or names something not callable.
+    """
+    obj = load_object(spec, what)
+    if not callable(obj):
+        raise LoadError(spec, f"{what} {spec}: a {type(obj).__name__} is not callable")
+    return obj  # type: ignore[no-any-return]
 
 
 def load_job(spec: str | Job) -> Job:
