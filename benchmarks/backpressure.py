@@ -16,10 +16,9 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-
-import zmq
 
 from zjobs import Client, SendTimeout, ZmqSender
 
@@ -36,10 +35,8 @@ def rss_kib(pid: int | None = None) -> int:
 
 
 def absent_processor(immediate: bool, seconds: float = 3.0) -> str:
-    with zmq.Context.instance().socket(zmq.PULL) as pull:
-        pull.linger = 0
-        pull.bind("tcp://127.0.0.1:*")
-        dead = pull.LAST_ENDPOINT.decode()
+    # An ipc path nobody binds: no processor at all (a just-closed tcp port may be reused).
+    dead = f"ipc://{tempfile.mkdtemp(prefix='zjb-')}/nobody"
     payload = bytes(64 * KIB)
     with ZmqSender(dead, immediate=immediate, send_timeout_s=0.1, linger_ms=0) as sender:
         before = rss_kib()

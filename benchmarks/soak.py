@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +163,7 @@ def client_main(requests: str, responses: str, seconds: float, window: int) -> N
             slots.acquire()
             started = time.perf_counter()
             future = client.submit(n)
-            future.add_done_callback(
-                lambda f, started=started, n=n: finished(f, started, n))
+            future.add_done_callback(partial(finished, started=started, n=n))
             n += 1
         for _ in range(window):  # let the calls in flight finish
             slots.acquire(timeout=CALL_TIMEOUT_S + 10)
