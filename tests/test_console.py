@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -76,6 +79,46 @@ def test_send_repeatedly_counts_failures(client: Client) -> None:
     assert not summary.ok
     assert "count=10 ok=0 errors=10 timeouts=0" in summary.line()
     assert (summary.failure() or "").startswith("10 of 10 requests failed; first: JobFailed")
+
+
+class SlowCallbackFuture(Future[Any]):
+    """Fails once send_repeatedly has added its callback, after a slow callback of its own
+    that runs first, so a waiter on the future wakes up before send_repeatedly's callback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        super().add_done_callback(lambda _: time.sleep(0.2))
+        self.registered = threading.Event()
+        self.thread = threading.Thread(target=self._fail)
+        self.thread.start()
+
+    def add_done_callback(self, fn: Any) -> None:
+        super().add_done_callback(fn)
+        self.registered.set()
+
+    def _fail(self) -> None:
+        assert self.registered.wait(10.0)
+        self.set_exception(RemoteError("E", "m"))
+
+
+class SlowCallbacksClient:
+    def __init__(self) -> None:
+        self.futures: list[SlowCallbackFuture] = []
+
+    def submit(self, value: Any) -> Future[Any]:
+        self.futures.append(SlowCallbackFuture())
+        return self.futures[-1]
+
+
+def test_send_repeatedly_waits_for_every_outcome() -> None:
+    client = SlowCallbacksClient()
+    try:
+        summary = send_repeatedly(client, 1, 3, concurrency=3)  # type: ignore[arg-type]
+    finally:
+        for future in client.futures:
+            future.thread.join()
+    assert len(summary.failures) == 3 and len(summary.latencies_s) == 3
+    assert not summary.ok
 
 
 def test_summary_line_and_failure_reason() -> None:

@@ -146,16 +146,17 @@ def send_repeatedly(client: Client, value: Any, count: int, *, concurrency: int,
     latencies: list[float] = []
     failures: list[BaseException] = []
     timeouts = 0
-    futures: list[Future[Any]] = []
 
     def done(future: Future[Any], started: float) -> None:
         nonlocal timeouts
-        latencies.append(time.monotonic() - started)
-        exc = future.exception()
-        if exc is not None:
-            failures.append(exc)
-            timeouts += isinstance(exc, CallTimeout)
-        slots.release()
+        try:
+            latencies.append(time.monotonic() - started)
+            exc = future.exception()
+            if exc is not None:
+                failures.append(exc)
+                timeouts += isinstance(exc, CallTimeout)
+        finally:
+            slots.release()
 
     start = time.monotonic()
     for _ in range(count):
@@ -163,11 +164,12 @@ def send_repeatedly(client: Client, value: Any, count: int, *, concurrency: int,
         started = time.monotonic()
         future = client.submit(value)
         future.add_done_callback(functools.partial(done, started=started))
-        futures.append(future)
         if on_sent is not None:
             on_sent()
-    for future in futures:
-        future.exception()
+    # Wait for every callback, not for the futures: a future's waiters wake up before its
+    # callbacks run, so the last calls' outcomes could still be missing.
+    for _ in range(concurrency):
+        slots.acquire()
     return SendSummary(count, time.monotonic() - start, sorted(latencies), failures, timeouts)
 
 
