@@ -55,6 +55,10 @@ class Endpoints:
     requests: str
     responses: str
 
+    def connectable(self) -> Endpoints:
+        """The endpoints a local peer connects to (wildcard hosts become loopback)."""
+        return Endpoints(connectable(self.requests), connectable(self.responses))
+
 
 class Processor(Protocol):
     """Runs one job: takes requests, runs the job, broadcasts every response."""
@@ -87,7 +91,84 @@ class Processor(Protocol):
         ...
 
 
-class ZmqProcessor:
+class BaseZmqProcessor:
+    """What :class:`ZmqProcessor` and :class:`~zjobs.aio.AsyncZmqProcessor` share once
+    bound: their state and counters, peers connected to them, serving only once, and the
+    request handler built from their options. Not for use on its own."""
+
+    job: Job
+    name: str
+    instance: str
+    context: zmq.Context[Any]
+    endpoints: Endpoints
+    dedup_size: int
+    dedup_ttl_s: float
+    _state: str
+    _lock: threading.Lock
+    _handler: RequestHandler | None
+
+    @staticmethod
+    def _check_options(dedup_size: int, dedup_ttl_s: float,
+                       heartbeat_interval_s: float | None) -> None:
+        if dedup_size < 0 or dedup_ttl_s < 0:
+            raise ValueError("dedup_size and dedup_ttl_s must not be negative")
+        if heartbeat_interval_s is not None and heartbeat_interval_s <= 0:
+            raise ValueError("heartbeat_interval_s must be positive (or None)")
+
+    @property
+    def state(self) -> str:
+        """One of created, running, stopping, stopped."""
+        return self._state
+
+    @property
+    def counters(self) -> Counters:
+        """A snapshot of the processor's counters (all zero before it serves)."""
+        handler = self._handler
+        return handler.counters if handler is not None else Counters()
+
+    @property
+    def connect_endpoints(self) -> Endpoints:
+        """The endpoints a local peer connects to (wildcard hosts become loopback)."""
+        return self.endpoints.connectable()
+
+    def sender(self, **options: Any) -> ZmqSender:
+        """A sync :class:`~zjobs.ZmqSender` connected to this processor (options go to its
+        constructor)."""
+        options.setdefault("context", self.context)
+        return ZmqSender(self.connect_endpoints.requests, **options)
+
+    def receiver(self, topics: Iterable[str | bytes] = ("",), **options: Any) -> ZmqReceiver:
+        """A sync :class:`~zjobs.ZmqReceiver` connected to this processor, subscribed to
+        ``topics``."""
+        options.setdefault("context", self.context)
+        return ZmqReceiver(self.connect_endpoints.responses, topics=topics, **options)
+
+    def client(self, **options: Any) -> Client:
+        """A sync :class:`~zjobs.Client` connected to this processor."""
+        from zjobs.client import Client
+
+        options.setdefault("context", self.context)
+        return Client.connect(self.connect_endpoints.requests, self.connect_endpoints.responses,
+                              **options)
+
+    def _claim(self, how: str) -> None:
+        with self._lock:
+            if self._state != "created":
+                raise ClosedError(f"processor {self.name!r} is {self._state}: "
+                                  f"{how} needs a new processor")
+            self._state = "running"
+
+    def _resources_failed(self, exc: Exception) -> StartError:
+        return StartError(f"processor {self.name!r}: resources factory failed: "
+                          f"{type(exc).__name__}: {exc}")
+
+    def _new_handler(self, resources: Any) -> RequestHandler:
+        window = ReplayWindow(self.dedup_size, self.dedup_ttl_s) if self.dedup_size else None
+        return RequestHandler(self.job, name=self.name, resources=resources,
+                              instance=self.instance, replay_window=window)
+
+
+class ZmqProcessor(BaseZmqProcessor):
     """A :class:`Processor` over ZeroMQ sockets, serving in a thread.
 
     Args:
@@ -139,10 +220,7 @@ class ZmqProcessor:
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
     ) -> None:
         run_job(job)  # fail now, not in the serving thread
-        if dedup_size < 0 or dedup_ttl_s < 0:
-            raise ValueError("dedup_size and dedup_ttl_s must not be negative")
-        if heartbeat_interval_s is not None and heartbeat_interval_s <= 0:
-            raise ValueError("heartbeat_interval_s must be positive (or None)")
+        self._check_options(dedup_size, dedup_ttl_s, heartbeat_interval_s)
         self.dedup_size = dedup_size
         self.dedup_ttl_s = dedup_ttl_s
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -151,7 +229,7 @@ class ZmqProcessor:
         self.instance = new_instance_id()
         self.context = context or zmq.Context.instance()
         self._resources = Resources(resources)
-        self._handler: RequestHandler | None = None
+        self._handler = None
         self._state = "created"
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -180,48 +258,6 @@ class ZmqProcessor:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    @property
-    def state(self) -> str:
-        """One of created, running, stopping, stopped."""
-        return self._state
-
-    @property
-    def counters(self) -> Counters:
-        """A snapshot of the processor's counters (all zero before it serves)."""
-        handler = self._handler
-        return handler.counters if handler is not None else Counters()
-
-    @property
-    def connect_endpoints(self) -> Endpoints:
-        """The endpoints a local peer connects to (wildcard hosts become loopback)."""
-        return Endpoints(connectable(self.endpoints.requests),
-                         connectable(self.endpoints.responses))
-
-    def sender(self, **options: Any) -> ZmqSender:
-        """A :class:`ZmqSender` connected to this processor (options go to its constructor)."""
-        options.setdefault("context", self.context)
-        return ZmqSender(self.connect_endpoints.requests, **options)
-
-    def receiver(self, topics: Iterable[str | bytes] = ("",), **options: Any) -> ZmqReceiver:
-        """A :class:`ZmqReceiver` connected to this processor, subscribed to ``topics``."""
-        options.setdefault("context", self.context)
-        return ZmqReceiver(self.connect_endpoints.responses, topics=topics, **options)
-
-    def client(self, **options: Any) -> Client:
-        """A :class:`~zjobs.Client` connected to this processor."""
-        from zjobs.client import Client
-
-        options.setdefault("context", self.context)
-        return Client.connect(self.connect_endpoints.requests, self.connect_endpoints.responses,
-                              **options)
-
-    def _claim(self, how: str) -> None:
-        with self._lock:
-            if self._state != "created":
-                raise ClosedError(f"processor {self.name!r} is {self._state}: "
-                                  f"{how} needs a new processor")
-            self._state = "running"
 
     def run(self) -> None:
         """Open the resources and serve in the calling thread until :meth:`stop` is called.
@@ -277,11 +313,8 @@ class ZmqProcessor:
         try:
             value = self._resources.open()
         except Exception as exc:
-            raise StartError(f"processor {self.name!r}: resources factory failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
-        window = ReplayWindow(self.dedup_size, self.dedup_ttl_s) if self.dedup_size else None
-        self._handler = RequestHandler(self.job, name=self.name, resources=value,
-                                       instance=self.instance, replay_window=window)
+            raise self._resources_failed(exc) from exc
+        self._handler = self._new_handler(value)
 
     def _serve(self) -> None:
         pull, pub, handler = self._sockets.pull, self._sockets.pub, self._handler

@@ -31,7 +31,7 @@ from zjobs.job import Job
 from zjobs.loader import add_app_dir
 from zjobs.processor import Endpoints
 from zjobs.resources import ResourceFactory
-from zjobs.sockets import DEFAULT_MAX_MESSAGE_SIZE, ServerSecurity, connectable
+from zjobs.sockets import DEFAULT_MAX_MESSAGE_SIZE, ServerSecurity
 
 __all__ = ["ProcessorProcess"]
 
@@ -123,8 +123,7 @@ class ProcessorProcess:
         """The endpoints a local peer connects to (wildcard hosts become loopback)."""
         if self.endpoints is None:
             raise ZJobsError("the processor process has not started")
-        return Endpoints(connectable(self.endpoints.requests),
-                         connectable(self.endpoints.responses))
+        return self.endpoints.connectable()
 
     def client(self, **options: Any) -> Client:
         """A :class:`~zjobs.Client` connected to this processor."""

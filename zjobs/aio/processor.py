@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Self
 
@@ -29,27 +28,22 @@ import zmq.asyncio
 from zjobs.aio.job import JobCalls, is_async_job
 from zjobs.aio.receiver import recv_nowait
 from zjobs.aio.resources import AsyncResources
-from zjobs.dedup import ReplayWindow
-from zjobs.errors import ClosedError, StartError, Timeout
-from zjobs.handler import Counters, RequestHandler, new_instance_id
+from zjobs.errors import StartError, Timeout
+from zjobs.handler import new_instance_id
 from zjobs.job import MISS, Job, describe_job, run_job
 from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
-from zjobs.processor import Endpoints
+from zjobs.processor import BaseZmqProcessor, Endpoints
 from zjobs.protocol import Request
 from zjobs.publisher import Publisher
-from zjobs.receiver import ZmqReceiver
 from zjobs.resources import ResourceFactory
-from zjobs.sender import ZmqSender
 from zjobs.sockets import (
     DEFAULT_MAX_MESSAGE_SIZE,
     ProcessorSockets,
     ServerSecurity,
-    connectable,
 )
 
 if TYPE_CHECKING:
     from zjobs.aio.client import AsyncClient
-    from zjobs.client import Client
 
 __all__ = ["DEFAULT_CONCURRENCY", "AsyncZmqProcessor"]
 
@@ -73,7 +67,7 @@ def _interrupts(exc: BaseException) -> bool:
     return False
 
 
-class AsyncZmqProcessor:
+class AsyncZmqProcessor(BaseZmqProcessor):
     """A :class:`~zjobs.Processor` that serves a job on an asyncio event loop.
 
     Args:
@@ -135,10 +129,7 @@ class AsyncZmqProcessor:
         run_job(job)
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
-        if dedup_size < 0 or dedup_ttl_s < 0:
-            raise ValueError("dedup_size and dedup_ttl_s must not be negative")
-        if heartbeat_interval_s is not None and heartbeat_interval_s <= 0:
-            raise ValueError("heartbeat_interval_s must be positive (or None)")
+        self._check_options(dedup_size, dedup_ttl_s, heartbeat_interval_s)
         if not threads and not is_async_job(job):
             raise TypeError(f"{describe_job(job)} is a sync job: pass threads=True to run it in "
                             "a thread pool (its resources must then be thread-safe), or serve it "
@@ -151,9 +142,9 @@ class AsyncZmqProcessor:
         self.dedup_size = dedup_size
         self.dedup_ttl_s = dedup_ttl_s
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.context: zmq.Context[Any] = context or zmq.Context.instance()
+        self.context = context or zmq.Context.instance()
         self._resources = AsyncResources(resources)
-        self._handler: RequestHandler | None = None
+        self._handler = None
         self._calls: JobCalls | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -185,49 +176,12 @@ class AsyncZmqProcessor:
         return (f"<AsyncZmqProcessor {self.name!r} {self._state} "
                 f"in_flight={self.in_flight}/{self.concurrency}{where}>")
 
-    # -- state ---------------------------------------------------------------------------
-
-    @property
-    def state(self) -> str:
-        """One of created, running, stopping, stopped."""
-        return self._state
-
-    @property
-    def counters(self) -> Counters:
-        """A snapshot of the processor's counters (all zero before it serves)."""
-        handler = self._handler
-        return handler.counters if handler is not None else Counters()
+    # -- state and peers (state, counters, sender(), receiver(), client(): the base's) -------
 
     @property
     def in_flight(self) -> int:
         """How many requests are being answered right now."""
         return len(self._tasks)
-
-    @property
-    def connect_endpoints(self) -> Endpoints:
-        """The endpoints a local peer connects to (wildcard hosts become loopback)."""
-        return Endpoints(connectable(self.endpoints.requests),
-                         connectable(self.endpoints.responses))
-
-    # -- peers ---------------------------------------------------------------------------
-
-    def sender(self, **options: Any) -> ZmqSender:
-        """A sync :class:`~zjobs.ZmqSender` connected to this processor."""
-        options.setdefault("context", self.context)
-        return ZmqSender(self.connect_endpoints.requests, **options)
-
-    def receiver(self, topics: Iterable[str | bytes] = ("",), **options: Any) -> ZmqReceiver:
-        """A sync :class:`~zjobs.ZmqReceiver` connected to this processor."""
-        options.setdefault("context", self.context)
-        return ZmqReceiver(self.connect_endpoints.responses, topics=topics, **options)
-
-    def client(self, **options: Any) -> Client:
-        """A sync :class:`~zjobs.Client` connected to this processor."""
-        from zjobs.client import Client
-
-        options.setdefault("context", self.context)
-        return Client.connect(self.connect_endpoints.requests, self.connect_endpoints.responses,
-                              **options)
 
     def async_client(self, **options: Any) -> AsyncClient:
         """An :class:`~zjobs.aio.AsyncClient` connected to this processor."""
@@ -238,13 +192,6 @@ class AsyncZmqProcessor:
                                    self.connect_endpoints.responses, **options)
 
     # -- serving -------------------------------------------------------------------------
-
-    def _claim(self, how: str) -> None:
-        with self._lock:
-            if self._state != "created":
-                raise ClosedError(f"processor {self.name!r} is {self._state}: "
-                                  f"{how} needs a new processor")
-            self._state = "running"
 
     async def serve(self) -> None:
         """Open the resources and serve in the running event loop until stopped.
@@ -285,14 +232,11 @@ class AsyncZmqProcessor:
         try:
             value = await self._resources.open()
         except Exception as exc:
-            raise StartError(f"processor {self.name!r}: resources factory failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise self._resources_failed(exc) from exc
         if self.threads:
             self._pool = ThreadPoolExecutor(self.concurrency,
                                             thread_name_prefix=f"zjobs-pool-{self.name}")
-        window = ReplayWindow(self.dedup_size, self.dedup_ttl_s) if self.dedup_size else None
-        self._handler = RequestHandler(self.job, name=self.name, resources=value,
-                                       instance=self.instance, replay_window=window)
+        self._handler = self._new_handler(value)
         self._calls = JobCalls(self.job, self._pool)
         self._slots = asyncio.Semaphore(self.concurrency)
 
