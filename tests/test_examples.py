@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = sorted((ROOT / "examples").glob("*.py")) + [
-    ROOT / "examples" / "daemons" / "three_daemons.py",
-]
+SCRIPTS = [*sorted((ROOT / "examples").glob("*.py")),
+           ROOT / "examples" / "daemons" / "three_daemons.py"]
 
 
 @pytest.mark.timeout(90)

@@ -172,6 +172,7 @@ def _run(stack: contextlib.ExitStack, context: zmq.Context[zmq.Socket[bytes]],
     write(f"  -> square    {_show(7)}")
     write(f"  <- describe  {_show(chain.call(7))}")
 
+    link.stop()  # a link counts a forward after sending it: stopped, its counters are final
     write("\nCounters")
     for proc in procs:
         counts = " ".join(f"{k}={v}" for k, v in proc.counters.as_dict().items())
