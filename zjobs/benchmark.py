@@ -29,7 +29,7 @@ from typing import Any
 import msgpack
 import zmq
 
-__all__ = ["Settings", "main", "run"]
+__all__ = ["Results", "Settings", "main", "run", "write_json"]
 
 
 # -- jobs (module level so spawned children can import them) ---------------------------------
@@ -421,18 +421,26 @@ def run(settings: Settings, out: Callable[[str], None] = print) -> Results:
     return results
 
 
+def write_json(results: Results, path: Path) -> None:
+    """Write ``results`` as JSON (to compare runs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(results), indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: ``python benchmarks/run.py [--quick] [--json FILE]``."""
+    """Command-line entry: ``python benchmarks/run.py [--quick] [--rounds N] [--json FILE]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per figure (median)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     settings = Settings.quick() if args.quick else Settings()
+    if args.rounds:
+        settings.rounds = args.rounds
     results = run(settings)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(asdict(results), indent=2))
+        write_json(results, args.json)
         print(f"results written to {args.json}")
     return 0

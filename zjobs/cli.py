@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import click
@@ -605,6 +606,40 @@ def keygen(name: str, directory: str, force: bool) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from exc
     _echo(f"public={public} secret={secret}")
+
+
+# -- bench --------------------------------------------------------------------------------
+
+
+@main.command()
+@option("--quick", is_flag=True, help="A smoke run of a few seconds instead of minutes.")
+@option("--rounds", type=click.IntRange(min=1), default=None, metavar="N",
+        help="Rounds per figure; the median is shown (default 3, 1 with --quick).")
+@option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+        help="Also write the results as JSON, to compare runs.")
+def bench(quick: bool, rounds: int | None, json_path: str | None) -> None:
+    """Measure zjobs against a hand-written pyzmq + msgpack loop, in one run.
+
+    Both use the same sockets (PUSH -> PULL, PUB -> SUB) and message layout, with the
+    processor in a separate process: pipelined throughput and sequential latency over tcp
+    and ipc, cache hits, a 64 KiB payload, 1 vs 2 processes, and the processor's memory
+    over 1,000,000 requests. Ratios zjobs / raw are what to read: absolute numbers depend
+    on the machine. Same as `python benchmarks/run.py`.
+
+    \b
+    Example:
+      zjobs bench --quick
+      zjobs bench --json results.json
+    """
+    from zjobs.benchmark import Settings, run, write_json
+
+    settings = Settings.quick() if quick else Settings()
+    if rounds is not None:
+        settings.rounds = rounds
+    results = run(settings, out=_echo)
+    if json_path is not None:
+        write_json(results, Path(json_path))
+        _echo(f"results written to {json_path}")
 
 
 # -- demo ---------------------------------------------------------------------------------

@@ -1,0 +1,40 @@
+"""The benchmark harness runs end to end (tiny sizes; no timing is asserted: speed targets
+are ratios read from a full run, not test conditions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from zjobs.benchmark import Settings, run, write_json
+from zjobs.cli import main
+
+
+@pytest.mark.timeout(180)
+def test_every_figure_is_measured_for_both_sides(tmp_path: Path) -> None:
+    tiny = Settings(rounds=1, pipelined=400, window=50, sequential=50, payload_count=20,
+                    scaling_count=40, rss_requests=500, transports=("tcp", "ipc"))
+    lines: list[str] = []
+    results = run(tiny, out=lines.append)
+    figures = {row["figure"]: row for row in results.rows}
+    for transport in ("tcp", "ipc"):
+        assert figures[f"pipelined throughput, {transport}"]["raw"] > 0
+        for p in ("p50", "p90", "p99"):
+            row = figures[f"sequential latency {p}, {transport}"]
+            assert row["zjobs"] > 0 and row["raw"] > 0 and row["ratio"] > 0
+    assert figures["CPU-bound: 2 processes vs 1"]["zjobs"] > 0
+    assert figures["64 KiB payload echo, tcp"]["zjobs"] > 0
+    assert results.rss["after_mib"] > 0 and results.rss["requests"] == 500
+    assert len(lines) == len(results.rows) + 2  # the heading, a row per figure, the RSS line
+    write_json(results, tmp_path / "out.json")
+    assert json.loads((tmp_path / "out.json").read_text())["rows"] == results.rows
+
+
+def test_bench_command_help_has_an_example() -> None:
+    done = CliRunner().invoke(main, ["bench", "--help"])
+    assert done.exit_code == 0
+    assert "zjobs bench --quick" in done.output
+    assert CliRunner().invoke(main, ["bench", "--rounds", "0"]).exit_code == 2
