@@ -335,3 +335,33 @@ def test_close_racing_a_submit_never_leaves_a_future_hanging(proc: ZmqProcessor)
     if future is not None:
         with pytest.raises(ClosedError):
             future.result(2)
+
+
+def test_done_callbacks_may_read_their_future_and_nobody_waits(proc: ZmqProcessor) -> None:
+    # Futures nobody waits on are completed by the client's reader thread, and a
+    # done-callback may call result()/exception() on its future (it is done by then).
+    seen: list[Any] = []
+    all_in = threading.Event()
+    with proc.client(timeout_s=WAIT_S) as client:
+        client.wait_ready()
+
+        def done(future: Any) -> None:
+            seen.append((future.exception(), future.result() if not future.exception() else None))
+            if len(seen) == 20:
+                all_in.set()
+
+        for n in range(19):
+            client.submit(n).add_done_callback(done)
+        client.submit("boom").add_done_callback(done)
+        assert all_in.wait(WAIT_S)
+    assert sorted(r for e, r in seen if e is None) == list(range(19))
+    assert [type(e).__name__ for e, _ in seen if e is not None] == ["RemoteError"]
+
+
+def test_a_waiting_caller_reads_for_everybody(proc: ZmqProcessor) -> None:
+    # One thread waiting on the last future reads every response before it: all are done.
+    with proc.client(timeout_s=WAIT_S) as client:
+        futures = [client.submit(n) for n in range(500)]
+        assert futures[-1].result() == 499
+        wait_until(lambda: all(f.done() for f in futures), WAIT_S)
+        assert [f.result() for f in futures] == list(range(500))

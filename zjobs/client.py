@@ -2,9 +2,14 @@
 
 ``call`` waits for one response; ``submit`` returns a ``concurrent.futures.Future`` so
 that thousands of requests can be in flight at once. Sends happen in the caller's thread.
-Whoever waits for a response reads the socket itself when nobody else does (``call``,
-``ping`` and the handshake), so a synchronous call costs no thread hop; a background
-thread reads only while some pending request has no such caller (``submit``'s futures).
+
+Reading: a thread that waits for a response (``call``, ``future.result()``, the
+handshake) reads the socket itself, dispatching everybody's responses, so a synchronous
+call costs no thread hop and a pipelined loop runs on one thread, as a hand-written loop
+would. pyzmq releases the GIL around every send and receive, so two busy Python threads
+would hand the GIL back and forth on every frame. A background thread reads only for
+futures nobody waits on (callbacks, ``as_completed``), once no caller has read for
+``_GRACE_S``, and hands the socket back as soon as a caller asks for it.
 
 With ``retries=N`` a call is the ZeroMQ guide's Lazy Pirate: a request unanswered within
 ``timeout_s`` is sent again with the same id (by the reader thread, without waiting), up
@@ -21,9 +26,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, InvalidStateError
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, InvalidStateError, wait
 from typing import Any, Self
 
 import zmq
@@ -48,7 +52,40 @@ __all__ = ["Client"]
 
 log = logging.getLogger(__name__)
 
-_TICK_S = 0.05  # longest the reader sleeps before checking deadlines and closing
+_TICK_S = 0.05  # longest a reader waits before checking deadlines and closing
+_GRACE_S = 0.02  # the background reader steps in once no caller has read for this long
+_DRAIN = 256  # responses a waiter dispatches from the queue after its own came in
+
+
+# concurrent.futures' states of a future that is done (its _state values, stable since 3.2).
+_SETTLED = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"})
+
+
+class _CallFuture(Future[Any]):
+    """A future whose ``result()``/``exception()`` read the client's socket while waiting."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__()
+        self._client = client
+
+    @property
+    def settled(self) -> bool:
+        """``done()`` without taking the future's lock (a plain read of its state, for hot
+        loops). True from the moment the state changes, so also inside done-callbacks."""
+        return self._state in _SETTLED
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The response value; reads responses itself while it waits (see the module doc)."""
+        if not self.settled:
+            self._client._await(self, timeout)
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The call's exception, or None; reads responses itself while it waits."""
+        if not self.settled:
+            self._client._await(self, timeout)
+        return super().exception(timeout)
+
 
 
 class _Pending:
@@ -130,11 +167,13 @@ class Client:
         self._pong_event = threading.Event()
         self._closed = threading.Event()
         self._reader: threading.Thread | None = None
-        # The receiver is read only by the holder of _pump: the reader thread or a caller
-        # waiting for its own response. Reentrant, so close() may run from a callback.
+        # The receiver is read only by the holder of _pump: a caller waiting for a response,
+        # or the reader thread. Reentrant, so close() may run from a done-callback.
         self._pump = threading.RLock()
-        self._work = threading.Event()  # wakes the idle reader thread
-        self._reader_idle = False
+        self._work = threading.Event()  # wakes the reader thread from its sleep
+        self._reader_asleep = False  # waiting for _work with nothing pending
+        self._wanting = 0  # callers waiting for the socket: the reader thread hands it over
+        self._last_read = 0.0  # monotonic time a caller last read the socket
         # Senders that take a per-send timeout (ZmqSender) get bounded pings and resends
         # that never block the reader, and retried requests marked for the processor's
         # replay window; any other MpSend is called as it is.
@@ -257,7 +296,8 @@ class Client:
                                and self._pump_once(until)):
                             pass
                     finally:
-                        self._release_pump()
+                        self._last_read = time.monotonic()
+                        self._pump.release()
                 else:
                     self._pong_event.wait(interval)
                 interval = min(interval * 1.5, 0.1)
@@ -297,16 +337,14 @@ class Client:
             # A ping sent before the subscription is live could be lost (slow joiner).
             self.wait_ready(limit)
         self._ensure_reader()
-        future: Future[Any] = Future()
+        future = _CallFuture(self)
         start = time.monotonic()
-        with self._direct() as direct:
-            rid = self._register(_Pending(future, limit, False))
-            try:
-                self.sender.send(None, id=rid, reply_to=self.topic, ping=True)
-            except BaseException:
-                self._forget(rid)
-                raise
-            self._wait(future, direct)
+        rid = self._register(_Pending(future, limit, False))
+        try:
+            self.sender.send(None, id=rid, reply_to=self.topic, ping=True)
+        except BaseException:
+            self._forget(rid)
+            raise
         future.result()
         return time.monotonic() - start
 
@@ -336,10 +374,10 @@ class Client:
 
     def _submit(self, request: Any, timeout_s: float | None, meta: Meta | None,
                 deadline_ms: int | None, *, whole: bool,
-                retries: int | None = None, wake: bool = True) -> Future[Any]:
+                retries: int | None = None) -> Future[Any]:
         if not self._ready:
             self.wait_ready()
-        future: Future[Any] = Future()
+        future = _CallFuture(self)
         limit = self.timeout_s if timeout_s is None else timeout_s
         retries = self.retries if retries is None else retries
         pending = _Pending(future, limit, whole, retries,
@@ -353,8 +391,8 @@ class Client:
         except BaseException:
             self._forget(rid)
             raise
-        if wake and self._reader_idle:
-            self._work.set()
+        if self._reader_asleep:
+            self._work.set()  # it looks in after the grace period, unless a caller reads
         return future
 
     def call(
@@ -373,23 +411,13 @@ class Client:
             CallTimeout: no response to any attempt (its ``attempts`` says how many).
             ProcessorsGone: (with ``liveness``) every processor stopped heartbeating.
         """
-        if not self._ready:
-            self.wait_ready()
-        with self._direct() as direct:
-            future = self._submit(request, timeout_s, meta, deadline_ms, whole=False,
-                                  retries=retries, wake=not direct)
-            self._wait(future, direct)
-        return future.result()
+        return self._submit(request, timeout_s, meta, deadline_ms, whole=False,
+                            retries=retries).result()
 
     def call_response(self, request: Any, *, timeout_s: float | None = None,
                       meta: Meta | None = None, retries: int | None = None) -> Response:
         """Like :meth:`call`, but return the whole :class:`Response` (error responses too)."""
-        if not self._ready:
-            self.wait_ready()
-        with self._direct() as direct:
-            future = self._submit(request, timeout_s, meta, None, whole=True, retries=retries,
-                                  wake=not direct)
-            self._wait(future, direct)
+        future = self._submit(request, timeout_s, meta, None, whole=True, retries=retries)
         return future.result()  # type: ignore[no-any-return]
 
     def _register(self, pending: _Pending) -> Id:
@@ -420,44 +448,69 @@ class Client:
                 target=self._read, name=f"zjobs-client-{self.topic[:8]}", daemon=True)
             self._reader.start()
 
-    @contextmanager
-    def _direct(self) -> Iterator[bool]:
-        # Take the receiver for a caller about to wait for its own response; yields False
-        # (and the caller waits on its future) when someone else is reading it already.
-        direct = self._pump.acquire(blocking=False)
-        try:
-            yield direct
-        finally:
-            if direct:
-                self._release_pump()
+    def _await(self, future: _CallFuture, timeout: float | None) -> None:
+        """Read responses in this thread until ``future`` is done or ``timeout`` passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not future.settled:
+            left = _TICK_S if deadline is None else min(_TICK_S, deadline - time.monotonic())
+            if left <= 0:
+                return
+            if self._closed.is_set():
+                wait([future], left)  # close() fails it
+                continue
+            if not self._pump.acquire(blocking=False):
+                with self._lock:
+                    self._wanting += 1  # the reader thread hands the socket over
+                try:
+                    got = self._pump.acquire(timeout=left)
+                finally:
+                    with self._lock:
+                        self._wanting -= 1
+                if not got:
+                    continue
+            try:
+                until = time.monotonic() + left
+                while (not future.settled and self._pump_once(until)
+                       and time.monotonic() < until):
+                    pass
+                if future.settled:
+                    self._drain()  # the next waiters find their answers already in
+            finally:
+                self._last_read = time.monotonic()
+                self._pump.release()
 
-    def _wait(self, future: Future[Any], direct: bool) -> None:
-        # A direct caller reads (and dispatches everybody's responses) until its own is in.
-        while direct and not future.done() and self._pump_once(time.monotonic() + _TICK_S):
-            pass
-
-    def _release_pump(self) -> None:
-        self._pump.release()
-        if self._pending and self._reader_idle:
-            self._work.set()  # requests still pending: the reader takes over
+    def _drain(self) -> None:
+        # Dispatch the responses already queued, without waiting for more.
+        receive = self.receiver.receive
+        for _ in range(_DRAIN):
+            try:
+                response = receive(0)
+            except (ReceiveTimeout, ClosedError):
+                return
+            self._dispatch(response)
 
     def _read(self) -> None:
+        # The reader thread: reads only for futures nobody waits on (see the module doc).
         closed, work = self._closed, self._work
         while not closed.is_set():
-            # Idle until some pending request has nobody reading for it.
-            self._reader_idle = True
             work.clear()
             if not self._pending and self.monitor is None:
-                work.wait()
+                self._reader_asleep = True
+                if not self._pending:  # checked again: a submit may have come meanwhile
+                    work.wait()
+                self._reader_asleep = False
                 continue
-            self._reader_idle = False
-            if not self._pump.acquire(timeout=_TICK_S):
-                continue  # a caller is reading; look again soon
+            quiet = time.monotonic() - self._last_read
+            if quiet < _GRACE_S or self._wanting:
+                work.wait(_GRACE_S - quiet if quiet < _GRACE_S else _GRACE_S)
+                continue
+            if not self._pump.acquire(timeout=_GRACE_S):
+                continue
             try:
                 until = time.monotonic() + _TICK_S
-                while self._pump_once(until) and (self._pending or self.monitor is not None):
-                    if time.monotonic() >= until:
-                        break
+                while (self._pump_once(until) and (self._pending or self.monitor is not None)
+                       and not self._wanting and time.monotonic() < until):
+                    pass
             finally:
                 self._pump.release()
 
