@@ -374,7 +374,7 @@ class Client:
 
     def _submit(self, request: Any, timeout_s: float | None, meta: Meta | None,
                 deadline_ms: int | None, *, whole: bool,
-                retries: int | None = None) -> Future[Any]:
+                retries: int | None = None, attended: bool = False) -> _CallFuture:
         if not self._ready:
             self.wait_ready()
         future = _CallFuture(self)
@@ -391,8 +391,9 @@ class Client:
         except BaseException:
             self._forget(rid)
             raise
-        if self._reader_asleep:
-            self._work.set()  # it looks in after the grace period, unless a caller reads
+        if self._reader_asleep and not attended:
+            # A call about to wait reads for itself; anything else may need the reader.
+            self._work.set()
         return future
 
     def call(
@@ -412,12 +413,13 @@ class Client:
             ProcessorsGone: (with ``liveness``) every processor stopped heartbeating.
         """
         return self._submit(request, timeout_s, meta, deadline_ms, whole=False,
-                            retries=retries).result()
+                            retries=retries, attended=True).result()
 
     def call_response(self, request: Any, *, timeout_s: float | None = None,
                       meta: Meta | None = None, retries: int | None = None) -> Response:
         """Like :meth:`call`, but return the whole :class:`Response` (error responses too)."""
-        future = self._submit(request, timeout_s, meta, None, whole=True, retries=retries)
+        future = self._submit(request, timeout_s, meta, None, whole=True, retries=retries,
+                              attended=True)
         return future.result()  # type: ignore[no-any-return]
 
     def _register(self, pending: _Pending) -> Id:
@@ -473,7 +475,7 @@ class Client:
                 while (not future.settled and self._pump_once(until)
                        and time.monotonic() < until):
                     pass
-                if future.settled:
+                if future.settled and self._pending:
                     self._drain()  # the next waiters find their answers already in
             finally:
                 self._last_read = time.monotonic()
