@@ -70,7 +70,11 @@ def test_sigstop_then_sigcont_retries_elsewhere_and_ignores_late_answers() -> No
 
             wait_until(a_is_drained, timeout_s=60, interval_s=0)
             wait_until(lambda: client.pending == 0)
-            time.sleep(0.5)
+            # The client reads lazily: make it read past A's late answers. Once A answers a
+            # call, everything A published to this client before has been read (in order).
+            deadline = time.monotonic() + 60
+            while client.call_response(-1, timeout_s=5).processor != "a":
+                assert time.monotonic() < deadline, "A never answered after SIGCONT"
             assert sorted(completions.values()) == [1] * CALLS  # none delivered twice
             assert [f.result() for f in futures] == results
             late_ids = {r.id for r in late}
