@@ -78,13 +78,14 @@ class _CallFuture(Future[Any]):
         """The response value; reads responses itself while it waits (see the module doc)."""
         if not self.settled:
             self._client._await(self, timeout)
-        return super().result(timeout)
+        # _await returned: done, or the whole timeout spent (then fail now, not wait again).
+        return super().result(None if self.settled or timeout is None else 0)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The call's exception, or None; reads responses itself while it waits."""
         if not self.settled:
             self._client._await(self, timeout)
-        return super().exception(timeout)
+        return super().exception(None if self.settled or timeout is None else 0)
 
 
 
