@@ -72,3 +72,15 @@ def test_build_processor_applies_cache_name_and_message_size() -> None:
 def test_settings_describe() -> None:
     assert ServeSettings("m:f").describe() == "m:f"
     assert "square" in ServeSettings(square).describe()
+
+
+@pytest.mark.parametrize("concurrency", [None, 2], ids=["sync", "async"])
+def test_build_processor_applies_the_reliability_options(concurrency: int | None) -> None:
+    settings = ServeSettings(square, concurrency=concurrency, dedup_size=5, dedup_ttl_s=2.5,
+                             heartbeat_interval_s=None)
+    processor = build_processor(settings)
+    try:
+        assert (processor.dedup_size, processor.dedup_ttl_s) == (5, 2.5)
+        assert processor.heartbeat_interval_s is None
+    finally:
+        processor.stop()

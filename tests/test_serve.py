@@ -17,8 +17,9 @@ from typing import IO, Any
 
 import pytest
 
-from zjobs import Client
-from zjobs.testing import wait_until
+from zjobs import Client, ZmqReceiver, ZmqSender
+from zjobs.heartbeat import HEARTBEAT_TOPIC
+from zjobs.testing import wait_subscribed, wait_until
 
 BIN = Path(sys.executable).with_name("zjobs")
 ZJOBS = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "zjobs"]
@@ -438,3 +439,23 @@ def test_listen_topic_and_count(serve: Any) -> None:
             listener.stdout.close()
             if listener.stderr is not None:
                 listener.stderr.close()
+
+
+def test_serve_reliability_options_reach_the_processor(serve: Any) -> None:
+    daemon = serve("svjobs:square", "--heartbeat-interval", "0.05", "--dedup-size", "0")
+    # Three heartbeats within 2 s: at the default interval (1 s) that would take 3 s.
+    with ZmqReceiver(daemon.responses, topics=[HEARTBEAT_TOPIC]) as beats:
+        deadline = time.monotonic() + 2.0
+        frames = [beats.receive_frames(deadline) for _ in range(3)]
+    assert all(f is not None and f[0] == HEARTBEAT_TOPIC for f in frames), frames
+    # No replay window: a repeated id marked for dedup runs the job again, not a replay.
+    with ZmqSender(daemon.requests) as tx, ZmqReceiver(daemon.responses, topics=["t"]) as rx:
+        wait_subscribed(tx, rx, topic="t")
+        for _ in range(2):
+            tx.send(7, id="same-id", reply_to="t", dedup=True)
+        answers = []
+        while len(answers) < 2:
+            response = rx.receive(timeout=WAIT_S)
+            if response.id == "same-id":
+                answers.append(response)
+    assert [(r.value, r.replay) for r in answers] == [(49, False), (49, False)]

@@ -256,9 +256,17 @@ def _configure_logging(level: str) -> None:
         help="Requests in flight at once. Async jobs (async def run) are detected and served "
              "on an event loop [default for them: 100]; a sync job given N runs in N threads "
              "(its resources must be thread-safe) [default for it: one at a time].")
+@option("--dedup-size", type=click.IntRange(min=0), default=10_000, show_default=True,
+        metavar="N", help="Responses kept to answer a retried request id without running "
+                          "the job again (0: no replay window).")
+@option("--dedup-ttl", type=click.FloatRange(min=0), default=60.0, show_default=True,
+        metavar="S", help="Seconds a retried request id is answered from the replay window.")
+@option("--heartbeat-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
+        metavar="S", help="Seconds between heartbeats on the reserved topic (0: none).")
 def serve(job: str, requests: str, responses: str, name: str | None, resources: str | None,
           cache: int, max_message_size: int, log_level: str, app_dir: str,
-          secret_key: str | None, allow_clients: str | None, concurrency: int | None) -> None:
+          secret_key: str | None, allow_clients: str | None, concurrency: int | None,
+          dedup_size: int, dedup_ttl: float, heartbeat_interval: float) -> None:
     """Serve a job as a daemon, in the foreground, until SIGTERM or Ctrl-C.
 
     MODULE:OBJECT is a function f(request, resources), a class with a run method
@@ -285,7 +293,9 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
     security = (CurveServer(secret_key, allow_clients=allow_clients)
                 if secret_key is not None else None)
     settings = ServeSettings(job, requests, responses, name, resources, cache,
-                             max_message_size, security, concurrency=concurrency)
+                             max_message_size, security, concurrency=concurrency,
+                             dedup_size=dedup_size, dedup_ttl_s=dedup_ttl,
+                             heartbeat_interval_s=heartbeat_interval or None)
 
     def ready(processor: ServedProcessor) -> None:
         ep = processor.endpoints

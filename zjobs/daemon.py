@@ -59,6 +59,10 @@ class ServeSettings:
             by :class:`~zjobs.aio.AsyncZmqProcessor` with this limit (100 when None); a
             sync job given a limit runs in a pool of that many threads (its resources must
             be thread-safe), and without one it runs one request at a time.
+        dedup_size: responses kept in the replay window (0: no window); see
+            :class:`~zjobs.ZmqProcessor`.
+        dedup_ttl_s: how long a repeated request id is answered from the replay window.
+        heartbeat_interval_s: seconds between heartbeats; None sends none.
     """
 
     job: str | Job
@@ -70,6 +74,9 @@ class ServeSettings:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     security: ServerSecurity | None = None
     concurrency: int | None = None
+    dedup_size: int = 10_000
+    dedup_ttl_s: float = 60.0
+    heartbeat_interval_s: float | None = 1.0
 
     def describe(self) -> str:
         """The job as a person would name it (its reference, or its repr)."""
@@ -92,17 +99,20 @@ def build_processor(settings: ServeSettings,
     if settings.cache_size > 0:
         job = cached(job, maxsize=settings.cache_size)
     factory = load_factory(settings.resources) if settings.resources is not None else None
+    reliability: dict[str, Any] = {
+        "dedup_size": settings.dedup_size, "dedup_ttl_s": settings.dedup_ttl_s,
+        "heartbeat_interval_s": settings.heartbeat_interval_s}
     if settings.concurrency is not None or is_async_job(job):
         return AsyncZmqProcessor(job, requests=settings.requests, responses=settings.responses,
                                  name=settings.name, resources=factory, context=context,
                                  max_message_size=settings.max_message_size,
                                  security=settings.security,
                                  concurrency=settings.concurrency or DEFAULT_CONCURRENCY,
-                                 threads=not is_async_job(job))
+                                 threads=not is_async_job(job), **reliability)
     return ZmqProcessor(job, requests=settings.requests, responses=settings.responses,
                         name=settings.name, resources=factory, context=context,
                         max_message_size=settings.max_message_size,
-                        security=settings.security)
+                        security=settings.security, **reliability)
 
 
 class Daemon:
