@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import zmq
 
@@ -18,7 +18,7 @@ from zjobs.errors import ReceiveTimeout
 from zjobs.heartbeat import HEARTBEAT_TOPIC, ProcessorMonitor
 from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.protocol import Response, parse_response
-from zjobs.sockets import ClientSecurity, SocketPeer, endpoint_list
+from zjobs.sockets import ClientSecurity, SocketPeer, sub_options
 
 __all__ = ["McReceive", "ZmqReceiver", "as_topic"]
 
@@ -81,20 +81,13 @@ class ZmqReceiver(SocketPeer[zmq.Socket[bytes]]):
         self._rcvtimeo = -1  # the ZMQ_RCVTIMEO last set, to set it only when it changes
         sock = self.context.socket(zmq.SUB)
         super().__init__(sock)
-        try:
-            sock.linger = 0
-            sock.rcvhwm = rcvhwm
-            if keepalive is not None:
-                keepalive.apply(sock)
-            if security is not None:
-                security.configure_client(sock)
+
+        def options(socket: Any) -> None:
+            sub_options(socket, rcvhwm=rcvhwm)
             for topic in topics:
                 self.subscribe(topic)
-            for endpoint in endpoint_list(endpoints):
-                self.connect(endpoint)
-        except BaseException:
-            self.close()
-            raise
+
+        self._setup(endpoints, options, keepalive=keepalive, security=security)
 
     def __repr__(self) -> str:
         state = "closed" if self._socket is None else "open"

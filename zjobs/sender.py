@@ -11,6 +11,7 @@ import itertools
 import secrets
 import time
 from collections.abc import Iterable
+from functools import partial
 from typing import Any, Final, Protocol, runtime_checkable
 
 import zmq
@@ -18,7 +19,7 @@ import zmq
 from zjobs.errors import SendTimeout
 from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.protocol import Id, Meta, RequestEncoder
-from zjobs.sockets import ClientSecurity, SocketPeer, endpoint_list, send_multipart
+from zjobs.sockets import ClientSecurity, SocketPeer, push_options, send_multipart
 
 __all__ = ["USE_SENDER_DEFAULT", "IdGenerator", "MpSend", "UseSenderDefault", "ZmqSender"]
 
@@ -110,21 +111,9 @@ class ZmqSender(SocketPeer[zmq.Socket[bytes]]):
         self._encoder = RequestEncoder()
         sock = self.context.socket(zmq.PUSH)
         super().__init__(sock)
-        try:
-            sock.linger = linger_ms
-            sock.sndhwm = sndhwm
-            sock.immediate = immediate
-            if send_timeout_s is not None:
-                sock.sndtimeo = max(0, int(send_timeout_s * 1000))
-            if keepalive is not None:
-                keepalive.apply(sock)
-            if security is not None:
-                security.configure_client(sock)
-            for endpoint in endpoint_list(endpoints):
-                self.connect(endpoint)
-        except BaseException:
-            self.close()
-            raise
+        self._setup(endpoints, partial(push_options, linger_ms=linger_ms, sndhwm=sndhwm,
+                                       immediate=immediate, send_timeout_s=send_timeout_s),
+                    keepalive=keepalive, security=security)
 
     def __repr__(self) -> str:
         state = "closed" if self._socket is None else "open"

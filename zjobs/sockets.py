@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import zmq
@@ -207,6 +207,22 @@ def _socket(context: zmq.Context[Any], kind: int,
 S = TypeVar("S", bound="zmq.Socket[Any]")
 
 
+def push_options(socket: zmq.Socket[Any], *, linger_ms: int, sndhwm: int, immediate: bool,
+                 send_timeout_s: float | None) -> None:
+    """The options of a sender's PUSH socket (before it connects)."""
+    socket.linger = linger_ms
+    socket.sndhwm = sndhwm
+    socket.immediate = immediate
+    if send_timeout_s is not None:
+        socket.sndtimeo = max(0, int(send_timeout_s * 1000))
+
+
+def sub_options(socket: zmq.Socket[Any], *, rcvhwm: int) -> None:
+    """The options of a receiver's SUB socket (before it connects)."""
+    socket.linger = 0
+    socket.rcvhwm = rcvhwm
+
+
 class SocketPeer(Generic[S]):
     """What every sender and receiver (sync or asyncio) has in common: one socket that
     connects to processors' endpoints.
@@ -240,6 +256,23 @@ class SocketPeer(Generic[S]):
         if self._socket is None:
             raise ClosedError(f"{self._role} is closed")
         return self._socket
+
+    def _setup(self, endpoints: str | Iterable[str] | None, options: Callable[[S], None], *,
+               keepalive: Keepalive | None, security: ClientSecurity | None) -> None:
+        """A constructor's last step: apply ``options`` to the socket, then keepalive and
+        security, then connect ``endpoints``; if any of it fails, close and re-raise."""
+        sock = self._live()
+        try:
+            options(sock)
+            if keepalive is not None:
+                keepalive.apply(sock)
+            if security is not None:
+                security.configure_client(sock)
+            for endpoint in endpoint_list(endpoints):
+                self.connect(endpoint)
+        except BaseException:
+            self.close()
+            raise
 
     def connect(self, endpoint: str) -> None:
         """Connect to one more processor's endpoint.

@@ -18,9 +18,10 @@ import zmq
 import zmq.asyncio
 
 from zjobs.errors import ClosedError, ReceiveTimeout
+from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.protocol import Response, parse_response
 from zjobs.receiver import as_topic
-from zjobs.sockets import ClientSecurity, SocketPeer, endpoint_list
+from zjobs.sockets import ClientSecurity, SocketPeer, sub_options
 
 __all__ = ["AsyncZmqReceiver", "recv_nowait"]
 
@@ -57,6 +58,7 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
         context: the zmq context (the shared instance by default).
         rcvhwm: responses buffered before the publisher starts dropping for this receiver.
         security: client-side security (e.g. CURVE), applied before connecting.
+        keepalive: ZMTP heartbeats that drop dead or half-open connections (None: off).
     """
 
     _role = "receiver"
@@ -69,6 +71,7 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
         context: zmq.Context[Any] | None = None,
         rcvhwm: int = 100_000,
         security: ClientSecurity | None = None,
+        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
     ) -> None:
         self.context = context or zmq.Context.instance()
         self.topics: list[bytes] = []
@@ -76,18 +79,13 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
         """Messages received that were not responses (malformed, unknown status, reserved)."""
         sock = self.context.socket(zmq.SUB, socket_class=zmq.asyncio.Socket)
         super().__init__(sock)
-        try:
-            sock.linger = 0
-            sock.rcvhwm = rcvhwm
-            if security is not None:
-                security.configure_client(sock)
+
+        def options(socket: Any) -> None:
+            sub_options(socket, rcvhwm=rcvhwm)
             for topic in topics:
                 self.subscribe(topic)
-            for endpoint in endpoint_list(endpoints):
-                self.connect(endpoint)
-        except BaseException:
-            self.close()
-            raise
+
+        self._setup(endpoints, options, keepalive=keepalive, security=security)
 
     def __repr__(self) -> str:
         state = "closed" if self._socket is None else "open"

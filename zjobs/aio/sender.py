@@ -7,15 +7,17 @@ or all at their high-water mark) waits without blocking the event loop.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Any, Self
 
 import zmq
 import zmq.asyncio
 
 from zjobs.errors import ClosedError, SendTimeout
+from zjobs.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.protocol import Id, Meta, Request
 from zjobs.sender import IdGenerator
-from zjobs.sockets import ClientSecurity, SocketPeer, endpoint_list
+from zjobs.sockets import ClientSecurity, SocketPeer, push_options
 
 __all__ = ["AsyncZmqSender"]
 
@@ -34,6 +36,7 @@ class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
         linger_ms: how long queued requests may still be delivered after ``close``.
         sndhwm: requests queued per connection before ``send`` waits.
         security: client-side security (e.g. CURVE), applied before connecting.
+        keepalive: ZMTP heartbeats that drop dead or half-open connections (None: off).
         ids: the id generator for requests sent without an id.
     """
 
@@ -49,6 +52,7 @@ class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
         linger_ms: int = 1000,
         sndhwm: int = 1000,
         security: ClientSecurity | None = None,
+        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
         ids: IdGenerator | None = None,
     ) -> None:
         self.context = context or zmq.Context.instance()
@@ -56,19 +60,9 @@ class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
         self.ids = ids or IdGenerator()
         sock = self.context.socket(zmq.PUSH, socket_class=zmq.asyncio.Socket)
         super().__init__(sock)
-        try:
-            sock.linger = linger_ms
-            sock.sndhwm = sndhwm
-            sock.immediate = immediate
-            if send_timeout_s is not None:
-                sock.sndtimeo = max(0, int(send_timeout_s * 1000))
-            if security is not None:
-                security.configure_client(sock)
-            for endpoint in endpoint_list(endpoints):
-                self.connect(endpoint)
-        except BaseException:
-            self.close()
-            raise
+        self._setup(endpoints, partial(push_options, linger_ms=linger_ms, sndhwm=sndhwm,
+                                       immediate=immediate, send_timeout_s=send_timeout_s),
+                    keepalive=keepalive, security=security)
 
     def __repr__(self) -> str:
         state = "closed" if self._socket is None else "open"
