@@ -78,7 +78,7 @@ def test_waiting_calls_fail_early_when_the_only_processor_is_killed() -> None:
                 assert time.monotonic() < deadline, "no heartbeat from the daemon"
                 time.sleep(0.05)
             futures = [client.submit(i) for i in range(500)]  # 2.5 s of work
-            time.sleep(0.2)
+            assert futures[0].result(timeout=30) == 0  # the daemon is working through them
             daemon.proc.send_signal(signal.SIGKILL)
             killed = time.monotonic()
             failed = 0
