@@ -14,8 +14,8 @@ from zjobs import MISS, CallTimeout, RemoteError, StartError, cached
 from zjobs.aio import AsyncClient, AsyncZmqProcessor, AsyncZmqReceiver, AsyncZmqSender
 from zjobs.aio.testing import wait_subscribed
 from zjobs.errors import ClosedError
-from zjobs.heartbeat import HEARTBEAT_TOPIC, Heartbeat
 from zjobs.testing import wait_until
+from zjobs.wire.heartbeat import HEARTBEAT_TOPIC, Heartbeat
 
 
 async def double(request: Any, resources: Any) -> Any:

@@ -13,7 +13,7 @@ import pytest
 
 from zjobs import MISS, cached
 from zjobs.aio import AsyncResources, is_async_job
-from zjobs.aio.job import JobCalls
+from zjobs.processor.async_job import JobCalls
 
 
 class Value:
@@ -92,7 +92,7 @@ async def test_async_generator_yielding_twice_is_closed_with_a_warning(
 
     resources = AsyncResources(factory)
     await resources.open()
-    with caplog.at_level(logging.WARNING, logger="zjobs.aio.resources"):
+    with caplog.at_level(logging.WARNING, logger="zjobs.core.async_resources"):
         await resources.close()
     assert closed == [True] and "yielded more than once" in caplog.text
 

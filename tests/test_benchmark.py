@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from zjobs.benchmark import Settings, run, write_json
-from zjobs.cli import main
+from zjobs.cli.commands import main
 
 
 @pytest.mark.timeout(180)

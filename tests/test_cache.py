@@ -1,4 +1,4 @@
-"""zjobs.cache: MemoryCache (LRU, TTL, canonical keys) and the cached() wrapper."""
+"""zjobs.core.cache: MemoryCache (LRU, TTL, canonical keys) and the cached() wrapper."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from zjobs import MISS, CachedJob, GetCache, MemoryCache, PutCache, Run, cached
-from zjobs.processor import ZmqProcessor
+from zjobs.processor.sync import ZmqProcessor
 
 
 class Clock:

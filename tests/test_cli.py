@@ -11,12 +11,12 @@ import zmq
 from click.testing import CliRunner, Result
 
 import zjobs
-from zjobs import cli
-from zjobs.cli import RET_ERROR, RET_OK, RET_USAGE, main
-from zjobs.console import response_json
+from zjobs.cli import commands as cli
+from zjobs.cli.commands import RET_ERROR, RET_OK, RET_USAGE, main
+from zjobs.cli.console import response_json
 from zjobs.demo import square
-from zjobs.protocol import ErrorInfo, Response
 from zjobs.testing import running_processor
+from zjobs.wire.protocol import ErrorInfo, Response
 
 COMMANDS = ["serve", "send", "listen", "ping", "demo"]
 

@@ -1,4 +1,4 @@
-"""zjobs.client: calls, futures, errors, timeouts, closing, isolation and volume."""
+"""zjobs.client.sync: calls, futures, errors, timeouts, closing, isolation and volume."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""zjobs.codec: msgpack settings, decode errors, canonical bytes."""
+"""zjobs.wire.codec: msgpack settings, decode errors, canonical bytes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from zjobs.codec import canonical, decode, decode_header, encode
 from zjobs.errors import EncodeError, ProtocolError, ZJobsError
+from zjobs.wire.codec import canonical, decode, decode_header, encode
 
 
 def test_str_is_msgpack_str_and_bytes_is_bin() -> None:

@@ -1,4 +1,4 @@
-"""zjobs.console: what send and listen write, over the in-memory transport (no sockets)."""
+"""zjobs.cli.console: what send and listen write, over the in-memory transport (no sockets)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from zjobs import Client, MemoryProcessor
-from zjobs.console import (
+from zjobs.cli.console import (
     SendSummary,
     json_line,
     listen,
@@ -21,7 +21,7 @@ from zjobs.console import (
     send_repeatedly,
 )
 from zjobs.errors import CallTimeout, ReceiveTimeout, RemoteError
-from zjobs.protocol import OK, PONG, ErrorInfo, Response
+from zjobs.wire.protocol import OK, PONG, ErrorInfo, Response
 
 
 def square(request: Any, resources: Any) -> Any:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from zjobs import BindError, Client, Counters, Daemon, LoadError, ServeSettings, ZmqProcessor
-from zjobs.daemon import build_processor
 from zjobs.demo import square
+from zjobs.run.daemon import build_processor
 
 WAIT_S = 30.0
 

@@ -9,11 +9,11 @@ import pytest
 
 from zjobs.aio import AsyncZmqProcessor, AsyncZmqReceiver, AsyncZmqSender
 from zjobs.aio.testing import wait_subscribed
-from zjobs.codec import decode, encode
-from zjobs.dedup import JOINED, ReplayWindow, Stored, mark_replay
+from zjobs.core.dedup import JOINED, ReplayWindow, Stored, mark_replay
+from zjobs.core.handler import Counters, RequestHandler
 from zjobs.errors import ReceiveTimeout
-from zjobs.handler import Counters, RequestHandler
-from zjobs.protocol import Request, Response
+from zjobs.wire.codec import decode, encode
+from zjobs.wire.protocol import Request, Response
 
 
 class Clock:

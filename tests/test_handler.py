@@ -1,4 +1,4 @@
-"""zjobs.handler: the transport-free processor core, frames in and frames out."""
+"""zjobs.core.handler: the transport-free processor core, frames in and frames out."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zjobs.handler import Counters, RequestHandler, new_instance_id
-from zjobs.job import MISS
-from zjobs.protocol import STATUSES, Response
+from zjobs.core.handler import Counters, RequestHandler, new_instance_id
+from zjobs.core.job import MISS
+from zjobs.wire.protocol import STATUSES, Response
 
 T = b"topic"
 
@@ -275,7 +275,7 @@ def test_put_cache_failure_still_answers_ok(caplog: pytest.LogCaptureFixture) ->
 
     job.put_cache = broken  # type: ignore[method-assign]
     handler = RequestHandler(job, name="c")
-    with caplog.at_level(logging.WARNING, logger="zjobs.handler"):
+    with caplog.at_level(logging.WARNING, logger="zjobs.core.handler"):
         assert answer(handler, request("a"))[2] == "value of a"
     assert "put_cache failed" in caplog.text
     assert handler.counters.ok == 1
@@ -332,7 +332,7 @@ def test_dropped_messages_are_counted_and_logged(
     frames: list[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
     handler = RequestHandler(echo, name="e")
-    with caplog.at_level(logging.WARNING, logger="zjobs.handler"):
+    with caplog.at_level(logging.WARNING, logger="zjobs.core.handler"):
         assert handler.handle(frames) is None
     assert handler.counters == Counters(received=1, bad_requests=1, dropped=1)
     assert "dropped" in caplog.text
@@ -340,7 +340,7 @@ def test_dropped_messages_are_counted_and_logged(
 
 def test_drop_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     handler = RequestHandler(echo, name="e")
-    with caplog.at_level(logging.WARNING, logger="zjobs.handler"):
+    with caplog.at_level(logging.WARNING, logger="zjobs.core.handler"):
         for _ in range(50):
             assert handler.handle([b"\xc1", b""]) is None
     assert len(caplog.records) == 1

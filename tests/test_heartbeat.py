@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zjobs.codec import decode, encode
+from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import ProtocolError
-from zjobs.heartbeat import HEARTBEAT_TOPIC, STOPPED, Heartbeat, ProcessorMonitor, with_seq
+from zjobs.wire.codec import decode, encode
+from zjobs.wire.heartbeat import HEARTBEAT_TOPIC, STOPPED, Heartbeat, with_seq
 
 
 class Clock:

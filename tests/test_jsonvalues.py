@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zjobs.codec import decode, encode
-from zjobs.jsonvalues import from_json, to_json
+from zjobs.wire.codec import decode, encode
+from zjobs.wire.jsonvalues import from_json, to_json
 
 
 def through_json(value: Any) -> Any:

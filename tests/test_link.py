@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from zjobs import Endpoints, ZmqProcessor, ZmqReceiver, ZmqSender
-from zjobs.chain import DEAD_LETTER_TOPIC, ERROR_KEY, LINK_FAILED, PATH_KEY, full_path
+from zjobs.compose.link import Link
 from zjobs.errors import ClosedError, NotReady, ReceiveTimeout
-from zjobs.link import Link
-from zjobs.protocol import PONG, Response
 from zjobs.testing import wait_subscribed
+from zjobs.wire.chain import DEAD_LETTER_TOPIC, ERROR_KEY, LINK_FAILED, PATH_KEY, full_path
+from zjobs.wire.protocol import PONG, Response
 
 
 def inc(x: int, resources: Any) -> int:

@@ -18,8 +18,8 @@ from zjobs import (
     ZmqReceiver,
     ZmqSender,
 )
-from zjobs.heartbeat import HEARTBEAT_TOPIC
 from zjobs.testing import wait_subscribed, wait_until
+from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
 
 
 def square(request: Any, resources: Any) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from zjobs import LoadError
-from zjobs.loader import add_app_dir, load_callable, load_factory, load_job, load_object
+from zjobs.run.loader import add_app_dir, load_callable, load_factory, load_job, load_object
 
 _names = itertools.count()
 

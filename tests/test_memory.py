@@ -1,4 +1,4 @@
-"""zjobs.memory: the in-memory transport, used with the same Client as ZeroMQ."""
+"""zjobs.transport.memory: the in-memory transport, used with the same Client as ZeroMQ."""
 
 from __future__ import annotations
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from zjobs import Endpoints, Pipeline, RemoteError, Stage, StageError, ZmqProcessor, ZmqReceiver
-from zjobs.chain import PATH_KEY, full_path
+from zjobs.compose.link import Link
 from zjobs.errors import CallTimeout, ClosedError, NotReady, ReceiveTimeout
-from zjobs.link import Link
 from zjobs.testing import wait_subscribed
+from zjobs.wire.chain import PATH_KEY, full_path
 
 
 def inc(x: int, resources: Any) -> int:

@@ -1,4 +1,4 @@
-"""zjobs.processor: ZmqProcessor endpoints, lifecycle, robustness and load balancing."""
+"""zjobs.processor.sync: ZmqProcessor endpoints, lifecycle, robustness and load balancing."""
 
 from __future__ import annotations
 

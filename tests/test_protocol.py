@@ -1,4 +1,4 @@
-"""zjobs.protocol: golden bytes, round trips, and parse_request's validation order."""
+"""zjobs.wire.protocol: golden bytes, round trips, and parse_request's validation order."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import msgpack
 import pytest
 
 from zjobs.errors import EncodeError, ProtocolError, RemoteError
-from zjobs.protocol import (
+from zjobs.wire.protocol import (
     BAD_REQUEST,
     ERROR,
     JOB_FAILED,

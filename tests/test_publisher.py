@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from zjobs.codec import decode, encode
-from zjobs.heartbeat import HEARTBEAT_TOPIC, Heartbeat
-from zjobs.publisher import Publisher
+from zjobs.transport.publisher import Publisher
+from zjobs.wire.codec import decode, encode
+from zjobs.wire.heartbeat import HEARTBEAT_TOPIC, Heartbeat
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""zjobs.receiver: ZmqReceiver against a raw PUB socket, and against processors."""
+"""zjobs.transport.receiver: ZmqReceiver against a raw PUB socket, and against processors."""
 
 from __future__ import annotations
 

@@ -18,8 +18,9 @@ from jobs_reliability import serve
 from zmq.utils.monitor import recv_monitor_message
 
 from zjobs import Client, ProcessorMonitor, ReceiveTimeout, ZmqReceiver, ZmqSender
-from zjobs.heartbeat import HEARTBEAT_TOPIC, PeerState
-from zjobs.protocol import InvalidRequest, parse_request
+from zjobs.core.monitor import PeerState
+from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
+from zjobs.wire.protocol import InvalidRequest, parse_request
 
 
 def pack(value: Any) -> bytes:

@@ -1,4 +1,4 @@
-"""zjobs.resources: factory and generator styles, and the lifecycle through a real processor."""
+"""zjobs.core.resources: factory and generator styles, and the lifecycle through a processor."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import pytest
 
 from zjobs import RemoteError, StartError, ZmqProcessor
-from zjobs.resources import Resources
+from zjobs.core.resources import Resources
 
 
 class Conn:
@@ -107,7 +107,7 @@ def test_generator_yielding_twice_is_stopped_with_a_warning(
 
     res = Resources(factory)
     res.open()
-    with caplog.at_level(logging.WARNING, logger="zjobs.resources"):
+    with caplog.at_level(logging.WARNING, logger="zjobs.core.resources"):
         res.close()
     assert "more than once" in caplog.text
     assert after == ["finally"]
@@ -218,7 +218,7 @@ def test_cleanup_failure_is_logged_and_stop_still_completes(
         raise OSError("flush failed")
 
     proc = ZmqProcessor(lambda r, res: r, resources=factory).start()
-    with caplog.at_level(logging.ERROR, logger="zjobs.processor"):
+    with caplog.at_level(logging.ERROR, logger="zjobs.processor.sync"):
         proc.stop()
     assert proc.state == "stopped"
     assert "closing resources failed" in caplog.text

@@ -21,8 +21,8 @@ from zjobs import (
     ZmqReceiver,
     ZmqSender,
 )
-from zjobs.codec import decode, decode_header, encode
 from zjobs.testing import wait_until
+from zjobs.wire.codec import decode, decode_header, encode
 
 Policy = Callable[[dict[str, Any], int], int]
 """Given a request header and how many times its id was seen, how many answers to publish."""

@@ -1,4 +1,4 @@
-"""CURVE encryption and ZAP authentication through the Python API (zjobs.security).
+"""CURVE encryption and ZAP authentication through the Python API (zjobs.transport.security).
 
 Real sockets throughout. "Gets nothing" checks wait a short, fixed window (NOTHING_S)
 while an allowed client is served at the same time, so the window is known to be long
@@ -38,9 +38,9 @@ from zjobs import (
     ZmqReceiver,
     ZmqSender,
 )
-from zjobs.security import load_allowed_keys, load_public_key, write_key_pair
-from zjobs.security.zap import ZAP_ENDPOINT, running_domains
 from zjobs.testing import wait_subscribed
+from zjobs.transport.security import load_allowed_keys, load_public_key, write_key_pair
+from zjobs.transport.security.zap import ZAP_ENDPOINT, running_domains
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -182,7 +182,7 @@ def test_secret_file_readable_by_others_is_loaded_with_a_warning(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     _, secret_path = write_key_pair("loose", tmp_path)
     os.chmod(secret_path, 0o644)
-    with caplog.at_level(logging.WARNING, logger="zjobs.security"):
+    with caplog.at_level(logging.WARNING, logger="zjobs.transport.security"):
         KeyPair.load(secret_path)
     assert any(str(secret_path) in r.getMessage() and "chmod 600" in r.getMessage()
                for r in caplog.records)
@@ -275,7 +275,7 @@ def test_plaintext_client_against_curve_processor_gets_nothing(keys: Keys) -> No
 
 def test_without_allow_list_any_client_with_the_server_key_connects_and_it_is_logged(
         keys: Keys, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="zjobs.security"):
+    with caplog.at_level(logging.INFO, logger="zjobs.transport.security"):
         server = CurveServer(keys.secret("server"))
         with ZmqProcessor(double, security=server) as processor:
             for who in (CurveClient(keys.public("server")), keys.client("eve")):

@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from zjobs import Client, CurveClient, CurveServer, KeyPair
-from zjobs.cli import main
-from zjobs.runner import ProcessorProcess
-from zjobs.security import load_public_key, write_key_pair
+from zjobs.cli.commands import main
+from zjobs.run.runner import ProcessorProcess
+from zjobs.transport.security import load_public_key, write_key_pair
 
 pytestmark = pytest.mark.timeout(90)
 

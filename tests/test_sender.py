@@ -1,4 +1,4 @@
-"""zjobs.sender: ZmqSender and IdGenerator, checked against a raw PULL socket."""
+"""zjobs.transport.sender: ZmqSender and IdGenerator, checked against a raw PULL socket."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from zjobs import ClosedError, ConnectError, EncodeError, MpSend, SendTimeout, ZmqSender
-from zjobs.sender import IdGenerator
+from zjobs.transport.sender import IdGenerator
 
 WAIT_MS = 10_000
 

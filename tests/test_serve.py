@@ -18,8 +18,8 @@ from typing import IO, Any
 import pytest
 
 from zjobs import Client, ZmqReceiver, ZmqSender
-from zjobs.heartbeat import HEARTBEAT_TOPIC
 from zjobs.testing import wait_subscribed, wait_until
+from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
 
 BIN = Path(sys.executable).with_name("zjobs")
 ZJOBS = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "zjobs"]

@@ -1,5 +1,5 @@
-"""zjobs.sockets: ProcessorSockets binds, cleans up after a failed bind, releases security;
-SocketPeer's connect bookkeeping and closing."""
+"""zjobs.transport.sockets: ProcessorSockets binds, cleans up after a failed bind, releases
+security; SocketPeer's connect bookkeeping and closing."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import zmq
 import zmq.asyncio
 
 from zjobs.errors import BindError, ClosedError, ConnectError
-from zjobs.keepalive import DEFAULT_KEEPALIVE
-from zjobs.sockets import ProcessorSockets, SocketPeer
+from zjobs.transport.keepalive import DEFAULT_KEEPALIVE
+from zjobs.transport.sockets import ProcessorSockets, SocketPeer
 
 
 def open_sockets(responses: str = "tcp://127.0.0.1:*", security: Any = None,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from zjobs.errors import StartError
-from zjobs.supervisor import ChildSpec, Supervisor
+from zjobs.run.supervisor import ChildSpec, Supervisor
 from zjobs.testing import wait_until
 
 

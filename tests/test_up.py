@@ -20,10 +20,10 @@ import pytest
 from click.testing import CliRunner
 
 from zjobs import Pipeline, StageError, ZmqProcessor
-from zjobs.chain import PATH_KEY
-from zjobs.cli import main
-from zjobs.system import SystemFileError, load_system
+from zjobs.cli.commands import main
+from zjobs.run.system import SystemFileError, load_system
 from zjobs.testing import wait_subscribed
+from zjobs.wire.chain import PATH_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,18 +4,16 @@ A job implements ``run(request, resources)``; a processor serves it on a PULL so
 (requests) and a PUB socket (responses); clients in any language send and listen.
 """
 
-from zjobs.aio import (
-    AsyncClient,
-    AsyncGetCache,
-    AsyncPutCache,
-    AsyncRun,
-    AsyncZmqProcessor,
-    AsyncZmqReceiver,
-    AsyncZmqSender,
-)
-from zjobs.cache import CachedJob, MemoryCache, cached
-from zjobs.client import Client
-from zjobs.daemon import Daemon, ServeSettings
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
+from zjobs.client.sync import Client
+from zjobs.compose.link import Link, LinkCounters
+from zjobs.compose.pipeline import Pipeline, Stage
+from zjobs.core.cache import CachedJob, MemoryCache, cached
+from zjobs.core.handler import Counters
+from zjobs.core.job import MISS, GetCache, PutCache, Run
+from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import (
     BindError,
     CallTimeout,
@@ -35,19 +33,43 @@ from zjobs.errors import (
     Timeout,
     ZJobsError,
 )
-from zjobs.handler import Counters
-from zjobs.heartbeat import ProcessorMonitor
-from zjobs.job import MISS, GetCache, PutCache, Run
-from zjobs.keepalive import Keepalive
-from zjobs.link import Link, LinkCounters
-from zjobs.memory import MemoryProcessor, MemoryReceiver, MemorySender
-from zjobs.pipeline import Pipeline, Stage
-from zjobs.processor import Endpoints, Processor, ZmqProcessor
-from zjobs.protocol import ErrorInfo, Request, Response
-from zjobs.receiver import McReceive, ZmqReceiver
-from zjobs.runner import ProcessorProcess
-from zjobs.security import CurveClient, CurveServer, KeyPair
-from zjobs.sender import MpSend, ZmqSender
+from zjobs.processor.sync import Endpoints, Processor, ZmqProcessor
+from zjobs.run.daemon import Daemon, ServeSettings
+from zjobs.run.runner import ProcessorProcess
+from zjobs.transport.keepalive import Keepalive
+from zjobs.transport.memory import MemoryProcessor, MemoryReceiver, MemorySender
+from zjobs.transport.receiver import McReceive, ZmqReceiver
+from zjobs.transport.security import CurveClient, CurveServer, KeyPair
+from zjobs.transport.sender import MpSend, ZmqSender
+from zjobs.wire.protocol import ErrorInfo, Request, Response
+
+if _TYPE_CHECKING:
+    from zjobs.aio import (
+        AsyncClient,
+        AsyncGetCache,
+        AsyncPutCache,
+        AsyncRun,
+        AsyncZmqProcessor,
+        AsyncZmqReceiver,
+        AsyncZmqSender,
+    )
+
+# The asyncio names load on first use, so that ``import zjobs`` does not import asyncio.
+_ASYNC_NAMES = frozenset({
+    "AsyncClient", "AsyncGetCache", "AsyncPutCache", "AsyncRun", "AsyncZmqProcessor",
+    "AsyncZmqReceiver", "AsyncZmqSender",
+})
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _ASYNC_NAMES:
+        from zjobs import aio
+
+        value = getattr(aio, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'zjobs' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 """The package version (what ``zjobs --version`` prints; see CHANGELOG.md)."""

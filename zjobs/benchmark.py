@@ -67,7 +67,7 @@ JOBS: dict[str, Callable[[Any, Any], Any]] = {
 
 def _serve_zjobs(job: str, cached: bool, requests: str, responses: str, conn: Any) -> None:
     from zjobs import ZmqProcessor
-    from zjobs.cache import cached as with_cache
+    from zjobs.core.cache import cached as with_cache
 
     target: Any = JOBS[job]
     if cached:

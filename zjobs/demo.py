@@ -21,15 +21,15 @@ from typing import Any
 
 import zmq
 
-from zjobs.cache import cached
+from zjobs.compose.link import Link
+from zjobs.compose.pipeline import Pipeline
+from zjobs.core.cache import cached
 from zjobs.errors import ReceiveTimeout, StageError, ZJobsError
-from zjobs.jsonvalues import to_json
-from zjobs.link import Link
-from zjobs.pipeline import Pipeline
-from zjobs.processor import ZmqProcessor
-from zjobs.protocol import PONG, Id, Response
-from zjobs.receiver import ZmqReceiver
+from zjobs.processor.sync import ZmqProcessor
 from zjobs.testing import wait_subscribed
+from zjobs.transport.receiver import ZmqReceiver
+from zjobs.wire.jsonvalues import to_json
+from zjobs.wire.protocol import PONG, Id, Response
 
 __all__ = ["describe", "lookup", "run_demo", "sleep", "slow_lookup", "square"]
 

@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from zjobs.core.job import Job
 from zjobs.errors import NotReady, ReceiveTimeout, SendTimeout
-from zjobs.job import Job
-from zjobs.processor import ZmqProcessor
-from zjobs.protocol import PONG
-from zjobs.receiver import McReceive
-from zjobs.sender import MpSend
+from zjobs.processor.sync import ZmqProcessor
+from zjobs.transport.receiver import McReceive
+from zjobs.transport.sender import MpSend
+from zjobs.wire.protocol import PONG
 
 __all__ = ["running_processor", "wait_subscribed", "wait_until"]
 

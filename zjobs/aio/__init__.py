@@ -1,7 +1,7 @@
 """zjobs for asyncio: async jobs, and processors, clients, senders and receivers for a loop.
 
-They sit beside the sync classes over the same ZJP/1 frames (:mod:`zjobs.protocol`) and
-the same answering rules (:class:`zjobs.handler.RequestHandler`); only the waiting differs.
+They sit beside the sync classes over the same ZJP/1 frames (:mod:`zjobs.wire.protocol`) and
+the same answering rules (:class:`zjobs.core.handler.RequestHandler`); only the waiting differs.
 Nothing outside this package imports asyncio.
 
     from zjobs.aio import AsyncZmqProcessor
@@ -14,12 +14,12 @@ Nothing outside this package imports asyncio.
             codes = await asyncio.gather(*(client.call(u) for u in urls))
 """
 
-from zjobs.aio.client import AsyncClient
-from zjobs.aio.job import AsyncGetCache, AsyncPutCache, AsyncRun, is_async_job
-from zjobs.aio.processor import AsyncZmqProcessor
-from zjobs.aio.receiver import AsyncZmqReceiver
-from zjobs.aio.resources import AsyncResources
-from zjobs.aio.sender import AsyncZmqSender
+from zjobs.client.aio import AsyncClient
+from zjobs.core.async_resources import AsyncResources
+from zjobs.processor.aio import AsyncZmqProcessor
+from zjobs.processor.async_job import AsyncGetCache, AsyncPutCache, AsyncRun, is_async_job
+from zjobs.transport.async_receiver import AsyncZmqReceiver
+from zjobs.transport.async_sender import AsyncZmqSender
 
 __all__ = [
     "AsyncClient",

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from zjobs.aio.receiver import AsyncZmqReceiver
-from zjobs.aio.sender import AsyncZmqSender
 from zjobs.errors import NotReady, ReceiveTimeout
-from zjobs.protocol import PONG
+from zjobs.transport.async_receiver import AsyncZmqReceiver
+from zjobs.transport.async_sender import AsyncZmqSender
+from zjobs.wire.protocol import PONG
 
 __all__ = ["wait_subscribed"]
 

@@ -1,0 +1,669 @@
+"""The ``zjobs`` command line (a thin click layer over the library).
+
+Parse, build settings, configure logging, call the library, map errors to the exit codes
+below with a one-line message on stderr. Options may also come from the environment:
+``ZJOBS_<COMMAND>_<OPTION>`` (click's convention, e.g. ``ZJOBS_SERVE_REQUESTS``) or, for
+every command, ``ZJOBS_<OPTION>`` (e.g. ``ZJOBS_REQUESTS``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import click
+import zmq
+
+import zjobs
+from zjobs.cli import console
+from zjobs.client.sync import Client
+from zjobs.compose.link import Link
+from zjobs.demo import run_demo
+from zjobs.errors import (
+    BindError,
+    ConnectError,
+    KeyFileError,
+    LoadError,
+    StartError,
+    ZJobsError,
+)
+from zjobs.processor.sync import Endpoints
+from zjobs.run.daemon import Daemon, ServedProcessor, ServeSettings
+from zjobs.run.loader import add_app_dir, load_callable
+from zjobs.run.supervisor import Supervisor
+from zjobs.run.system import LINK_READY, SystemFileError, load_system, start_system
+from zjobs.transport.receiver import ZmqReceiver
+from zjobs.transport.security import CurveClient, CurveServer, write_key_pair
+from zjobs.transport.sockets import DEFAULT_MAX_MESSAGE_SIZE, connectable
+from zjobs.wire.jsonvalues import from_json
+
+RET_OK = 0
+"""Success."""
+RET_ERROR = 1
+"""An error response, a timeout, or a processor that failed while running."""
+RET_USAGE = 2
+"""Bad input: options, JSON, MODULE:OBJECT, an endpoint that cannot be bound or connected,
+a key file that cannot be used."""
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class CliError(click.ClickException):
+    """An error shown as one line on stderr (``Error: ...``), exiting with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = RET_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # a ClassVar in click's stubs
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (LoadError, BindError, ConnectError, KeyFileError) as exc:
+            raise CliError(str(exc), RET_USAGE) from exc
+        except ZJobsError as exc:
+            raise CliError(str(exc), RET_ERROR) from exc
+
+
+class _Option(click.Option):
+    """An option that falls back to ``ZJOBS_<NAME>`` after ``ZJOBS_<COMMAND>_<NAME>``."""
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        value = super().resolve_envvar_value(ctx)
+        if value is None and self.allow_from_autoenv and self.name:
+            value = os.environ.get(f"ZJOBS_{self.name.upper()}") or None
+        return value
+
+
+option = functools.partial(click.option, cls=_Option)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
+                                           "auto_envvar_prefix": "ZJOBS"})
+@click.version_option(zjobs.__version__, prog_name="zjobs")
+def main() -> None:
+    """zjobs: event-driven jobs over ZeroMQ.
+
+    Serve a job as a daemon, call it, watch its responses, check its health. Every option
+    can also be set in the environment, as ZJOBS_<COMMAND>_<OPTION> or ZJOBS_<OPTION>
+    (for example ZJOBS_SERVE_REQUESTS or ZJOBS_REQUESTS).
+
+    Exit codes: 0 success, 1 error response or timeout, 2 bad input.
+
+    \b
+    Example:
+      zjobs demo
+    """
+
+
+# -- input and output ---------------------------------------------------------------------
+
+
+def _echo(text: str, file: TextIO | None = None) -> None:
+    click.echo(text, file=file)
+    (file or sys.stdout).flush()
+
+
+def _echo_error(text: str) -> None:
+    _echo(f"Error: {text}", sys.stderr)
+
+
+def parse_payload(text: str, where: str) -> Any:
+    """The msgpack value a JSON text stands for (reversible JSON form accepted).
+
+    Raises:
+        CliError: invalid JSON (exit code 2), naming ``where`` it came from.
+    """
+    try:
+        return from_json(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{where}: invalid JSON: {exc}", RET_USAGE) from exc
+    except ValueError as exc:
+        raise CliError(f"{where}: {exc}", RET_USAGE) from exc
+
+
+# -- client connection options ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where client commands connect, and how long they wait (built from the options)."""
+
+    requests: tuple[str, ...]
+    responses: tuple[str, ...]
+    timeout_s: float
+    security: CurveClient | None = None
+
+    def client(self, context: zmq.Context[zmq.Socket[bytes]]) -> Client:
+        """A connected client (readiness handshake not yet done)."""
+        return Client.connect([connectable(ep) for ep in self.requests],
+                              [connectable(ep) for ep in self.responses],
+                              context=context, security=self.security,
+                              send_timeout_s=self.timeout_s,
+                              timeout_s=self.timeout_s, ready_timeout_s=self.timeout_s)
+
+
+_CLIENT_OPTIONS = (
+    option("--requests", multiple=True, required=True, metavar="EP",
+           help="A processor's request endpoint; repeat to load-balance over several."),
+    option("--responses", multiple=True, required=True, metavar="EP",
+           help="A processor's response endpoint; repeat, one per processor."),
+    option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+           show_default=True, metavar="S",
+           help="Seconds to wait for the processor(s), and for each response."),
+)
+
+_CURVE_CLIENT_OPTIONS = (
+    option("--server-key", metavar="FILE",
+           help="The server's public key file (NAME.key): encrypt with CURVE."),
+    option("--secret-key", metavar="FILE",
+           help="This client's secret key file (NAME.key_secret), for servers that only "
+                "admit known clients [default: a throwaway key pair]."),
+)
+
+
+def curve_client_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --server-key and --secret-key to a command, passed to it as ``security``."""
+
+    @functools.wraps(command)
+    def wrapper(*, server_key: str | None, secret_key: str | None, **kwargs: Any) -> Any:
+        if server_key is None:
+            if secret_key is not None:
+                raise CliError("--secret-key needs --server-key (the server's public key "
+                               "file)", RET_USAGE)
+            return command(security=None, **kwargs)
+        return command(security=CurveClient(server_key, secret_key), **kwargs)
+
+    for add in reversed(_CURVE_CLIENT_OPTIONS):
+        wrapper = add(wrapper)
+    return wrapper
+
+
+def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the connection options to a command, passed to it as ``target``."""
+
+    @functools.wraps(command)
+    def wrapper(*, requests: tuple[str, ...], responses: tuple[str, ...], timeout: float,
+                security: CurveClient | None, **kwargs: Any) -> Any:
+        return command(target=Target(requests, responses, timeout, security), **kwargs)
+
+    outer = curve_client_options(wrapper)  # innermost, so listed after the others
+    for add in reversed(_CLIENT_OPTIONS):
+        outer = add(outer)
+    return outer
+
+
+class _Connected:
+    """A client on a private context, closed (and the context terminated) on exit."""
+
+    def __init__(self, target: Target) -> None:
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            self.client = target.client(self.context)
+        except BaseException:
+            self.context.destroy(linger=0)
+            raise
+
+    def __enter__(self) -> Client:
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        self.context.term()
+
+
+# -- serve --------------------------------------------------------------------------------
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT)
+
+
+@main.command()
+@click.argument("job", metavar="MODULE:OBJECT")
+@option("--requests", required=True, metavar="EP",
+        help="Endpoint to bind for requests, e.g. tcp://*:5555 (tcp://127.0.0.1:* picks a port).")
+@option("--responses", required=True, metavar="EP",
+        help="Endpoint to bind for responses, e.g. tcp://*:5556.")
+@option("--name", metavar="NAME", help="Processor name in responses [default: the job's name].")
+@option("--resources", metavar="MODULE:FACTORY",
+        help="Factory of the job's resources (a function, or a generator that yields once).")
+@option("--cache", type=click.IntRange(min=0), default=0, show_default=True, metavar="SIZE",
+        help="Cache up to SIZE responses in memory (0: no cache).")
+@option("--max-message-size", type=click.IntRange(min=1), default=DEFAULT_MAX_MESSAGE_SIZE,
+        show_default=True, metavar="BYTES", help="Largest request frame accepted.")
+@option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                         case_sensitive=False),
+        default="INFO", show_default=True, help="Logging level (logs go to stderr).")
+@option("--app-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+        metavar="DIR", help="Folder to import MODULE from.")
+@option("--secret-key", metavar="FILE",
+        help="The server's secret key file (NAME.key_secret): encrypt both sockets with CURVE.")
+@option("--allow-clients", metavar="DIR",
+        help="Admit only clients whose public key files (*.key) are in DIR "
+             "[default with --secret-key: any client that knows the server key].")
+@option("--concurrency", type=click.IntRange(min=1), metavar="N",
+        help="Requests in flight at once. Async jobs (async def run) are detected and served "
+             "on an event loop [default for them: 100]; a sync job given N runs in N threads "
+             "(its resources must be thread-safe) [default for it: one at a time].")
+@option("--dedup-size", type=click.IntRange(min=0), default=10_000, show_default=True,
+        metavar="N", help="Responses kept to answer a retried request id without running "
+                          "the job again (0: no replay window).")
+@option("--dedup-ttl", type=click.FloatRange(min=0), default=60.0, show_default=True,
+        metavar="S", help="Seconds a retried request id is answered from the replay window.")
+@option("--heartbeat-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
+        metavar="S", help="Seconds between heartbeats on the reserved topic (0: none).")
+def serve(job: str, requests: str, responses: str, name: str | None, resources: str | None,
+          cache: int, max_message_size: int, log_level: str, app_dir: str,
+          secret_key: str | None, allow_clients: str | None, concurrency: int | None,
+          dedup_size: int, dedup_ttl: float, heartbeat_interval: float) -> None:
+    """Serve a job as a daemon, in the foreground, until SIGTERM or Ctrl-C.
+
+    MODULE:OBJECT is a function f(request, resources), a class with a run method
+    (instantiated with no arguments), or an instance. Once bound it prints one line to
+    stdout: listening requests=EP responses=EP name=NAME, with wildcards resolved. Logs
+    go to stderr. SIGTERM or SIGINT stops it gracefully: the job in progress finishes and
+    its response is published, then it exits with status 0.
+
+    With --secret-key both sockets use CURVE (see zjobs keygen); the log says whether
+    clients are authenticated and how many keys are allowed.
+
+    \b
+    Examples:
+      zjobs serve zjobs.demo:square --requests tcp://127.0.0.1:5555 \\
+          --responses tcp://127.0.0.1:5556
+      zjobs serve zjobs.demo:square --requests tcp://*:5555 --responses tcp://*:5556 \\
+          --secret-key keys/server.key_secret --allow-clients keys/clients
+    """
+    _configure_logging(log_level)
+    add_app_dir(app_dir)
+    if allow_clients is not None and secret_key is None:
+        raise CliError("--allow-clients needs --secret-key (the server's secret key file)",
+                       RET_USAGE)
+    security = (CurveServer(secret_key, allow_clients=allow_clients)
+                if secret_key is not None else None)
+    settings = ServeSettings(job, requests, responses, name, resources, cache,
+                             max_message_size, security, concurrency=concurrency,
+                             dedup_size=dedup_size, dedup_ttl_s=dedup_ttl,
+                             heartbeat_interval_s=heartbeat_interval or None)
+
+    def ready(processor: ServedProcessor) -> None:
+        ep = processor.endpoints
+        _echo(f"listening requests={ep.requests} responses={ep.responses} "
+              f"name={processor.name}")
+
+    Daemon(settings, handle_signals=True).run(on_ready=ready)
+
+
+# -- send ---------------------------------------------------------------------------------
+
+
+def _stdin_values() -> Iterator[Any]:
+    for number, line in enumerate(sys.stdin, start=1):
+        if line.strip():
+            yield parse_payload(line, f"stdin line {number}")
+
+
+@main.command()
+@client_options
+@option("--count", type=click.IntRange(min=1), metavar="N",
+        help="Send PAYLOAD N times and print a summary instead of the responses.")
+@option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+        help="Requests in flight at once.")
+@click.argument("payload", required=False)
+def send(target: Target, count: int | None, concurrency: int, payload: str | None) -> None:
+    """Send requests and print each response as one JSON line.
+
+    PAYLOAD is a JSON value; without it, one JSON value per line is read from stdin.
+    Bytes are written {"$bytes": "<base64>"} both ways (see the README). Exits with 1
+    when a response is an error or does not come in time (the reason goes to stderr).
+
+    With --count N the payload is sent N times, --concurrency K at a time, and a summary
+    is printed (count, errors, requests per second, latency p50/p99).
+
+    \b
+    Examples:
+      zjobs send --requests tcp://127.0.0.1:5555 --responses tcp://127.0.0.1:5556 7
+      printf '1\\n2\\n3\\n' | zjobs send --requests tcp://127.0.0.1:5555 \\
+          --responses tcp://127.0.0.1:5556
+      zjobs send --requests tcp://127.0.0.1:5555 --responses tcp://127.0.0.1:5556 \\
+          --count 10000 --concurrency 100 7
+    """
+    value = parse_payload(payload, "PAYLOAD") if payload is not None else None
+    if count is not None and payload is None:
+        raise CliError("--count needs a PAYLOAD to repeat", RET_USAGE)
+    with _Connected(target) as client:
+        client.wait_ready()
+        if count is not None:
+            ok = _send_repeatedly(client, value, count, concurrency)
+        else:
+            values = iter([value]) if payload is not None else _stdin_values()
+            ok = console.send_each(client, values, concurrency=concurrency,
+                                   timeout_s=target.timeout_s, write=_echo, error=_echo_error)
+    if not ok:
+        sys.exit(RET_ERROR)
+
+
+def _send_repeatedly(client: Client, value: Any, count: int, concurrency: int) -> bool:
+    """Send ``value`` ``count`` times (a progress bar on a terminal); print a summary."""
+    bar = (click.progressbar(length=count, label="sending", file=sys.stderr)
+           if sys.stderr.isatty() else None)
+    try:
+        summary = console.send_repeatedly(
+            client, value, count, concurrency=concurrency,
+            on_sent=None if bar is None else functools.partial(bar.update, 1))
+    finally:
+        if bar is not None:
+            bar.render_finish()
+    _echo(summary.line())
+    failure = summary.failure()
+    if failure is not None:
+        _echo_error(failure)
+    return summary.ok
+
+
+# -- ping ---------------------------------------------------------------------------------
+
+
+@main.command()
+@client_options
+def ping(target: Target) -> None:
+    """Check that processors answer: exit 0 and print the round-trip time, or exit 1.
+
+    With several --requests endpoints every processor must answer. Suitable as a
+    container health check (wildcard hosts such as tcp://*:5555 are reached on loopback).
+
+    \b
+    Example:
+      zjobs ping --requests tcp://127.0.0.1:5555 --responses tcp://127.0.0.1:5556
+    """
+    with _Connected(target) as client:
+        client.wait_ready()
+        rtt = client.ping()
+    _echo(f"pong rtt_ms={rtt * 1000:.3f} processors={client.expect_processors}")
+
+
+# -- listen -------------------------------------------------------------------------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(signum: int, frame: object) -> NoReturn:
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # once: cleanup is not interrupted
+        signal.signal(stop_signal, signal.SIG_IGN)
+    raise _Interrupted
+
+
+@main.command()
+@option("--responses", multiple=True, required=True, metavar="EP",
+        help="A processor's response endpoint; repeat to listen to several.")
+@option("--topic", multiple=True, metavar="T",
+        help="Only responses whose topic starts with T; repeat for more [default: all].")
+@option("--count", type=click.IntRange(min=1), metavar="N", help="Exit after N responses.")
+@option("--pongs", is_flag=True, help="Also show pongs (answers to readiness pings).")
+@curve_client_options
+def listen(responses: tuple[str, ...], topic: tuple[str, ...], count: int | None,
+           pongs: bool, security: CurveClient | None) -> None:
+    """Print the responses of processors as JSON lines, until Ctrl-C.
+
+    Every response published is shown, whoever sent the request: this is how to watch an
+    event-driven system. Each line has id, status, cached, processor, instance, meta and
+    value (or error); bytes are written {"$bytes": "<base64>"}.
+
+    \b
+    Example:
+      zjobs listen --responses tcp://127.0.0.1:5556
+    """
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    # Installed even where SIGINT was inherited as ignored (a background job of a script),
+    # like serve does: listening stops on Ctrl-C or SIGTERM, nothing else.
+    previous = {signum: signal.signal(signum, _raise_interrupted)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with ZmqReceiver([connectable(ep) for ep in responses], topics=topic or ("",),
+                         context=context, security=security) as receiver:
+            console.listen(receiver, _echo, count=count, pongs=pongs)
+    except _Interrupted:
+        pass
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, and keep Python's final
+        # flush of stdout from complaining.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        context.term()
+
+
+# -- link and up (chaining) ---------------------------------------------------------------
+
+
+class _StopFlag:
+    """A signal handler that only raises a flag, which the command's main loop polls."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.raised = True
+
+
+_LOG_LEVEL = option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                                     case_sensitive=False),
+                    default="INFO", show_default=True, help="Logging level (logs go to stderr).")
+
+
+@main.command()
+@option("--from", "sources", multiple=True, required=True, metavar="EP",
+        help="An upstream processor's response endpoint; repeat for several (fan-in).")
+@option("--from-requests", "probes", multiple=True, metavar="EP",
+        help="That upstream's request endpoint, once per --from in the same order: the link "
+             "pings through it until its subscription is live, so no first result is missed.")
+@option("--to-requests", "targets", multiple=True, required=True, metavar="EP",
+        help="The downstream processor's request endpoint; repeat for a group sharing the work.")
+@option("--topic", default="", metavar="T",
+        help="Only forward work whose topic starts with T [default: all].")
+@option("--transform", metavar="MODULE:FUNC",
+        help="Turn each result into the next request: FUNC(value) returns the new value.")
+@option("--filter", "keep", metavar="MODULE:FUNC",
+        help="Forward only the results for which FUNC(value) is true.")
+@option("--name", default="link", show_default=True,
+        help="Name in logs, and in the errors the link reports itself.")
+@option("--ready-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+        show_default=True, metavar="S", help="Seconds to wait for the upstream processors.")
+@_LOG_LEVEL
+@option("--app-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+        metavar="DIR", help="Folder to import MODULE from.")
+@curve_client_options
+def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, ...],
+         topic: str, transform: str | None, keep: str | None, name: str,
+         ready_timeout: float, log_level: str, app_dir: str,
+         security: CurveClient | None) -> None:
+    """Forward the results of processors as requests to another, until SIGTERM or Ctrl-C.
+
+    Every ok response of the --from processors becomes a request to the --to-requests
+    processor(s) with the same id and topic, its path recorded in meta["zjobs.path"].
+    Errors travel on as pings carrying meta["zjobs.error"] (with the stage that failed),
+    to the end of the chain; errors of work with no topic go to the topic
+    zjobs.dead-letter. Once subscribed it prints one line: forwarding name=NAME ...
+
+    \b
+    Example:
+      zjobs link --from tcp://127.0.0.1:5556 --from-requests tcp://127.0.0.1:5555 \\
+          --to-requests tcp://127.0.0.1:5557 --transform myjobs:prepare
+    """
+    _configure_logging(log_level)
+    if probes and len(probes) != len(sources):
+        raise CliError("give --from-requests once per --from (in the same order), or not "
+                       "at all", RET_USAGE)
+    add_app_dir(app_dir)
+    transform_fn = None if transform is None else load_callable(transform, "transform")
+    keep_fn = None if keep is None else load_callable(keep, "filter")
+    upstreams: list[Endpoints | str] = (
+        [Endpoints(connectable(r), connectable(s)) for r, s in zip(probes, sources, strict=True)]
+        if probes else [connectable(s) for s in sources])
+    stop = _StopFlag()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        running = Link(upstreams, [connectable(t) for t in targets], name=name, topic=topic,
+                       transform=transform_fn, keep=keep_fn, ready_timeout_s=ready_timeout,
+                       security=security)
+        with running:
+            _echo(f"{LINK_READY}name={name} from={','.join(sources)} "
+                  f"to={','.join(targets)} topic={topic!r}")
+            while not stop.raised and running.forwarding:
+                time.sleep(0.1)
+            logging.getLogger(__name__).info("link %s stopping", name)
+        logging.getLogger(__name__).info("link %s stopped: %s", name,
+                                         running.counters.as_dict())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not stop.raised:
+        raise CliError(f"link {name} stopped forwarding (see the log above)", RET_ERROR)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@option("--check", is_flag=True,
+        help="Only validate FILE: report every mistake with its line, start nothing.")
+@option("--only", metavar="NAME,...",
+        help="Start only these processors and links (on several hosts, each starts its part).")
+@_LOG_LEVEL
+def up(file: str, check: bool, only: str | None, log_level: str) -> None:
+    """Start the processors and links described in FILE, supervised, until SIGTERM or Ctrl-C.
+
+    Each processor replica runs as `zjobs serve`, each link as `zjobs link`, in child
+    processes whose output is shown prefixed with their name. A child that dies is
+    restarted with a backoff. Once everything answers it prints where everything listens
+    and a line starting with "ready:". SIGTERM or Ctrl-C stops every child gracefully and
+    exits with 0. With --check, mistakes are listed as FILE:LINE: problem, exit code 2.
+
+    \b
+    Example:
+      zjobs up examples/pipeline/system.toml
+      zjobs up --check examples/pipeline/system.toml
+    """
+    _configure_logging(log_level)
+    try:
+        system = load_system(file, only=None if only is None else only.split(","))
+    except SystemFileError as exc:
+        for problem in exc.problems:
+            _echo(f"Error: {problem}", sys.stderr)
+        sys.exit(RET_USAGE)
+    if check:
+        _echo(f"{file}: ok: {len(system.processors)} processor(s), "
+              f"{len(system.links)} link(s)")
+        return
+    supervisor = Supervisor(out=_echo)
+    previous = {sig: signal.signal(sig, lambda signum, frame: supervisor.request_stop())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    failure: StartError | None = None
+    try:
+        start_system(system, supervisor)
+        _echo(f"ready: {system.name}: {len(supervisor.children)} process(es); "
+              "Ctrl-C or SIGTERM stops them")
+        supervisor.run()
+        _echo(f"stopping {system.name}")
+    except StartError as exc:
+        failure = None if supervisor.stop_requested else exc
+    finally:
+        killed = supervisor.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if killed:
+        _echo(f"Warning: {killed} process(es) did not stop within "
+              f"{supervisor.stop_timeout_s}s and were killed", sys.stderr)
+    if failure is not None:
+        raise CliError(str(failure), RET_ERROR)
+    _echo(f"stopped {system.name}")
+
+
+# -- keygen -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("name")
+@option("--dir", "directory", type=click.Path(file_okay=False), default=".",
+        show_default=True, metavar="DIR", help="Folder to write the key files to.")
+@option("--force", is_flag=True, help="Overwrite existing key files of that name.")
+def keygen(name: str, directory: str, force: bool) -> None:
+    """Write a CURVE key pair: NAME.key (public) and NAME.key_secret (secret, mode 0600).
+
+    Give the public file to the other side: a client needs the server's NAME.key
+    (--server-key); a server admits the clients whose NAME.key files are in its
+    --allow-clients folder. Keep NAME.key_secret where only its owner can read it.
+
+    \b
+    Example:
+      zjobs keygen server --dir keys
+      zjobs keygen alice --dir keys && cp keys/alice.key keys/clients/
+    """
+    try:
+        public, secret = write_key_pair(name, directory, overwrite=force)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from exc
+    _echo(f"public={public} secret={secret}")
+
+
+# -- bench --------------------------------------------------------------------------------
+
+
+@main.command()
+@option("--quick", is_flag=True, help="A smoke run of a few seconds instead of minutes.")
+@option("--rounds", type=click.IntRange(min=1), default=None, metavar="N",
+        help="Rounds per figure; the median is shown (default 3, 1 with --quick).")
+@option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+        help="Also write the results as JSON, to compare runs.")
+def bench(quick: bool, rounds: int | None, json_path: str | None) -> None:
+    """Measure zjobs against a hand-written pyzmq + msgpack loop, in one run.
+
+    Both use the same sockets (PUSH -> PULL, PUB -> SUB) and message layout, with the
+    processor in a separate process: pipelined throughput and sequential latency over tcp
+    and ipc, cache hits, a 64 KiB payload, 1 vs 2 processes, and the processor's memory
+    over 1,000,000 requests. Ratios zjobs / raw are what to read: absolute numbers depend
+    on the machine. Same as `python benchmarks/run.py`.
+
+    \b
+    Example:
+      zjobs bench --quick
+      zjobs bench --json results.json
+    """
+    from zjobs.benchmark import Settings, run, write_json
+
+    settings = Settings.quick() if quick else Settings()
+    if rounds is not None:
+        settings.rounds = rounds
+    results = run(settings, out=_echo)
+    if json_path is not None:
+        write_json(results, Path(json_path))
+        _echo(f"results written to {json_path}")
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+@main.command()
+def demo() -> None:
+    """Run a small system of processors in this process and print what flows.
+
+    Three processors serve in threads over inproc: square feeds describe (a chain of two
+    jobs), and lookup is a slow job with a cache. Takes well under a second.
+
+    \b
+    Example:
+      zjobs demo
+    """
+    run_demo(_echo)

@@ -1,0 +1,190 @@
+"""What the client commands do at a console: responses as JSON lines, sending values one by
+one, sending one value many times with a summary, and printing what processors publish.
+
+Lines are handed to the ``write`` (stdout) and ``error`` (stderr) callables given, so this
+module knows nothing of argv, signals or exit codes: ``zjobs send`` and ``zjobs listen``
+(:mod:`zjobs.cli.commands`) wire it to the terminal.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from zjobs.client.sync import Client
+from zjobs.errors import CallTimeout, ReceiveTimeout, RemoteError
+from zjobs.transport.receiver import McReceive
+from zjobs.wire.jsonvalues import to_json
+from zjobs.wire.protocol import PONG, Response
+
+__all__ = ["SendSummary", "describe_error", "json_line", "listen", "response_json",
+           "send_each", "send_repeatedly"]
+
+Write = Callable[[str], object]
+
+
+def response_json(response: Response) -> dict[str, Any]:
+    """A response as the JSON object printed by ``send`` and ``listen``."""
+    line: dict[str, Any] = {
+        "id": to_json(response.id),
+        "status": response.status,
+        "cached": response.cached,
+        "processor": response.processor,
+        "instance": response.instance,
+        "meta": to_json(response.meta),
+    }
+    if response.error is not None:
+        line["error"] = to_json(response.error.to_map())
+    elif response.ok:
+        line["value"] = to_json(response.value)
+    return line
+
+
+def json_line(value: Any) -> str:
+    """``value`` as one line of JSON (UTF-8 kept as is; NaN and infinities refused)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def describe_error(response: Response) -> str:
+    """Why a response is not ok, naming the request and the processor."""
+    error = response.error
+    kind = f"{error.type}: {error.message}" if error is not None else response.status
+    return f"request {response.id!r} failed at {response.processor!r}: {kind}"
+
+
+def send_each(client: Client, values: Iterable[Any], *, concurrency: int, timeout_s: float,
+              write: Write, error: Write) -> bool:
+    """Call with each value, at most ``concurrency`` at once, and write each response as a
+    JSON line in input order; write why a call failed to ``error``.
+
+    Returns:
+        True when every response was ok. The responses of the calls already made are
+        written even when ``values`` raises (e.g. on invalid input), which then propagates.
+    """
+    all_ok = True
+    window: deque[Future[Response]] = deque()
+
+    def settle(future: Future[Response]) -> None:
+        nonlocal all_ok
+        try:
+            response = future.result()
+        except CallTimeout as exc:
+            all_ok = False
+            error(str(exc))
+            return
+        write(json_line(response_json(response)))
+        if not response.ok:
+            all_ok = False
+            error(describe_error(response))
+
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="zjobs-send") as pool:
+        try:
+            for value in values:
+                if len(window) >= concurrency:
+                    settle(window.popleft())
+                window.append(pool.submit(client.call_response, value, timeout_s=timeout_s))
+        finally:
+            while window:
+                settle(window.popleft())
+    return all_ok
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class SendSummary:
+    """How :func:`send_repeatedly` went."""
+
+    count: int
+    seconds: float
+    latencies_s: list[float]
+    """Each call's latency, sorted."""
+    failures: list[BaseException]
+    """What the failed calls raised (RemoteError, CallTimeout...), in the order they ended."""
+    timeouts: int
+
+    @property
+    def ok(self) -> bool:
+        """True when no call failed."""
+        return not self.failures
+
+    def line(self) -> str:
+        """The summary line: counts, duration, rate and latency p50/p99."""
+        return (f"count={self.count} ok={self.count - len(self.failures)} "
+                f"errors={len(self.failures) - self.timeouts} timeouts={self.timeouts} "
+                f"seconds={self.seconds:.3f} req/s={self.count / self.seconds:.1f} "
+                f"p50_ms={_percentile(self.latencies_s, 0.5) * 1000:.3f} "
+                f"p99_ms={_percentile(self.latencies_s, 0.99) * 1000:.3f}")
+
+    def failure(self) -> str | None:
+        """How many calls failed and why the first did, or None when none failed."""
+        if not self.failures:
+            return None
+        first = self.failures[0]
+        reason = str(first) if isinstance(first, RemoteError | CallTimeout) else repr(first)
+        return f"{len(self.failures)} of {self.count} requests failed; first: {reason}"
+
+
+def send_repeatedly(client: Client, value: Any, count: int, *, concurrency: int,
+                    on_sent: Callable[[], object] | None = None) -> SendSummary:
+    """Submit ``value`` ``count`` times with at most ``concurrency`` calls in flight, wait
+    for every answer, and sum up; ``on_sent`` is called after each submit (a progress bar).
+    """
+    slots = threading.Semaphore(concurrency)
+    latencies: list[float] = []
+    failures: list[BaseException] = []
+    timeouts = 0
+
+    def done(future: Future[Any], started: float) -> None:
+        nonlocal timeouts
+        try:
+            latencies.append(time.monotonic() - started)
+            exc = future.exception()
+            if exc is not None:
+                failures.append(exc)
+                timeouts += isinstance(exc, CallTimeout)
+        finally:
+            slots.release()
+
+    start = time.monotonic()
+    for _ in range(count):
+        slots.acquire()
+        started = time.monotonic()
+        future = client.submit(value)
+        future.add_done_callback(functools.partial(done, started=started))
+        if on_sent is not None:
+            on_sent()
+    # Wait for every callback, not for the futures: a future's waiters wake up before its
+    # callbacks run, so the last calls' outcomes could still be missing.
+    for _ in range(concurrency):
+        slots.acquire()
+    return SendSummary(count, time.monotonic() - start, sorted(latencies), failures, timeouts)
+
+
+def listen(receiver: McReceive, write: Write, *, count: int | None = None,
+           pongs: bool = False) -> None:
+    """Write each response ``receiver`` gets as a JSON line, until ``count`` were written
+    (None: forever). Pongs (answers to readiness pings) are left out unless ``pongs``.
+    """
+    seen = 0
+    while count is None or seen < count:
+        try:
+            response = receiver.receive(timeout=1.0)
+        except ReceiveTimeout:
+            continue
+        if response.status == PONG and not pongs:
+            continue
+        write(json_line(response_json(response)))
+        seen += 1

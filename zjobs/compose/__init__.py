@@ -1,0 +1,1 @@
+"""The compose layer: links and pipelines, which combine processors of any kind."""

@@ -1,0 +1,414 @@
+"""Links: the responses of some processors become the requests of others.
+
+A :class:`Link` subscribes (SUB) to the response endpoints of one or more upstream
+processors and forwards every ok response as a request (PUSH) to one downstream processor,
+or to a group of them (load balanced). It keeps the work's id and topic and appends the
+upstream processor to ``meta["zjobs.path"]``; error responses and chain pings travel on as
+pings (see :mod:`zjobs.wire.chain` for the conventions). Fan-out is two links from the same
+upstream; fan-in is one link from several upstreams (or two links into one downstream).
+
+Readiness (the slow-joiner rule): :meth:`Link.start` returns only after each upstream
+processor answered a ping published on the link's own topic, so the link's subscription is
+live and no early response is missed. That needs the upstream *request* endpoints: give
+upstreams as :class:`~zjobs.Endpoints` (or processors). With a bare response endpoint the
+link cannot probe it and logs a warning.
+
+Back-pressure and high-water marks: a PUB socket never blocks; it drops messages for a
+subscriber whose queue is full (the processor's ``sndhwm``, then the kernel's socket
+buffers, then the subscriber's ``rcvhwm``). A link that falls behind a fast upstream, for
+instance because its downstream is slow and its PUSH blocks, must therefore buffer or lose
+work. By default the link's SUB has no high-water mark (``rcvhwm=0``): libzmq's I/O thread
+keeps reading everything the upstream publishes into the link's memory, so the upstream's
+queue stays short and nothing is dropped, at the cost of memory while the downstream
+catches up. Set ``rcvhwm`` to bound that memory when losing work under overload is
+acceptable. The upstream's ``sndhwm`` must still absorb a burst published faster than its
+own I/O thread writes: processors default to 100,000; measured with ``sndhwm=200``, bursts
+of 3,000 responses lost up to a third of them even to a link that kept reading.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Self
+
+import zmq
+
+from zjobs.errors import ClosedError, EncodeError, NotReady, ReceiveTimeout, SendTimeout, Timeout
+from zjobs.processor.sync import Endpoints, ZmqProcessor
+from zjobs.transport.receiver import ZmqReceiver, as_topic
+from zjobs.transport.sender import IdGenerator, ZmqSender
+from zjobs.transport.sockets import ClientSecurity
+from zjobs.wire.chain import (
+    DEAD_LETTER_TOPIC,
+    ERROR_KEY,
+    LINK_FAILED,
+    chained_meta,
+    error_meta,
+    is_chained,
+)
+from zjobs.wire.protocol import ERROR, OK, PONG, ErrorInfo, Id, Meta, Request, Response
+
+__all__ = ["Link", "LinkCounters", "Transform", "Upstream"]
+
+log = logging.getLogger(__name__)
+
+_TICK_S = 0.05  # longest the link thread waits before checking for stop
+_READY_TOPIC = "zjobs.link-ready"
+
+Upstream = Endpoints | ZmqProcessor | str
+"""An upstream processor: its endpoints, the processor itself, or its response endpoint."""
+
+Downstream = ZmqProcessor | str
+"""A downstream processor: the processor itself or its request endpoint."""
+
+Transform = Callable[[Any], Any]
+"""A function from the upstream response value to the downstream request value."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCounters:
+    """What a link has done: each response it received, by outcome (logged when it stops).
+
+    Every response received lands in one outcome: ``forwarded`` (ok responses sent on),
+    ``filtered`` (ok responses the filter rejected), ``failed`` (ok responses the link could
+    not forward: its filter or transform raised; sent on as errors), ``errors`` (error
+    responses sent on as chain pings), ``dead_letters`` (errors of work nobody waits for),
+    ``pings`` (chain pings sent on) or ``ignored`` (other pongs, responses without an id).
+    """
+
+    received: int = 0
+    forwarded: int = 0
+    filtered: int = 0
+    failed: int = 0
+    errors: int = 0
+    dead_letters: int = 0
+    pings: int = 0
+    ignored: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict (for logs and JSON)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _upstream(source: Upstream) -> tuple[str | None, str]:
+    if isinstance(source, ZmqProcessor):
+        source = source.connect_endpoints
+    if isinstance(source, Endpoints):
+        return source.requests, source.responses
+    return None, source
+
+
+def _downstream(target: Downstream) -> str:
+    if isinstance(target, ZmqProcessor):
+        return target.connect_endpoints.requests
+    return target
+
+
+def _many(value: Any, single: type | tuple[type, ...]) -> list[Any]:
+    return [value] if isinstance(value, single) else list(value)
+
+
+class Link:
+    """Forwards the responses of upstream processors as requests to a downstream one.
+
+    Args:
+        sources: the upstream processor(s): :class:`~zjobs.Endpoints` or processors (the
+            link can then verify its subscription, see the module docstring), or bare
+            response endpoints.
+        targets: the downstream processor(s), or their request endpoints; several are a
+            group that shares the work (each request goes to one of them).
+        name: names the link in logs and in the errors it raises itself.
+        topic: the topic prefix to take work from (``""``: every response of the sources).
+            Callers that share processors with other traffic give their work topics under
+            a prefix and link only that prefix.
+        transform: turns each ok response value into the downstream request value; None
+            forwards the value unchanged.
+        keep: a filter: ok responses for which it returns false are not forwarded (the
+            work ends there, silently: that is what filtering means). None keeps all.
+        context: the zmq context (the shared instance by default).
+        security: client-side security for the link's sockets.
+        ready_timeout_s: how long :meth:`start` waits for the upstream pongs.
+        rcvhwm: the SUB high-water mark; 0 (the default) buffers without limit rather than
+            letting the upstream drop responses (see the module docstring).
+
+    Raises:
+        ConnectError: an endpoint is malformed (names it).
+    """
+
+    def __init__(
+        self,
+        sources: Upstream | Iterable[Upstream],
+        targets: Downstream | Iterable[Downstream],
+        *,
+        name: str = "link",
+        topic: str | bytes = "",
+        transform: Transform | None = None,
+        keep: Callable[[Any], bool] | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        security: ClientSecurity | None = None,
+        ready_timeout_s: float = 10.0,
+        rcvhwm: int = 0,
+    ) -> None:
+        pairs = [_upstream(s) for s in _many(sources, (str, Endpoints, ZmqProcessor))]
+        self.name = name
+        self.topic = as_topic(topic)
+        self.transform = transform
+        self.keep = keep
+        self.ready_timeout_s = ready_timeout_s
+        self.context = context or zmq.Context.instance()
+        self.sources = [responses for _, responses in pairs]
+        self.probes = [requests for requests, _ in pairs if requests is not None]
+        self.targets = [_downstream(t) for t in _many(targets, (str, ZmqProcessor))]
+        if not self.sources or not self.targets:
+            raise ValueError(f"link {name!r} needs at least one source and one target")
+        self._security = security
+        self._rcvhwm = rcvhwm
+        self._state = "created"
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._receiver: ZmqReceiver | None = None
+        self._sender: ZmqSender | None = None
+        self._backlog: collections.deque[Response] = collections.deque()
+        self._tally = collections.Counter[str]()
+        self._last_dead_log = 0.0
+
+    def __repr__(self) -> str:
+        return (f"<Link {self.name!r} {self._state} from={self.sources} to={self.targets} "
+                f"topic={self.topic!r}>")
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def state(self) -> str:
+        """One of created, running, stopped."""
+        return self._state
+
+    @property
+    def forwarding(self) -> bool:
+        """True while the link thread runs (false before start, after stop, or if it died)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def counters(self) -> LinkCounters:
+        """A snapshot of what the link has done."""
+        tally = dict(self._tally)
+        return LinkCounters(**{k: tally.get(k, 0) for k in LinkCounters.__slots__})
+
+    # -- starting ------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Connect, wait until every upstream's responses reach the link, then forward in a
+        background thread.
+
+        Raises:
+            NotReady: an upstream did not answer a ping within ``ready_timeout_s`` (the link
+                is then closed).
+            ClosedError: the link was already started or stopped.
+        """
+        with self._lock:
+            if self._state != "created":
+                raise ClosedError(f"link {self.name!r} is {self._state}: start() needs a new link")
+            self._state = "running"
+        try:
+            self._receiver = ZmqReceiver(self.sources, topics=(self.topic,),
+                                         context=self.context, rcvhwm=self._rcvhwm,
+                                         security=self._security)
+            self._sender = ZmqSender(self.targets, context=self.context,
+                                     send_timeout_s=_TICK_S, security=self._security)
+            self._wait_subscribed()
+        except BaseException:
+            self._close_sockets()
+            self._state = "stopped"
+            raise
+        self._thread = threading.Thread(target=self._loop, name=f"zjobs-link-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        log.debug("link %s forwarding %s -> %s", self.name, self.sources, self.targets)
+        return self
+
+    def _wait_subscribed(self) -> None:
+        """Ping every probed upstream on the link's topic until each one's pong arrives."""
+        if len(self.probes) < len(self.sources):
+            log.warning("link %s: %d source(s) given without a request endpoint; their "
+                        "first responses may be missed (slow joiner)", self.name,
+                        len(self.sources) - len(self.probes))
+        if not self.probes:
+            return
+        receiver = self._receiver
+        assert receiver is not None
+        reply_to = self.topic if self.topic else _READY_TOPIC.encode()
+        ids = IdGenerator()
+        sent: set[Id] = set()
+        seen: set[str] = set()
+        deadline = time.monotonic() + self.ready_timeout_s
+        interval = 0.002
+        with ZmqSender(self.probes, context=self.context, send_timeout_s=0,
+                       linger_ms=0, security=self._security) as pinger:
+            while len(seen) < len(self.probes):
+                now = time.monotonic()
+                if now >= deadline:
+                    raise NotReady(self.probes, self.ready_timeout_s, len(seen),
+                                   len(self.probes))
+                try:
+                    sent.add(pinger.send(None, id=ids(), reply_to=reply_to, ping=True))
+                except SendTimeout:
+                    pass  # not connected yet; keep trying until the deadline
+                until = min(deadline, time.monotonic() + interval)
+                while (left := until - time.monotonic()) > 0:
+                    try:
+                        response = receiver.receive(timeout=left)
+                    except ReceiveTimeout:
+                        break
+                    if response.status == PONG and response.id in sent:
+                        seen.add(response.instance or response.processor)
+                    else:
+                        self._backlog.append(response)  # real traffic: forward it later
+                interval = min(interval * 1.5, 0.1)
+
+    # -- forwarding ----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        receiver = self._receiver
+        assert receiver is not None
+        stopping, backlog = self._stopping, self._backlog
+        try:
+            while not stopping.is_set():
+                if backlog:
+                    response = backlog.popleft()
+                else:
+                    try:
+                        response = receiver.receive(timeout=_TICK_S)
+                    except ReceiveTimeout:
+                        continue
+                try:
+                    self._handle(response)
+                except ClosedError:
+                    return
+                except Exception:
+                    log.exception("link %s: forwarding response %r failed", self.name,
+                                  response.id)
+        except ClosedError:
+            return
+        except Exception:
+            log.exception("link %s crashed", self.name)
+
+    def _handle(self, response: Response) -> None:
+        self._tally["received"] += 1
+        if response.id is None:
+            # An answer to a request so malformed it had no id: nothing can carry it on.
+            self._tally["ignored"] += 1
+            log.warning("link %s: %s response without an id from %s: %s", self.name,
+                        response.status, response.processor,
+                        response.error.message if response.error else "")
+            return
+        if response.status == OK:
+            self._forward_ok(response, response.id)
+        elif response.status == ERROR:
+            assert response.error is not None
+            self._tally["errors"] += 1
+            self._forward_error(response, response.id, response.processor, response.error,
+                                chained_meta(response.meta, response.processor))
+        elif response.status == PONG and is_chained(response.meta):
+            assert response.meta is not None
+            carrying = isinstance(response.meta.get(ERROR_KEY), dict)
+            # A carried error's path ends where the work failed; a chain ping's grows.
+            meta = response.meta if carrying else chained_meta(response.meta,
+                                                               response.processor)
+            self._tally["errors" if carrying else "pings"] += 1
+            self._send(response.id, None, response.topic, meta, ping=True)
+        else:
+            self._tally["ignored"] += 1  # somebody else's pong, or our own late one
+
+    def _forward_ok(self, response: Response, rid: Id) -> None:
+        meta = chained_meta(response.meta, response.processor)
+        try:
+            if self.keep is not None and not self.keep(response.value):
+                self._tally["filtered"] += 1
+                return
+            value = response.value if self.transform is None else self.transform(response.value)
+            frames = Request(rid, value, response.topic or None, False, None, meta).to_frames()
+        except Exception as exc:
+            self._tally["failed"] += 1
+            log.debug("link %s: cannot forward %r", self.name, rid, exc_info=exc)
+            kind = type(exc).__name__
+            if isinstance(exc, EncodeError) and exc.__cause__ is not None:
+                kind = type(exc.__cause__).__name__
+            error = ErrorInfo(LINK_FAILED, f"{kind}: {exc}", {"exception": kind})
+            self._forward_error(response, rid, self.name, error, meta)
+            return
+        if self._send_frames(frames):
+            self._tally["forwarded"] += 1
+
+    def _forward_error(self, response: Response, rid: Id, stage: str, error: ErrorInfo,
+                       meta: Meta) -> None:
+        topic = response.topic
+        if not topic:
+            self._tally["dead_letters"] += 1
+            topic = DEAD_LETTER_TOPIC.encode()
+            now = time.monotonic()
+            if now - self._last_dead_log >= 1.0:  # at most a line a second under a flood
+                self._last_dead_log = now
+                log.warning("link %s: dead letter %r from %s: %s: %s (topic %s)", self.name,
+                            rid, stage, error.type, error.message, DEAD_LETTER_TOPIC)
+        self._send(rid, None, topic, error_meta(meta, stage, error), ping=True)
+
+    def _send(self, rid: Id, value: Any, topic: bytes, meta: Meta, *, ping: bool) -> None:
+        self._send_frames(Request(rid, value, topic or None, ping, None, meta).to_frames())
+
+    def _send_frames(self, frames: list[bytes]) -> bool:
+        # Block while the downstream is full (back-pressure), but keep noticing stop().
+        sender = self._sender
+        assert sender is not None
+        while True:
+            try:
+                sender.send_frames(frames)
+                return True
+            except SendTimeout:
+                if self._stopping.is_set():
+                    log.warning("link %s: stopped with a request not delivered to %s",
+                                self.name, self.targets)
+                    return False
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask the link to stop after the response in hand; safe from a signal handler."""
+        self._stopping.set()
+
+    def stop(self, timeout_s: float | None = 10.0) -> None:
+        """Stop forwarding and close the sockets (requests already sent get the sender's
+        linger to leave). Idempotent.
+
+        Raises:
+            Timeout: the link thread did not finish within ``timeout_s``.
+        """
+        self._stopping.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+            if thread.is_alive():
+                raise Timeout(f"link {self.name!r} did not stop within {timeout_s}s")
+        with self._lock:
+            if self._state == "stopped":
+                return
+            self._state = "stopped"
+        self._close_sockets()
+        log.debug("link %s stopped: %s", self.name, self.counters.as_dict())
+
+    close = stop
+
+    def _close_sockets(self) -> None:
+        for owner in (self._receiver, self._sender):
+            if owner is not None:
+                owner.close()
+        self._receiver = self._sender = None

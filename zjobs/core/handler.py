@@ -1,0 +1,263 @@
+"""The transport-free core of a processor: one request's frames in, its response frames out.
+
+Validation, pings, deadlines, the cache, running the job and turning failures into
+JobFailed responses all live here, so every processor (threaded, in-memory, asyncio)
+behaves the same and the rules are tested without sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zjobs.core.dedup import JOINED, ReplayWindow, mark_replay
+from zjobs.core.job import MISS, GetCache, Job, PutCache, run_job
+from zjobs.wire.protocol import (
+    DEADLINE_EXCEEDED,
+    JOB_FAILED,
+    InvalidRequest,
+    Request,
+    ResponseEncoder,
+    parse_request,
+    topic_bytes,
+)
+
+__all__ = ["Counters", "RequestHandler", "new_instance_id"]
+
+log = logging.getLogger(__name__)
+
+
+def new_instance_id() -> str:
+    """A random id for one run of a processor (16 hex characters)."""
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """What a processor has done; every received message lands in exactly one outcome.
+
+    ``received == ok + failed + expired + bad_requests + pongs`` once the processor is idle.
+    ``cache_hits`` is a part of ``ok``; ``dropped`` is the part of ``bad_requests`` that had no
+    usable reply_to and was not answered; ``replays`` is the part of ``ok + failed + expired``
+    answered from the replay window (repeated ids) instead of running the job again.
+    """
+
+    received: int = 0
+    ok: int = 0
+    failed: int = 0
+    expired: int = 0
+    bad_requests: int = 0
+    dropped: int = 0
+    cache_hits: int = 0
+    pongs: int = 0
+    replays: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict (for logs and JSON)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class _Tally:
+    # Mutable twin of Counters, touched only by the processor's own thread.
+    __slots__ = Counters.__slots__
+
+    def __init__(self) -> None:
+        self.received = self.ok = self.failed = self.expired = 0
+        self.bad_requests = self.dropped = self.cache_hits = self.pongs = self.replays = 0
+
+    def snapshot(self) -> Counters:
+        return Counters(*(getattr(self, name) for name in self.__slots__))
+
+
+class _DropLog:
+    """Logs dropped messages as warnings, at most one line a second under a flood."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._next = 0.0
+        self._suppressed = 0
+
+    def warn(self, name: str, reason: str) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last warning)" if self._suppressed else ""
+        log.warning("processor %s dropped a message with no usable reply_to: %s%s",
+                    name, reason, more)
+        self._suppressed = 0
+        self._next = now + self.interval_s
+
+
+class RequestHandler:
+    """Answers request frames for one job with the given resources.
+
+    Args:
+        job: an object with ``run(request, resources)`` or a function of the same shape;
+            ``get_cache``/``put_cache`` are used when present.
+        name: the processor name written into every response.
+        resources: the opened resources passed to every call.
+        instance: this processor run's id (random when not given).
+        clock_ms: wall clock in unix milliseconds, for deadlines.
+        replay_window: when given, requests marked ``"dedup": true`` are remembered in it:
+            a repeat whose ``(reply_to, id)`` was answered recently is answered again from
+            it, marked ``"replay": true``, instead of running the job again; a repeat of a
+            request still running is answered by that request's response.
+    """
+
+    def __init__(
+        self,
+        job: Job,
+        *,
+        name: str,
+        resources: Any = None,
+        instance: str | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        replay_window: ReplayWindow | None = None,
+    ) -> None:
+        self.job = job
+        self.replay_window = replay_window
+        self.name = name
+        self.resources = resources
+        self.instance = instance or new_instance_id()
+        self.encoder = ResponseEncoder(name, self.instance)
+        self._run = run_job(job)
+        self._get_cache = job.get_cache if isinstance(job, GetCache) else None
+        self._put_cache = job.put_cache if isinstance(job, PutCache) else None
+        self._clock_ms = clock_ms
+        self._tally = _Tally()
+        self._drops = _DropLog()
+
+    @property
+    def counters(self) -> Counters:
+        """A snapshot of the counters."""
+        return self._tally.snapshot()
+
+    def handle(self, frames: Sequence[bytes]) -> list[bytes] | None:
+        """The response frames for one request message, or None when it must be dropped."""
+        admitted = self.admit(frames)
+        if isinstance(admitted, Request):
+            return self._execute(admitted)
+        return admitted
+
+    # The steps below are every rule of answering a request except calling the job, so a
+    # processor that calls it differently (asyncio, a thread pool) shares them: admit, then
+    # answer from the cache or the job's value, or fail with what the job raised.
+
+    def admit(self, frames: Sequence[bytes]) -> Request | list[bytes] | None:
+        """Validate a request message and answer what needs no job.
+
+        Returns:
+            The :class:`Request` when the job must answer it (cache, then run); otherwise
+            the frames to publish at once (bad request, ping, expired deadline, replay), or
+            None when there is nothing to publish (dropped, or a repeat of a request still
+            running, which that request's response answers).
+        """
+        tally = self._tally
+        tally.received += 1
+        try:
+            request = parse_request(frames)
+        except InvalidRequest as exc:
+            tally.bad_requests += 1
+            if exc.topic is None:
+                tally.dropped += 1
+                self._drops.warn(self.name, exc.message)
+                return None
+            error = {"type": exc.error_type, "message": exc.message}
+            return self.encoder.error(exc.topic, exc.id, error, exc.meta)
+        if request.ping:
+            tally.pongs += 1
+            return self.encoder.pong(topic_bytes(request.reply_to), request.id, request.meta)
+        window = self.replay_window if request.dedup else None
+        if window is not None:
+            seen = window.claim((topic_bytes(request.reply_to), request.id))
+            if seen is JOINED:
+                return None  # counted when the original completes
+            if seen is not None:
+                tally.replays += 1
+                if seen.failed:
+                    tally.failed += 1
+                else:
+                    tally.ok += 1
+                return mark_replay(seen.frames)
+        if request.deadline_ms is not None and self._clock_ms() > request.deadline_ms:
+            joined = 0 if window is None else window.release(
+                (topic_bytes(request.reply_to), request.id))
+            tally.expired += 1 + joined
+            tally.replays += joined
+            error = {"type": DEADLINE_EXCEEDED,
+                     "message": f"deadline {request.deadline_ms} passed before the job started"}
+            return self.encoder.error(topic_bytes(request.reply_to), request.id, error,
+                                      request.meta)
+        return request
+
+    def answer(self, request: Request, value: Any, *, cached: bool = False) -> list[bytes]:
+        """The ok response frames for the job's (or the cache's) ``value``, counted as ok.
+
+        Raises:
+            TypeError, ValueError, OverflowError: ``value`` cannot be encoded (nothing is
+                counted); answer with :meth:`fail` instead.
+        """
+        body = self.encoder.encode_value(value)
+        tally = self._tally
+        tally.ok += 1
+        if cached:
+            tally.cache_hits += 1
+        topic = topic_bytes(request.reply_to)
+        frames = self.encoder.ok(topic, request.id, body, cached=cached, meta=request.meta)
+        if self.replay_window is not None and request.dedup:
+            joined = self.replay_window.complete((topic, request.id), frames)
+            tally.ok += joined
+            tally.replays += joined
+        return frames
+
+    def fail(self, request: Request, exc: BaseException) -> list[bytes]:
+        """The JobFailed response frames for what the job (or its cache) raised."""
+        self._tally.failed += 1
+        kind = type(exc).__name__
+        log.debug("processor %s: job failed for id %r", self.name, request.id, exc_info=exc)
+        try:
+            text = str(exc)
+        except Exception:  # a broken __str__ must not stop the processor
+            text = "<exception text unavailable>"
+        error = {"type": JOB_FAILED, "message": f"{kind}: {text}", "exception": kind}
+        topic = topic_bytes(request.reply_to)
+        frames = self.encoder.error(topic, request.id, error, request.meta)
+        if self.replay_window is not None and request.dedup:
+            joined = self.replay_window.complete((topic, request.id), frames, failed=True)
+            self._tally.failed += joined
+            self._tally.replays += joined
+        return frames
+
+    def cache_put_failed(self, request: Request) -> None:
+        """Log that ``put_cache`` raised (the response is still sent); call from ``except``."""
+        log.warning("processor %s: put_cache failed for id %r", self.name, request.id,
+                    exc_info=True)
+
+    def _execute(self, request: Request) -> list[bytes]:
+        if self._get_cache is not None:
+            try:
+                hit = self._get_cache(request.value, self.resources)
+                if hit is not MISS:
+                    return self.answer(request, hit, cached=True)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                return self.fail(request, exc)
+        try:
+            value = self._run(request.value, self.resources)
+            frames = self.answer(request, value)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a job must not stop the processor, SystemExit included
+            return self.fail(request, exc)
+        if self._put_cache is not None:
+            try:
+                self._put_cache(request.value, value, self.resources)
+            except Exception:
+                self.cache_put_failed(request)
+        return frames

@@ -1,0 +1,2 @@
+"""The run layer: daemons, child processes, the supervisor and system files (signals,
+argv, exit codes)."""

@@ -1,0 +1,557 @@
+"""System files: the TOML that ``zjobs up`` reads, validated with a line for every mistake.
+
+A system file declares processors and the links between them::
+
+    [system]
+    app_dir = "."            # where MODULE:OBJECT references are imported from,
+                             # relative to this file (default: the file's folder)
+
+    [processors.parse]
+    job = "jobs:parse"                           # MODULE:OBJECT, as for zjobs serve
+    requests = "ipc:///tmp/demo/parse.req"       # endpoints to bind: tcp or ipc,
+    responses = "ipc:///tmp/demo/parse.pub"      # with fixed ports
+    # name = "parse"          processor name in responses (default: the table key)
+    # resources = "jobs:open" resources factory (function, or generator yielding once)
+    # cache = 0               in-memory LRU cache size
+    # replicas = 1            N processes sharing the work; each needs its endpoints:
+    #                         a list of N, or one pattern with {i} (0..N-1)
+
+    [[links]]
+    from = "parse"           # a processor, or a list (fan-in)
+    to = "store"             # a processor, or a list; replicas are a group either way
+    # topic = ""             only work whose topic starts with this
+    # transform = "jobs:f"   value -> value, applied before sending on
+    # filter = "jobs:keep"   value -> bool; false ends the work there
+    # name = "parse->store"
+
+Endpoints must be fixed (no ``*`` or ``0`` port): links and callers, maybe on other hosts,
+connect to them. ``inproc://`` cannot cross processes and is refused.
+
+Multi-host: every host gets the same file, with each processor's endpoints written with
+the IP address of the host that runs it (``tcp://10.0.0.5:5555``: binding works there,
+connecting works from anywhere), and starts its own part with ``zjobs up FILE --only
+NAME,...`` naming the processors and links it runs. A link may run on any host: it
+connects to its upstream and downstream endpoints wherever they are.
+
+:func:`load_system` reads and validates a file and reports *every* mistake it finds,
+each with its line: ``tomllib`` gives lines only for syntax errors, so for the rest a
+small scanner (:class:`_LineIndex`) finds the line of each table header and key.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from zjobs.client.sync import Client
+from zjobs.errors import LoadError, ZJobsError
+from zjobs.run.loader import add_app_dir, load_factory, load_job, load_object
+from zjobs.run.supervisor import ChildSpec, Supervisor
+from zjobs.transport.sockets import connectable
+
+__all__ = [
+    "LINK_READY",
+    "LinkSpec",
+    "Problem",
+    "ProcessorSpec",
+    "System",
+    "SystemFileError",
+    "link_children",
+    "load_system",
+    "processor_children",
+    "start_system",
+]
+
+LINK_READY = "forwarding "
+"""``zjobs link`` prints a line starting with this once its subscriptions are live."""
+
+_TOP_KEYS = ("system", "processors", "links")
+_SYSTEM_KEYS = ("app_dir", "name")
+_PROCESSOR_KEYS = ("job", "requests", "responses", "name", "resources", "cache", "replicas")
+_LINK_KEYS = ("from", "to", "topic", "transform", "filter", "name")
+_TCP = re.compile(r"^tcp://(?P<host>\[[^\]]*\]|[^:/\[\]]+):(?P<port>[^:/]+)$")
+_IPC = re.compile(r"^ipc://.+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One mistake in a system file: where it is (line, when known) and what is wrong."""
+
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.message}"
+
+
+class SystemFileError(ZJobsError):
+    """A system file cannot be used; ``problems`` lists every mistake found, with lines."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorSpec:
+    """A processor declared in a system file; one entry of ``requests``/``responses`` per
+    replica."""
+
+    key: str
+    name: str
+    job: str
+    requests: tuple[str, ...]
+    responses: tuple[str, ...]
+    resources: str | None = None
+    cache: int = 0
+    line: int | None = None
+
+    @property
+    def replicas(self) -> int:
+        """How many processes serve this processor."""
+        return len(self.requests)
+
+    def replica_name(self, index: int) -> str:
+        """The supervised child's name: the key, with ``.i`` when there are replicas."""
+        return self.key if self.replicas == 1 else f"{self.key}.{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """A link declared in a system file, between processors named by their keys."""
+
+    name: str
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+    topic: str = ""
+    transform: str | None = None
+    filter: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class System:
+    """A validated system file."""
+
+    path: Path
+    app_dir: Path
+    name: str
+    processors: dict[str, ProcessorSpec] = field(default_factory=dict)
+    links: list[LinkSpec] = field(default_factory=list)
+    only: frozenset[str] | None = None
+    """The processors and links this host runs (``--only``); None: all of them."""
+
+    def runs(self, name: str) -> bool:
+        """True when this host starts the processor or link called ``name``."""
+        return self.only is None or name in self.only
+
+    def select(self, names: Iterable[str]) -> System:
+        """The same system, where this host runs only the processors and links ``names``.
+
+        Raises:
+            SystemFileError: a name is neither a processor nor a link of the file.
+        """
+        wanted = frozenset(n.strip() for n in names if n.strip())
+        known = set(self.processors) | {link.name for link in self.links}
+        unknown = sorted(wanted - known)
+        if unknown:
+            raise SystemFileError([Problem(str(self.path), None,
+                                           f"--only names {', '.join(map(repr, unknown))}: "
+                                           f"not a processor or link of this file "
+                                           f"(known: {', '.join(sorted(known))})")])
+        return replace(self, only=wanted)
+
+
+class _LineIndex:
+    """Lines of table headers and keys, found by scanning the TOML source.
+
+    Handles the usual layout (``[a.b]``, ``[[links]]``, ``key = value`` on its own line);
+    a key it cannot place (inline tables, dotted keys) falls back to its table's line.
+    """
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
+
+    def __init__(self, text: str) -> None:
+        self.tables: dict[tuple[str, ...], int] = {}
+        self.keys: dict[tuple[tuple[str, ...], str], int] = {}
+        counts: dict[tuple[str, ...], int] = {}
+        table: tuple[str, ...] = ()
+        in_string = False
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.count('"""') % 2 or line.count("'''") % 2:
+                in_string = not in_string  # a multi-line string starts or ends here
+                if not in_string:
+                    continue
+            if in_string:
+                continue
+            header = self._HEADER.match(line)
+            if header:
+                path = tuple(_unquote(part) for part in header.group(2).split("."))
+                if header.group(1) == "[[":
+                    counts[path] = counts.get(path, -1) + 1
+                    path = (*path, str(counts[path]))
+                table = path
+                self.tables.setdefault(table, number)
+                continue
+            key = self._KEY.match(line)
+            if key:
+                self.keys.setdefault((table, _unquote(key.group(1))), number)
+
+    def line(self, table: tuple[str, ...], key: str | None = None) -> int | None:
+        """The line of ``key`` in ``table`` (or of the table itself), None if not found."""
+        if key is not None and (table, key) in self.keys:
+            return self.keys[table, key]
+        for depth in range(len(table), 0, -1):
+            if table[:depth] in self.tables:
+                return self.tables[table[:depth]]
+        if table and ((), table[0]) in self.keys:
+            return self.keys[(), table[0]]
+        return None
+
+
+def _unquote(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+class _Checker:
+    """Collects problems while building the specs."""
+
+    def __init__(self, path: Path, index: _LineIndex, check_imports: bool,
+                 only: frozenset[str] | None) -> None:
+        self.path = path
+        self.index = index
+        self.check_imports = check_imports
+        self.only = only
+        self.problems: list[Problem] = []
+
+    def report(self, table: tuple[str, ...], key: str | None, message: str) -> None:
+        self.problems.append(Problem(str(self.path), self.index.line(table, key), message))
+
+    def unknown_keys(self, table: tuple[str, ...], data: dict[str, Any],
+                     known: Sequence[str], what: str) -> None:
+        for key in data:
+            if key not in known:
+                self.report(table, key, f"{what}: unknown key {key!r} (known: "
+                                        f"{', '.join(known)})")
+
+    def string(self, table: tuple[str, ...], data: dict[str, Any], key: str, what: str,
+               *, required: bool = False) -> str | None:
+        value = data.get(key)
+        if value is None:
+            if required:
+                self.report(table, None, f"{what}: missing {key!r}")
+            return None
+        if not isinstance(value, str) or not value:
+            self.report(table, key, f"{what}: {key!r} must be a non-empty string")
+            return None
+        return value
+
+    def reference(self, table: tuple[str, ...], key: str, spec: str | None, what: str,
+                  kind: str, owner: str | None) -> None:
+        # Another host's code need not be importable here: check only what this host runs.
+        if spec is None or not self.check_imports or not (self.only is None or
+                                                          owner in self.only):
+            return
+        try:
+            if kind == "job":
+                load_job(spec)
+            elif kind == "resources":
+                load_factory(spec)
+            elif not callable(load_object(spec, kind)):
+                self.report(table, key, f"{what}: {kind} {spec} is not callable")
+        except LoadError as exc:
+            self.report(table, key, f"{what}: {exc}")
+
+
+def _endpoint_problem(endpoint: str) -> str | None:
+    if endpoint.startswith("inproc://"):
+        return "inproc:// cannot cross processes (use ipc:// or tcp://)"
+    if _IPC.match(endpoint):
+        return None
+    tcp = _TCP.match(endpoint)
+    if tcp is None:
+        return "is not tcp://HOST:PORT or ipc://PATH"
+    port = tcp.group("port")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return (f"port {port!r}: a system file needs fixed ports (links and callers "
+                "connect to them)")
+    return None
+
+
+def _endpoints(check: _Checker, table: tuple[str, ...], data: dict[str, Any], key: str,
+               replicas: int, what: str) -> tuple[str, ...]:
+    value = data.get(key)
+    if value is None:
+        check.report(table, None, f"{what}: missing endpoint {key!r}")
+        return ()
+    if isinstance(value, str):
+        if replicas > 1 and "{i}" not in value:
+            check.report(table, key, f"{what}: replicas = {replicas} need {replicas} "
+                                     f"{key} endpoints: a list, or a pattern with {{i}}")
+            return ()
+        values = [value.replace("{i}", str(i)) for i in range(replicas)]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        values = list(value)
+        if len(values) != replicas:
+            check.report(table, key, f"{what}: {len(values)} {key} endpoint(s) for "
+                                     f"replicas = {replicas}")
+            return ()
+    else:
+        check.report(table, key, f"{what}: {key!r} must be an endpoint string or a list")
+        return ()
+    for endpoint in values:
+        problem = _endpoint_problem(endpoint)
+        if problem is not None:
+            check.report(table, key, f"{what}: endpoint {endpoint!r} {problem}")
+            return ()
+    return tuple(values)
+
+
+def _processor(check: _Checker, key: str, data: Any) -> ProcessorSpec | None:
+    table = ("processors", key)
+    what = f"processor {key!r}"
+    if not isinstance(data, dict):
+        check.report(table, None, f"{what}: must be a table ([processors.{key}])")
+        return None
+    check.unknown_keys(table, data, _PROCESSOR_KEYS, what)
+    job = check.string(table, data, "job", what, required=True)
+    name = check.string(table, data, "name", what) or key
+    resources = check.string(table, data, "resources", what)
+    replicas = data.get("replicas", 1)
+    if type(replicas) is not int or replicas < 1:
+        check.report(table, "replicas", f"{what}: replicas must be a whole number >= 1")
+        replicas = 1
+    cache = data.get("cache", 0)
+    if type(cache) is not int or cache < 0:
+        check.report(table, "cache", f"{what}: cache must be a whole number >= 0")
+        cache = 0
+    requests = _endpoints(check, table, data, "requests", replicas, what)
+    responses = _endpoints(check, table, data, "responses", replicas, what)
+    check.reference(table, "job", job, what, "job", key)
+    check.reference(table, "resources", resources, what, "resources", key)
+    if job is None or not requests or not responses:
+        return None
+    return ProcessorSpec(key, name, job, requests, responses, resources, cache,
+                         check.index.line(table))
+
+
+def _names(check: _Checker, table: tuple[str, ...], data: dict[str, Any], key: str,
+           what: str, declared: Iterable[str]) -> tuple[str, ...]:
+    value = data.get(key)
+    if value is None:
+        check.report(table, None, f"{what}: missing {key!r} (a processor name or a list)")
+        return ()
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        check.report(table, key, f"{what}: {key!r} must be a processor name or a list of them")
+        return ()
+    known = set(declared)
+    ok = True
+    for name in names:
+        if name not in known:
+            ok = False
+            check.report(table, key, f"{what}: {key} {name!r} is not a declared processor "
+                                     f"(declared: {', '.join(sorted(known)) or 'none'})")
+    return tuple(names) if ok else ()
+
+
+def _link(check: _Checker, index: int, data: Any, declared: Iterable[str]) -> LinkSpec | None:
+    table = ("links", str(index))
+    what = f"link #{index + 1}"
+    if not isinstance(data, dict):
+        check.report(table, None, f"{what}: must be a table ([[links]])")
+        return None
+    check.unknown_keys(table, data, _LINK_KEYS, what)
+    sources = _names(check, table, data, "from", what, declared)
+    targets = _names(check, table, data, "to", what, declared)
+    topic = data.get("topic", "")
+    if not isinstance(topic, str):
+        check.report(table, "topic", f"{what}: topic must be a string")
+        topic = ""
+    transform = check.string(table, data, "transform", what)
+    keep = check.string(table, data, "filter", what)
+    name = check.string(table, data, "name", what)
+    if sources and targets:
+        name = name or f"{'+'.join(sources)}->{'+'.join(targets)}"
+    check.reference(table, "transform", transform, what, "transform", name)
+    check.reference(table, "filter", keep, what, "filter", name)
+    if not sources or not targets or name is None:
+        return None
+    return LinkSpec(name, sources, targets, topic, transform, keep, check.index.line(table))
+
+
+def load_system(path: str | Path, *, check_imports: bool = True,
+                only: Iterable[str] | None = None) -> System:
+    """Read and validate a system file.
+
+    Args:
+        path: the TOML file.
+        check_imports: also import every job, resources factory, transform and filter
+            (from the system's ``app_dir``, added to ``sys.path``) to check they exist.
+        only: the processors and links this host runs (see :meth:`System.select`); the
+            code of the others is not imported, it may live on other hosts only.
+
+    Raises:
+        SystemFileError: every problem found, each with its line when known.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemFileError([Problem(str(file), None, f"cannot read: {exc}")]) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(found.group(1)) if found else None
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise SystemFileError([Problem(str(file), line, f"invalid TOML: {message}")]) from exc
+    wanted = None if only is None else frozenset(n.strip() for n in only if n.strip())
+    check = _Checker(file, _LineIndex(text), check_imports, wanted)
+    check.unknown_keys((), data, _TOP_KEYS, "system file")
+
+    settings = data.get("system", {})
+    if not isinstance(settings, dict):
+        check.report(("system",), None, "[system] must be a table")
+        settings = {}
+    check.unknown_keys(("system",), settings, _SYSTEM_KEYS, "[system]")
+    app_dir = file.resolve().parent / (check.string(("system",), settings, "app_dir",
+                                                    "[system]") or ".")
+    if not app_dir.is_dir():
+        check.report(("system",), "app_dir", f"[system]: app_dir {str(app_dir)!r} is not "
+                                             "a folder")
+    elif check_imports:
+        add_app_dir(app_dir)
+    name = check.string(("system",), settings, "name", "[system]") or file.stem
+
+    tables = data.get("processors", {})
+    if not isinstance(tables, dict):
+        check.report(("processors",), None, "processors must be tables ([processors.NAME])")
+        tables = {}
+    if not tables:
+        check.report(("processors",), None, "no processors declared ([processors.NAME])")
+    processors: dict[str, ProcessorSpec] = {}
+    for key, table in tables.items():
+        spec = _processor(check, key, table)
+        if spec is not None:
+            processors[key] = spec
+    _check_unique_endpoints(check, processors)
+
+    raw_links = data.get("links", [])
+    if not isinstance(raw_links, list):
+        check.report(("links",), None, "links must be an array of tables ([[links]])")
+        raw_links = []
+    links: list[LinkSpec] = []
+    for index, raw in enumerate(raw_links):
+        link = _link(check, index, raw, tables.keys() if isinstance(tables, dict) else ())
+        if link is None:
+            continue
+        if any(other.name == link.name for other in links):
+            check.report(("links", str(index)), "name", f"link #{index + 1}: another link is "
+                         f"already named {link.name!r} (give it a name)")
+        links.append(link)
+    if check.problems:
+        raise SystemFileError(sorted(check.problems, key=lambda p: p.line or 0))
+    system = System(file, app_dir, name, processors, links)
+    return system if wanted is None else system.select(wanted)
+
+
+def _check_unique_endpoints(check: _Checker, processors: dict[str, ProcessorSpec]) -> None:
+    owner: dict[str, str] = {}
+    for spec in processors.values():
+        for endpoint in (*spec.requests, *spec.responses):
+            if endpoint in owner:
+                check.report(("processors", spec.key), None,
+                             f"processor {spec.key!r}: endpoint {endpoint!r} is already used "
+                             f"by processor {owner[endpoint]!r}")
+            owner.setdefault(endpoint, spec.key)
+
+
+# -- running a system -----------------------------------------------------------------------
+
+
+def _ping(requests: str, responses: str) -> Any:
+    def probe(timeout_s: float) -> None:
+        with Client.connect(connectable(requests), connectable(responses),
+                            ready_timeout_s=timeout_s) as client:
+            client.wait_ready()
+    return probe
+
+
+def processor_children(system: System, python: str = sys.executable) -> list[ChildSpec]:
+    """One ``zjobs serve`` child per replica of each processor this host runs; each is
+    ready once it answers a ping."""
+    children = []
+    for spec in system.processors.values():
+        if not system.runs(spec.key):
+            continue
+        for i, (requests, responses) in enumerate(zip(spec.requests, spec.responses,
+                                                      strict=True)):
+            argv = [python, "-m", "zjobs", "serve", spec.job, "--requests", requests,
+                    "--responses", responses, "--name", spec.name,
+                    "--app-dir", str(system.app_dir)]
+            if spec.resources:
+                argv += ["--resources", spec.resources]
+            if spec.cache:
+                argv += ["--cache", str(spec.cache)]
+            name = spec.replica_name(i)
+            children.append(ChildSpec(
+                name, argv, probe=_ping(requests, responses),
+                describe=f"processor {name}: requests={requests} responses={responses}"))
+    return children
+
+
+def link_children(system: System, python: str = sys.executable) -> list[ChildSpec]:
+    """One ``zjobs link`` child per link this host runs; each is ready once it printed
+    that its subscriptions are live."""
+    children = []
+    for link in system.links:
+        if not system.runs(link.name):
+            continue
+        argv = [python, "-m", "zjobs", "link", "--name", link.name, "--topic", link.topic,
+                "--app-dir", str(system.app_dir)]
+        for key in link.sources:
+            source = system.processors[key]
+            for requests, responses in zip(source.requests, source.responses, strict=True):
+                argv += ["--from", connectable(responses), "--from-requests",
+                         connectable(requests)]
+        for key in link.targets:
+            argv += [arg for ep in system.processors[key].requests
+                     for arg in ("--to-requests", connectable(ep))]
+        if link.transform:
+            argv += ["--transform", link.transform]
+        if link.filter:
+            argv += ["--filter", link.filter]
+        topic = f" topic={link.topic!r}" if link.topic else ""
+        children.append(ChildSpec(
+            link.name, argv, ready_line=LINK_READY,
+            describe=f"link {link.name}: {'+'.join(link.sources)} -> "
+                     f"{'+'.join(link.targets)}{topic}"))
+    return children
+
+
+def start_system(system: System, supervisor: Supervisor) -> None:
+    """Start this host's processors, wait until each answers, then start its links and wait
+    until each is subscribed. Folders of ipc endpoints are created first.
+
+    Raises:
+        StartError: a child exited or was not ready in time (call ``supervisor.stop()``).
+    """
+    for spec in system.processors.values():
+        if system.runs(spec.key):
+            for endpoint in (*spec.requests, *spec.responses):
+                if endpoint.startswith("ipc://"):
+                    Path(endpoint[len("ipc://"):]).parent.mkdir(parents=True, exist_ok=True)
+    supervisor.start(processor_children(system))
+    supervisor.start(link_children(system))

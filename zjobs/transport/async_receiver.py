@@ -1,0 +1,166 @@
+"""Receiving responses in asyncio: :class:`AsyncZmqReceiver`, a SUB socket read with ``await``.
+
+It skips what :class:`zjobs.ZmqReceiver` skips (non-responses, unknown statuses, protocol
+messages on topics starting with 0x00) and supports ``async for``::
+
+    async with AsyncZmqReceiver(processor.connect_endpoints.responses) as receiver:
+        async for response in receiver:
+            print(response.id, response.value)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, Self, cast
+
+import zmq
+import zmq.asyncio
+
+from zjobs.errors import ClosedError, ReceiveTimeout
+from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
+from zjobs.transport.receiver import as_topic
+from zjobs.transport.sockets import ClientSecurity, SocketPeer, sub_options
+from zjobs.wire.protocol import Response, parse_response
+
+__all__ = ["AsyncZmqReceiver", "recv_nowait"]
+
+
+def recv_nowait(sock: zmq.asyncio.Socket) -> list[bytes] | None:
+    """The next message already queued on ``sock``, or None (without waiting)."""
+    # pyzmq completes a non-blocking receive at once, so no await is needed.
+    future = sock.recv_multipart(zmq.NOBLOCK)
+    assert isinstance(future, asyncio.Future)
+    try:
+        return cast("list[bytes]", future.result())
+    except zmq.Again:
+        return None
+
+
+def cancelled_by_close(closed: bool) -> bool:
+    """True when a CancelledError just caught came from closing a socket, not from our task.
+
+    pyzmq cancels the pending futures of a socket it closes; the task awaiting one was not
+    itself cancelled and should see a :class:`ClosedError` instead.
+    """
+    task = asyncio.current_task()
+    return closed and (task is None or task.cancelling() == 0)
+
+
+class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
+    """Receives responses over a ZeroMQ SUB socket from coroutines (use it in one event loop).
+
+    Closing it ends a receive still waiting with :class:`~zjobs.errors.ClosedError`.
+
+    Args:
+        endpoints: response endpoint(s) to connect to; more with :meth:`connect`.
+        topics: topic prefixes to subscribe to; ``("",)`` is everything, ``()`` nothing yet.
+        context: the zmq context (the shared instance by default).
+        rcvhwm: responses buffered before the publisher starts dropping for this receiver.
+        security: client-side security (e.g. CURVE), applied before connecting.
+        keepalive: ZMTP heartbeats that drop dead or half-open connections (None: off).
+    """
+
+    _role = "receiver"
+
+    def __init__(
+        self,
+        endpoints: str | Iterable[str] | None = None,
+        *,
+        topics: Iterable[str | bytes] = ("",),
+        context: zmq.Context[Any] | None = None,
+        rcvhwm: int = 100_000,
+        security: ClientSecurity | None = None,
+        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+    ) -> None:
+        self.context = context or zmq.Context.instance()
+        self.topics: list[bytes] = []
+        self.skipped = 0
+        """Messages received that were not responses (malformed, unknown status, reserved)."""
+        sock = self.context.socket(zmq.SUB, socket_class=zmq.asyncio.Socket)
+        super().__init__(sock)
+
+        def options(socket: Any) -> None:
+            sub_options(socket, rcvhwm=rcvhwm)
+            for topic in topics:
+                self.subscribe(topic)
+
+        self._setup(endpoints, options, keepalive=keepalive, security=security)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._socket is None else "open"
+        return f"<AsyncZmqReceiver {state} responses={self.endpoints} topics={self.topics}>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Response:
+        """The next response; the iteration ends when the receiver is closed."""
+        try:
+            return await self.receive()
+        except ClosedError:
+            raise StopAsyncIteration from None
+
+    def subscribe(self, topic: str | bytes) -> None:
+        """Receive responses whose topic starts with ``topic``."""
+        raw = as_topic(topic)
+        self._live().setsockopt(zmq.SUBSCRIBE, raw)
+        self.topics.append(raw)
+
+    def unsubscribe(self, topic: str | bytes) -> None:
+        """Undo one :meth:`subscribe` of ``topic``."""
+        raw = as_topic(topic)
+        self._live().setsockopt(zmq.UNSUBSCRIBE, raw)
+        self.topics.remove(raw)
+
+    async def receive(self, timeout: float | None = None) -> Response:
+        """Return the next response; wait at most ``timeout`` seconds (None: forever).
+
+        Raises:
+            ReceiveTimeout: nothing arrived in time.
+            ClosedError: the receiver is (or got) closed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            frames = await self.receive_frames(deadline)
+            if frames is None:
+                raise ReceiveTimeout(timeout)
+            response = self.parse(frames)
+            if response is not None:
+                return response
+
+    async def receive_frames(self, deadline: float | None) -> list[bytes] | None:
+        """The next raw message (any topic), or None once ``deadline`` (loop time) passed."""
+        sock = self._live()
+        frames = recv_nowait(sock)
+        if frames is not None:
+            return frames
+        try:
+            if deadline is None:
+                return await sock.recv_multipart()
+            wait_s = deadline - asyncio.get_running_loop().time()
+            if wait_s <= 0:
+                return None
+            try:
+                return await asyncio.wait_for(sock.recv_multipart(), wait_s)
+            except TimeoutError:
+                return None
+        except asyncio.CancelledError:
+            if cancelled_by_close(self._socket is None):
+                raise ClosedError("receiver is closed") from None
+            raise
+
+    def parse(self, frames: list[bytes]) -> Response | None:
+        """The response in ``frames``, or None (counted in ``skipped``) if it is not one
+        (see :func:`~zjobs.wire.protocol.parse_response`)."""
+        response = parse_response(frames)
+        if response is None:
+            self.skipped += 1
+        return response

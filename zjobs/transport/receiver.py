@@ -1,0 +1,159 @@
+"""Receiving responses: the ``McReceive`` interface and its ZeroMQ SUB implementation.
+
+A receiver may connect to the response endpoints of several processors and subscribes
+to topic prefixes ("" receives every response). Messages that are not responses of a
+known status, and protocol messages on topics starting with 0x00, are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol, runtime_checkable
+
+import zmq
+
+from zjobs.core.monitor import ProcessorMonitor
+from zjobs.errors import ReceiveTimeout
+from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
+from zjobs.transport.sockets import ClientSecurity, SocketPeer, sub_options
+from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
+from zjobs.wire.protocol import Response, parse_response
+
+__all__ = ["McReceive", "ZmqReceiver", "as_topic"]
+
+
+@runtime_checkable
+class McReceive(Protocol):
+    """Receives the responses broadcast by one or more processors ("multi-consumer receive")."""
+
+    def receive(self, timeout: float | None = None) -> Response:
+        """Return the next response; raise :class:`ReceiveTimeout` after ``timeout`` seconds."""
+        ...
+
+    def subscribe(self, topic: str | bytes) -> None:
+        """Also receive responses whose topic starts with ``topic``."""
+        ...
+
+    def close(self) -> None:
+        """Release the receiver; idempotent."""
+        ...
+
+
+def as_topic(topic: str | bytes) -> bytes:
+    """A topic as bytes (str is UTF-8 encoded)."""
+    return topic.encode() if isinstance(topic, str) else topic
+
+
+class ZmqReceiver(SocketPeer[zmq.Socket[bytes]]):
+    """An :class:`McReceive` over a ZeroMQ SUB socket. Use it from one thread at a time.
+
+    Args:
+        endpoints: response endpoint(s) to connect to; more with :meth:`connect`.
+        topics: topic prefixes to subscribe to; ``("",)`` is everything, ``()`` nothing yet.
+        context: the zmq context (the shared instance by default).
+        rcvhwm: responses buffered before the publisher starts dropping for this receiver.
+        security: client-side security (e.g. CURVE), applied before connecting.
+        keepalive: ZMTP heartbeats that drop dead or half-open connections (None: off).
+        monitor: when given, fed with the heartbeats received (subscribe to
+            :data:`~zjobs.wire.heartbeat.HEARTBEAT_TOPIC` to get them) and the sequence number of
+            every response, so it knows which processors are alive and counts gaps.
+    """
+
+    _role = "receiver"
+
+    def __init__(
+        self,
+        endpoints: str | Iterable[str] | None = None,
+        *,
+        topics: Iterable[str | bytes] = ("",),
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        rcvhwm: int = 100_000,
+        security: ClientSecurity | None = None,
+        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+        monitor: ProcessorMonitor | None = None,
+    ) -> None:
+        self.context = context or zmq.Context.instance()
+        self.monitor = monitor
+        self.topics: list[bytes] = []
+        self.skipped = 0
+        """Messages received that were not responses (malformed, unknown status, reserved)."""
+        self._rcvtimeo = -1  # the ZMQ_RCVTIMEO last set, to set it only when it changes
+        sock = self.context.socket(zmq.SUB)
+        super().__init__(sock)
+
+        def options(socket: Any) -> None:
+            sub_options(socket, rcvhwm=rcvhwm)
+            for topic in topics:
+                self.subscribe(topic)
+
+        self._setup(endpoints, options, keepalive=keepalive, security=security)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._socket is None else "open"
+        return f"<ZmqReceiver {state} responses={self.endpoints} topics={self.topics}>"
+
+    def __iter__(self) -> Iterator[Response]:
+        """Responses as they come, forever (until closed)."""
+        while True:
+            yield self.receive()
+
+    def subscribe(self, topic: str | bytes) -> None:
+        """Receive responses whose topic starts with ``topic``."""
+        raw = as_topic(topic)
+        with self._lock:
+            self._live().setsockopt(zmq.SUBSCRIBE, raw)
+            self.topics.append(raw)
+
+    def unsubscribe(self, topic: str | bytes) -> None:
+        """Undo one :meth:`subscribe` of ``topic``."""
+        raw = as_topic(topic)
+        with self._lock:
+            self._live().setsockopt(zmq.UNSUBSCRIBE, raw)
+            self.topics.remove(raw)
+
+    def receive(self, timeout: float | None = None) -> Response:
+        """Return the next response; wait at most ``timeout`` seconds (None: forever).
+
+        Raises:
+            ReceiveTimeout: nothing arrived in time.
+            ClosedError: the receiver is closed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            frames = self.receive_frames(deadline)
+            if frames is None:
+                raise ReceiveTimeout(timeout)
+            response = self.parse(frames)
+            if response is not None:
+                return response
+
+    def receive_frames(self, deadline: float | None) -> list[bytes] | None:
+        """The next raw message (any topic), or None once ``deadline`` (monotonic s) passed."""
+        sock = self._live()
+        # One blocking receive bounded by ZMQ_RCVTIMEO: cheaper than failing a non-blocking
+        # receive and polling before receiving again.
+        wait_ms = -1 if deadline is None else math.ceil((deadline - time.monotonic()) * 1000)
+        try:
+            if wait_ms == 0 or wait_ms < -1:
+                return sock.recv_multipart(zmq.NOBLOCK)
+            if wait_ms != self._rcvtimeo:
+                sock.rcvtimeo = self._rcvtimeo = wait_ms
+            return sock.recv_multipart()
+        except zmq.Again:
+            return None
+
+    def parse(self, frames: list[bytes]) -> Response | None:
+        """The response in ``frames``, or None (counted in ``skipped``) if it is not one
+        (see :func:`~zjobs.wire.protocol.parse_response`)."""
+        monitor = self.monitor
+        if monitor is None:
+            response = parse_response(frames)
+        else:
+            if frames and frames[0] == HEARTBEAT_TOPIC:
+                monitor.heartbeat(frames)
+            response = parse_response(frames, monitor.sequence)
+        if response is None:
+            self.skipped += 1
+        return response

@@ -1,0 +1,294 @@
+"""Small helpers shared by everything that owns a ZeroMQ socket: bind, connect, options,
+a processor's pair of bound sockets (:class:`ProcessorSockets`), and what every sender
+and receiver has in common (:class:`SocketPeer`).
+
+Errors name the endpoint; wildcard binds report the endpoint actually bound.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+
+import zmq
+
+from zjobs.errors import BindError, ClosedError, ConnectError
+from zjobs.transport.keepalive import Keepalive
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "ClientSecurity",
+    "ProcessorSockets",
+    "ServerSecurity",
+    "SocketPeer",
+    "bind",
+    "connect",
+    "connectable",
+    "endpoint_list",
+    "send_multipart",
+]
+
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+"""Largest frame a processor accepts (ZMQ_MAXMSGSIZE); a peer sending more is disconnected."""
+
+
+class ServerSecurity(Protocol):
+    """Configures a binding socket (processor side) before it binds, e.g. as a CURVE server.
+
+    An implementation that acquires something per socket (``CurveServer`` starts a ZAP
+    authenticator) may also define ``release_server(socket)``; processors call it after
+    closing each socket.
+    """
+
+    def configure_server(self, socket: zmq.Socket[bytes]) -> None:
+        """Set the socket's security options."""
+        ...
+
+
+class ClientSecurity(Protocol):
+    """Configures a connecting socket (client side) before it connects, e.g. as a CURVE client."""
+
+    def configure_client(self, socket: zmq.Socket[bytes]) -> None:
+        """Set the socket's security options."""
+        ...
+
+
+_MORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def send_multipart(socket: zmq.Socket[bytes], frames: list[bytes], *,
+                   block: bool = True) -> None:
+    """Send ``frames`` as one message, like ``Socket.send_multipart`` at less cost per frame.
+
+    pyzmq's version checks every frame's type and combines ``enum.Flag`` values per frame;
+    on the hot path the frames are known to be bytes, so plain int flags do.
+
+    Raises:
+        zmq.Again: ``block`` is False and the message cannot be queued now (nothing was sent:
+            libzmq queues a multipart message atomically, so the first frame fails).
+    """
+    flags = 0 if block else _NOBLOCK
+    send = socket.send
+    for frame in frames[:-1]:
+        send(frame, flags | _MORE)
+    send(frames[-1], flags)
+
+
+def endpoint_list(endpoints: str | Iterable[str] | None) -> list[str]:
+    """One endpoint or many, as a list."""
+    if endpoints is None:
+        return []
+    if isinstance(endpoints, str):
+        return [endpoints]
+    return list(endpoints)
+
+
+def bind(socket: zmq.Socket[bytes], endpoint: str) -> str:
+    """Bind ``endpoint`` and return the endpoint actually bound (wildcards resolved).
+
+    Raises:
+        BindError: naming the endpoint and the reason (in use, malformed, not permitted).
+    """
+    try:
+        socket.bind(endpoint)
+    except zmq.ZMQError as exc:
+        reason = "address already in use" if exc.errno == zmq.EADDRINUSE else exc.strerror
+        raise BindError(endpoint, reason) from exc
+    last = socket.getsockopt(zmq.LAST_ENDPOINT)
+    return last.decode() if isinstance(last, bytes) and last else endpoint
+
+
+def connect(socket: zmq.Socket[bytes], endpoint: str) -> None:
+    """Connect to ``endpoint``; raise :class:`ConnectError` naming it when libzmq refuses."""
+    try:
+        socket.connect(endpoint)
+    except zmq.ZMQError as exc:
+        raise ConnectError(endpoint, exc.strerror) from exc
+
+
+_ANY_HOST = re.compile(r"^tcp://(0\.0\.0\.0|\*|\[::\]|\[\*\])(:\d+)$")
+
+
+def connectable(endpoint: str) -> str:
+    """The endpoint a local peer connects to: a wildcard host becomes loopback."""
+    match = _ANY_HOST.match(endpoint)
+    if match is None:
+        return endpoint
+    host = "[::1]" if match.group(1).startswith("[") else "127.0.0.1"
+    return f"tcp://{host}{match.group(2)}"
+
+
+class ProcessorSockets:
+    """A processor's two bound sockets: PULL for requests and PUB for responses.
+
+    Both get the options, keepalive and server security, then are bound (PULL first). If
+    anything fails, both are closed before the error propagates.
+
+    Args:
+        context: the zmq context to create the sockets in.
+        requests: endpoint to bind the PULL socket on.
+        responses: endpoint to bind the PUB socket on.
+        max_message_size: ZMQ_MAXMSGSIZE of the PULL socket.
+        linger_ms: linger of the PUB socket (the PULL socket's is 0).
+        rcvhwm: receive high-water mark of the PULL socket.
+        sndhwm: send high-water mark of the PUB socket.
+        keepalive: ZMTP heartbeats on both sockets (None: off).
+        security: server-side security for both sockets.
+        pull_class: the PULL socket's class (e.g. ``zmq.asyncio.Socket``); None: the
+            context's own.
+        pub_class: the PUB socket's class; None: the context's own.
+
+    Raises:
+        BindError: an endpoint could not be bound (the error names it).
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        requests: str,
+        responses: str,
+        *,
+        max_message_size: int,
+        linger_ms: int,
+        rcvhwm: int,
+        sndhwm: int,
+        keepalive: Keepalive | None,
+        security: ServerSecurity | None,
+        pull_class: type[zmq.Socket[Any]] | None = None,
+        pub_class: type[zmq.Socket[Any]] | None = None,
+    ) -> None:
+        self._security = security
+        self.pull: zmq.Socket[Any] | None = None
+        self.pub: zmq.Socket[Any] | None = None
+        try:
+            self.pull = _socket(context, zmq.PULL, pull_class)
+            self.pub = _socket(context, zmq.PUB, pub_class)
+            self.pull.linger = 0
+            self.pull.rcvhwm = rcvhwm
+            self.pull.maxmsgsize = max_message_size
+            self.pub.linger = linger_ms
+            self.pub.sndhwm = sndhwm
+            if keepalive is not None:
+                keepalive.apply(self.pull)
+                keepalive.apply(self.pub)
+            if security is not None:
+                security.configure_server(self.pull)
+                security.configure_server(self.pub)
+            self.requests = bind(self.pull, requests)
+            """The request endpoint bound (wildcards resolved)."""
+            self.responses = bind(self.pub, responses)
+            """The response endpoint bound (wildcards resolved)."""
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close both sockets, then call the security's ``release_server(socket)`` for each
+        if it has one. Idempotent."""
+        release = getattr(self._security, "release_server", None)
+        for sock in (self.pull, self.pub):
+            if sock is not None:
+                sock.close()
+                if release is not None:
+                    release(sock)  # after close: no handshake outlives the authenticator
+        self.pull = self.pub = None
+
+
+def _socket(context: zmq.Context[Any], kind: int,
+            socket_class: type[zmq.Socket[Any]] | None) -> zmq.Socket[Any]:
+    sock: zmq.Socket[Any] = (context.socket(kind) if socket_class is None
+                             else context.socket(kind, socket_class=socket_class))
+    return sock
+
+
+S = TypeVar("S", bound="zmq.Socket[Any]")
+
+
+def push_options(socket: zmq.Socket[Any], *, linger_ms: int, sndhwm: int, immediate: bool,
+                 send_timeout_s: float | None) -> None:
+    """The options of a sender's PUSH socket (before it connects)."""
+    socket.linger = linger_ms
+    socket.sndhwm = sndhwm
+    socket.immediate = immediate
+    if send_timeout_s is not None:
+        socket.sndtimeo = max(0, int(send_timeout_s * 1000))
+
+
+def sub_options(socket: zmq.Socket[Any], *, rcvhwm: int) -> None:
+    """The options of a receiver's SUB socket (before it connects)."""
+    socket.linger = 0
+    socket.rcvhwm = rcvhwm
+
+
+class SocketPeer(Generic[S]):
+    """What every sender and receiver (sync or asyncio) has in common: one socket that
+    connects to processors' endpoints.
+
+    It lists the endpoints connected, serializes connecting and closing with a lock, raises
+    :class:`~zjobs.errors.ClosedError` once closed, and closes when a ``with`` block ends.
+    A subclass sets ``_role`` (named in that error), sets its socket's options and connects
+    its first endpoints in its constructor (closing itself if that fails), and adds the
+    sending or receiving.
+    """
+
+    _role: ClassVar[str] = "socket"
+
+    def __init__(self, socket: S) -> None:
+        self.endpoints: list[str] = []
+        self._lock = threading.Lock()
+        self._socket: S | None = socket
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._socket is None
+
+    def _live(self) -> S:
+        if self._socket is None:
+            raise ClosedError(f"{self._role} is closed")
+        return self._socket
+
+    def _setup(self, endpoints: str | Iterable[str] | None, options: Callable[[S], None], *,
+               keepalive: Keepalive | None, security: ClientSecurity | None) -> None:
+        """A constructor's last step: apply ``options`` to the socket, then keepalive and
+        security, then connect ``endpoints``; if any of it fails, close and re-raise."""
+        sock = self._live()
+        try:
+            options(sock)
+            if keepalive is not None:
+                keepalive.apply(sock)
+            if security is not None:
+                security.configure_client(sock)
+            for endpoint in endpoint_list(endpoints):
+                self.connect(endpoint)
+        except BaseException:
+            self.close()
+            raise
+
+    def connect(self, endpoint: str) -> None:
+        """Connect to one more processor's endpoint.
+
+        Raises:
+            ConnectError: libzmq refused the endpoint (the error names it).
+            ClosedError: already closed.
+        """
+        with self._lock:
+            connect(self._live(), endpoint)
+            self.endpoints.append(endpoint)
+
+    def close(self) -> None:
+        """Close the socket; idempotent. Queued messages get the socket's linger time
+        (``linger_ms``) to leave; pending asyncio sends and receives end."""
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
