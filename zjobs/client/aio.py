@@ -1,9 +1,11 @@
-"""AsyncClient: calls processors from coroutines, correlating responses by id.
+"""AsyncClient: calls processors from coroutines, a thin asyncio driver over the call engine.
 
-The asyncio twin of :class:`zjobs.Client`, over the same frames and the same readiness
-rule: ``await client.call(x)`` for one response, ``await client.submit(x)`` for an
+The asyncio twin of :class:`zjobs.Client`, over the same frames and the same engine
+(:class:`zjobs.core.engine.CallEngine`), so the same guarantees: readiness per processor,
+retries with the same id, liveness, processors seen coming back, one error per call.
+``await client.call(x)`` for one response, ``await client.submit(x)`` for an
 ``asyncio.Future`` so that thousands of calls can be in flight (``asyncio.gather``).
-One task reads the responses and completes the futures; timeouts are loop timers.
+One task reads the responses, completes the futures and does the housekeeping.
 """
 
 from __future__ import annotations
@@ -12,48 +14,49 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Iterable
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import zmq
 
-from zjobs.errors import CallTimeout, ClosedError, NotReady, SendTimeout
+from zjobs.core.engine import Call, CallEngine, Completion, completions
+from zjobs.core.monitor import ProcessorMonitor
+from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, Timeout
 from zjobs.transport.async_receiver import AsyncZmqReceiver
 from zjobs.transport.async_sender import AsyncZmqSender
+from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.sender import IdGenerator
 from zjobs.transport.sockets import ClientSecurity, endpoint_list
-from zjobs.wire.protocol import PONG, Id, Meta, Response
+from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
+from zjobs.wire.protocol import PONG, Meta, Response
 
 __all__ = ["AsyncClient"]
 
 log = logging.getLogger(__name__)
 
-
-class _Pending:
-    __slots__ = ("future", "timeout_s", "timer", "whole")
-
-    def __init__(self, future: asyncio.Future[Any], timeout_s: float,
-                 timer: asyncio.TimerHandle, whole: bool) -> None:
-        self.future = future
-        self.timeout_s = timeout_s
-        self.timer = timer
-        self.whole = whole  # complete with the Response itself, not its value
+_TICK_S: Final = 0.05  # longest the reader waits before checking deadlines and liveness
 
 
 class AsyncClient:
     """Calls processors from asyncio: sends requests, awaits their responses.
 
     Build it with :meth:`connect` (ZeroMQ endpoints) or ``processor.async_client()``; it
-    owns and closes its sender and receiver. Use it from one event loop.
+    owns and closes its sender and receiver. Use it from one event loop. The options are
+    those of :class:`zjobs.Client`, with the same meaning.
 
     Args:
         sender: where requests go.
-        receiver: where responses come from; the client subscribes it to its private topic.
-        timeout_s: the default time a call may take before it fails with
-            :class:`~zjobs.CallTimeout`.
+        receiver: where responses come from; the client subscribes it to its private topic
+            and to heartbeats.
+        timeout_s: the default time one attempt of a call may take.
         ready_timeout_s: how long the readiness handshake may take.
         expect_processors: how many distinct processors must answer a ping before the client
             counts as ready.
         topic: the private reply topic; random (32 hex characters) by default.
+        retries: the default number of times an unanswered request is sent again (same id).
+        liveness: fail waiting calls with :class:`~zjobs.ProcessorsGone` once every
+            processor heard from was silent for this many heartbeat intervals.
+        send_timeout_s: how long the first send of a call may wait for room; None: up to
+            the call's ``timeout_s``.
     """
 
     def __init__(
@@ -65,24 +68,29 @@ class AsyncClient:
         ready_timeout_s: float = 10.0,
         expect_processors: int = 1,
         topic: str | None = None,
+        retries: int = 0,
+        liveness: int | None = None,
+        send_timeout_s: float | None = None,
     ) -> None:
+        monitor = receiver.monitor or ProcessorMonitor(liveness or 3)
+        if liveness is not None:
+            monitor.liveness = liveness
+        receiver.monitor = monitor
         self.sender = sender
         self.receiver = receiver
-        self.timeout_s = timeout_s
         self.ready_timeout_s = ready_timeout_s
-        self.expect_processors = expect_processors
+        self.send_timeout_s = send_timeout_s
         self.topic = topic or secrets.token_hex(16)
-        self.unmatched = 0
-        """Responses on this client's topic that answered no pending call (late, or foreign)."""
-        self._ids = IdGenerator()
-        self._pending: dict[Id, _Pending] = {}
-        self._ready = False
+        self.monitor = monitor
+        """What the client learns from heartbeats."""
+        self._engine = CallEngine(ids=IdGenerator(), clock=self._now, timeout_s=timeout_s,
+                                  retries=retries, expect_processors=expect_processors,
+                                  monitor=monitor, liveness=liveness)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._ready_lock: asyncio.Lock | None = None
-        self._pongs: set[Id] = set()
-        self._pong_from: set[str] = set()
-        self._pong_event: asyncio.Event | None = None
-        self._closed = False
+        self._pong: asyncio.Event | None = None
         self._reader: asyncio.Task[None] | None = None
+        receiver.subscribe(HEARTBEAT_TOPIC)
         receiver.subscribe(self.topic)
 
     @classmethod
@@ -93,30 +101,38 @@ class AsyncClient:
         *,
         context: zmq.Context[Any] | None = None,
         security: ClientSecurity | None = None,
-        send_timeout_s: float | None = None,
         expect_processors: int | None = None,
+        immediate: bool = True,
+        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
         **options: Any,
     ) -> AsyncClient:
         """A client over ZeroMQ, connected to processors' request and response endpoints.
 
         By default the readiness handshake waits for as many processors as there are
-        request endpoints.
+        request endpoints. ``immediate`` and ``keepalive`` are those of
+        :meth:`zjobs.Client.connect`; other options those of :class:`AsyncClient`.
         """
         request_eps, response_eps = endpoint_list(requests), endpoint_list(responses)
         sender = AsyncZmqSender(request_eps, context=context, security=security,
-                                send_timeout_s=send_timeout_s)
+                                immediate=immediate, keepalive=keepalive)
         try:
             receiver = AsyncZmqReceiver(response_eps, topics=(), context=context,
-                                        security=security)
+                                        security=security, keepalive=keepalive)
         except BaseException:
             sender.close()
             raise
         expected = expect_processors or max(1, len(request_eps))
-        return cls(sender, receiver, expect_processors=expected, **options)
+        try:
+            return cls(sender, receiver, expect_processors=expected, **options)
+        except BaseException:
+            sender.close()
+            receiver.close()
+            raise
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "ready" if self._ready else "new"
-        return (f"<AsyncClient {state} topic={self.topic} pending={len(self._pending)} "
+        engine = self._engine
+        state = "closed" if engine.closed else "ready" if engine.ready else "new"
+        return (f"<AsyncClient {state} topic={self.topic} pending={self.pending} "
                 f"sender={self.sender!r} receiver={self.receiver!r}>")
 
     async def __aenter__(self) -> Self:
@@ -125,15 +141,56 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def _now(self) -> float:
+        loop = self._loop
+        return loop.time() if loop is not None else asyncio.get_running_loop().time()
+
+    # -- what the engine counts ----------------------------------------------------------
+
     @property
     def pending(self) -> int:
         """How many calls are waiting for a response."""
-        return len(self._pending)
+        return len(self._engine.pending)
 
     @property
     def closed(self) -> bool:
         """True once closed."""
-        return self._closed
+        return self._engine.closed
+
+    @property
+    def timeout_s(self) -> float:
+        """The default time one attempt of a call may take."""
+        return self._engine.timeout_s
+
+    @property
+    def retries(self) -> int:
+        """The default number of times an unanswered request is sent again."""
+        return self._engine.retries
+
+    @property
+    def expect_processors(self) -> int:
+        """How many distinct processors readiness waits for."""
+        return self._engine.expect_processors
+
+    @property
+    def unmatched(self) -> int:
+        """Responses on this client's topic that answered no pending call (late, or foreign)."""
+        return self._engine.unmatched
+
+    @property
+    def resent(self) -> int:
+        """Requests sent again because an attempt got no answer in time."""
+        return self._engine.resent
+
+    @property
+    def replays(self) -> int:
+        """Calls answered by a processor from its replay window (a repeat it had run)."""
+        return self._engine.replays
+
+    @property
+    def returned(self) -> int:
+        """Processor runs seen coming back after the client was ready (restarts)."""
+        return self._engine.returned
 
     # -- readiness -----------------------------------------------------------------------
 
@@ -146,43 +203,35 @@ class AsyncClient:
             NotReady: not enough processors answered within ``timeout_s``.
             ClosedError: the client is closed.
         """
-        if self._ready:
+        engine = self._engine
+        engine.check_open()
+        if engine.ready:
             return
-        if self._ready_lock is None:
-            self._ready_lock = asyncio.Lock()
+        self._ensure_reader()
+        assert self._ready_lock is not None and self._pong is not None
         async with self._ready_lock:  # one handshake, however many calls wait for it
-            if self._ready:
-                return
-            self._ensure_reader()
-            assert self._pong_event is not None
-            loop = asyncio.get_running_loop()
             limit = self.ready_timeout_s if timeout_s is None else timeout_s
-            deadline = loop.time() + limit
-            interval = 0.002
-            while len(self._pong_from) < self.expect_processors:
-                if self._closed:
-                    raise ClosedError("client is closed")
-                left = deadline - loop.time()
+            deadline = self._now() + limit
+            while not engine.ready:
+                engine.check_open()
+                left = deadline - self._now()
                 if left <= 0:
-                    raise NotReady(self.sender.endpoints, limit, len(self._pong_from),
-                                   self.expect_processors)
-                self._pong_event.clear()
-                await self._send_ping()
+                    raise NotReady(self.sender.endpoints, limit, engine.confirmed,
+                                   engine.expect_processors)
+                self._pong.clear()
+                if engine.ping_due():
+                    await self._send_ping(min(0.1, left))
                 try:
-                    await asyncio.wait_for(self._pong_event.wait(), min(interval, left))
+                    await asyncio.wait_for(self._pong.wait(), min(0.005, left))
                 except TimeoutError:
                     pass
-                interval = min(interval * 1.5, 0.1)
-            self._ready = True
-            self._pongs.clear()
 
-    async def _send_ping(self) -> None:
-        rid = self._ids()
-        self._pongs.add(rid)
+    async def _send_ping(self, timeout_s: float) -> None:
+        rid = self._engine.readiness_ping()
         try:
-            await asyncio.wait_for(
-                self.sender.send(None, id=rid, reply_to=self.topic, ping=True), 0.1)
-        except (TimeoutError, SendTimeout):
+            await self.sender.send(None, id=rid, reply_to=self.topic, ping=True,
+                                   timeout_s=timeout_s)
+        except Timeout:
             pass  # nobody takes requests yet; the handshake keeps trying until its deadline
 
     async def ping(self, timeout_s: float | None = None) -> float:
@@ -191,15 +240,16 @@ class AsyncClient:
         Raises:
             NotReady: the readiness handshake failed (no processor answers).
             CallTimeout: no pong in time.
+            SendTimeout: no processor took the ping in time.
         """
-        if not self._ready:
+        limit = self._engine.timeout_s if timeout_s is None else timeout_s
+        if not self._engine.ready:
             # A ping sent before the subscription is live could be lost (slow joiner).
-            await self.wait_ready(self.timeout_s if timeout_s is None else timeout_s)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        future = await self._send(None, timeout_s, None, None, whole=False, ping=True)
+            await self.wait_ready(limit)
+        start = self._now()
+        future = await self._start(None, limit, None, None, whole=True, retries=0, ping=True)
         await future
-        return loop.time() - start
+        return self._now() - start
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -210,21 +260,22 @@ class AsyncClient:
         timeout_s: float | None = None,
         meta: Meta | None = None,
         deadline_ms: int | None = None,
+        retries: int | None = None,
     ) -> asyncio.Future[Any]:
         """Send a request; return a future for its response value.
 
-        The future fails with :class:`~zjobs.RemoteError` for an error response, with
-        :class:`~zjobs.CallTimeout` after ``timeout_s`` (the client default when None), and
-        with :class:`~zjobs.ClosedError` if the client closes first. Cancelling it forgets
-        the call: a late response is ignored.
+        The future fails as :meth:`zjobs.Client.submit`'s does (:class:`~zjobs.RemoteError`,
+        :class:`~zjobs.CallTimeout` after its attempts, :class:`~zjobs.ProcessorsGone`,
+        :class:`~zjobs.ClosedError`). Cancelling it forgets the call: a late response is
+        ignored.
 
         Raises:
             EncodeError: the request cannot be encoded (nothing was sent).
-            SendTimeout, NotReady, ClosedError: the request could not be sent.
+            SendTimeout: no processor took the request in time and it has no retries left.
+            NotReady, ClosedError, ValueError: as :meth:`zjobs.Client.submit`.
         """
-        if not self._ready:
-            await self.wait_ready()
-        return await self._send(request, timeout_s, meta, deadline_ms, whole=False)
+        return await self._start(request, timeout_s, meta, deadline_ms, whole=False,
+                                 retries=retries)
 
     async def call(
         self,
@@ -233,6 +284,7 @@ class AsyncClient:
         timeout_s: float | None = None,
         meta: Meta | None = None,
         deadline_ms: int | None = None,
+        retries: int | None = None,
     ) -> Any:
         """Send a request and return its response value.
 
@@ -240,119 +292,129 @@ class AsyncClient:
 
         Raises:
             RemoteError: the processor answered with an error (type, message, processor).
-            CallTimeout: no response within ``timeout_s``.
+            CallTimeout: no response to any attempt (its ``attempts`` says how many).
+            ProcessorsGone: (with ``liveness``) every processor stopped heartbeating.
+            SendTimeout, NotReady, ClosedError, EncodeError, ValueError: as :meth:`submit`.
         """
-        future = await self.submit(request, timeout_s=timeout_s, meta=meta,
-                                   deadline_ms=deadline_ms)
+        future = await self._start(request, timeout_s, meta, deadline_ms, whole=False,
+                                   retries=retries)
         return await future
 
     async def call_response(self, request: Any, *, timeout_s: float | None = None,
-                            meta: Meta | None = None,
-                            deadline_ms: int | None = None) -> Response:
+                            meta: Meta | None = None, deadline_ms: int | None = None,
+                            retries: int | None = None) -> Response:
         """Like :meth:`call`, but return the whole :class:`~zjobs.Response` (errors too)."""
-        if not self._ready:
-            await self.wait_ready()
-        future = await self._send(request, timeout_s, meta, deadline_ms, whole=True)
+        future = await self._start(request, timeout_s, meta, deadline_ms, whole=True,
+                                   retries=retries)
         response: Response = await future
         return response
 
-    async def _send(self, request: Any, timeout_s: float | None, meta: Meta | None,
-                    deadline_ms: int | None, *, whole: bool,
-                    ping: bool = False) -> asyncio.Future[Any]:
-        if self._closed:
-            raise ClosedError("client is closed")
-        self._ensure_reader()
-        loop = asyncio.get_running_loop()
-        limit = self.timeout_s if timeout_s is None else timeout_s
-        rid = self._ids()
+    async def _start(self, request: Any, timeout_s: float | None, meta: Meta | None,
+                     deadline_ms: int | None, *, whole: bool, retries: int | None,
+                     ping: bool = False) -> asyncio.Future[Any]:
+        engine = self._engine
+        if not engine.ready:
+            await self.wait_ready()
+        loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        timer = loop.call_later(limit, self._expire, rid)
-        self._pending[rid] = _Pending(future, limit, timer, whole)
-        future.add_done_callback(lambda _: self._forget(rid))
+        call = engine.start(request, future, timeout_s=timeout_s, retries=retries, meta=meta,
+                            deadline_ms=deadline_ms, whole=whole, ping=ping)
+        future.add_done_callback(lambda _: engine.forget(call))
+        wait_s = self.send_timeout_s
         try:
-            await self.sender.send(request, id=rid, reply_to=self.topic, meta=meta,
-                                   deadline_ms=deadline_ms, ping=ping)
+            await self.sender.send(request, id=call.id, reply_to=self.topic, meta=meta,
+                                   deadline_ms=deadline_ms, ping=ping, dedup=call.dedup,
+                                   timeout_s=call.timeout_s if wait_s is None
+                                   else min(wait_s, call.timeout_s))
+        except Timeout:
+            if not engine.undelivered(call):
+                future.cancel()
+                raise
         except BaseException:
             future.cancel()  # forgets it
             raise
         return future
 
-    def _forget(self, rid: Id) -> None:
-        # Every way a call ends (answer, timeout, cancel, close) lands here: no entry leaks.
-        entry = self._pending.pop(rid, None)
-        if entry is not None:
-            entry.timer.cancel()
-
-    def _expire(self, rid: Id) -> None:
-        entry = self._pending.get(rid)
-        if entry is not None and not entry.future.done():
-            entry.future.set_exception(CallTimeout(rid, entry.timeout_s))
-
     # -- the reader task -----------------------------------------------------------------
 
     def _ensure_reader(self) -> None:
         if self._reader is None:
-            if self._closed:
-                raise ClosedError("client is closed")
-            self._pong_event = asyncio.Event()
+            self._engine.check_open()
+            self._loop = asyncio.get_running_loop()
+            self._ready_lock = asyncio.Lock()
+            self._pong = asyncio.Event()
             self._reader = asyncio.create_task(self._read(),
                                                name=f"zjobs-client-{self.topic[:8]}")
 
     async def _read(self) -> None:
+        engine = self._engine
         receive = self.receiver.receive
-        while True:
+        while not engine.closed:
+            deadline = engine.next_deadline()
+            wait_s = _TICK_S if deadline is None else min(_TICK_S, deadline - self._now())
             try:
-                response = await receive()
+                response = await receive(max(0.0, wait_s))
+            except ReceiveTimeout:
+                response = None
             except ClosedError:
                 return
-            except Exception:
-                log.exception("client %s: receiving failed", self.topic)
-                return
-            self._dispatch(response)
-
-    def _dispatch(self, response: Response) -> None:
-        rid = response.id
-        if rid is None:
-            self.unmatched += 1
-            return
-        if response.status == PONG and rid in self._pongs:
-            self._pongs.discard(rid)
-            self._pong_from.add(response.instance or response.processor or str(rid))
-            assert self._pong_event is not None
-            self._pong_event.set()
-            return
-        entry = self._pending.get(rid)
-        if entry is None or entry.future.done():
-            if response.status != PONG:  # late pongs of the handshake are expected
-                self.unmatched += 1
-            return
-        future = entry.future
-        if entry.whole:
-            future.set_result(response)
-        elif response.error is not None:
-            try:
-                response.unwrap()
             except Exception as exc:
-                future.set_exception(exc)
-        else:
-            future.set_result(response.value)
+                # The receiver failed for good: fail every call now and every new one,
+                # instead of leaving them to time out one by one.
+                log.error("client %s: receiving failed, failing its calls: %r", self.topic,
+                          exc)
+                completions(engine.fail(exc))
+                return
+            if response is not None:
+                done = engine.receive(response)
+                if done is not None:
+                    completions((done,))
+                elif response.status == PONG and self._pong is not None:
+                    self._pong.set()
+            try:
+                await self._housekeeping()
+            except ClosedError:
+                return
+
+    async def _housekeeping(self) -> None:
+        engine = self._engine
+        failed: list[Completion] = []
+        deadline = engine.next_deadline()
+        if deadline is not None and deadline <= self._now():
+            again, failed = engine.expire()
+            for call in again:
+                failed += await self._resend(call)
+        failed += engine.check_liveness()
+        completions(failed)
+        if engine.ready and engine.ping_due():
+            await self._send_ping(0)
+
+    async def _resend(self, call: Call) -> list[Completion]:
+        # Never wait here: the reader must keep reading. An attempt that cannot be queued
+        # now counts as made; the next one comes after timeout_s.
+        try:
+            await self.sender.send(call.request, id=call.id, reply_to=self.topic,
+                                   meta=call.meta, deadline_ms=call.deadline_ms,
+                                   ping=call.ping, dedup=True, timeout_s=0)
+        except Timeout:
+            call.undelivered += 1
+        except ClosedError:
+            pass  # closing: close() fails the call
+        except Exception as exc:
+            return self._engine.resend_failed(call, exc)
+        return []
 
     # -- closing -------------------------------------------------------------------------
 
     def close(self) -> None:
         """Fail every pending call with :class:`~zjobs.ClosedError`, stop the reader, close
         the sender and receiver. Idempotent; :meth:`aclose` also waits for the reader."""
-        if self._closed:
+        engine = self._engine
+        if engine.closed:
             return
-        self._closed = True
+        completions(engine.close())
         if self._reader is not None:
             self._reader.cancel()
-        for rid, entry in list(self._pending.items()):
-            entry.timer.cancel()
-            if not entry.future.done():
-                entry.future.set_exception(
-                    ClosedError(f"client closed before request {rid!r} was answered"))
-        self._pending.clear()
         self.sender.close()
         self.receiver.close()
 

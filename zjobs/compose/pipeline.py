@@ -38,7 +38,7 @@ from zjobs.compose.link import Link, Transform
 from zjobs.errors import RemoteError, StageError
 from zjobs.processor.sync import Endpoints, ZmqProcessor
 from zjobs.transport.receiver import ZmqReceiver
-from zjobs.transport.sender import ZmqSender
+from zjobs.transport.sender import USE_SENDER_DEFAULT, UseSenderDefault, ZmqSender
 from zjobs.transport.sockets import ClientSecurity, endpoint_list
 from zjobs.wire.chain import PATH_KEY, carried_error, full_path
 from zjobs.wire.protocol import Id, Meta, Response
@@ -92,10 +92,13 @@ class _ChainEntry:
 
     def send(self, request: Any, *, id: Id | None = None, reply_to: str | bytes | None = None,
              meta: Meta | None = None, deadline_ms: int | None = None,
-             ping: bool = False) -> Id:
+             ping: bool = False,
+             timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
+             dedup: bool = False) -> Id:
         meta = {**(meta or {}), PATH_KEY: []}
         return self.sender.send(request, id=id, reply_to=reply_to, meta=meta,
-                                deadline_ms=deadline_ms, ping=ping)
+                                deadline_ms=deadline_ms, ping=ping, timeout_s=timeout_s,
+                                dedup=dedup)
 
     def close(self) -> None:
         self.sender.close()

@@ -17,10 +17,12 @@ from typing import Any, Self, cast
 import zmq
 import zmq.asyncio
 
+from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import ClosedError, ReceiveTimeout
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.receiver import as_topic
 from zjobs.transport.sockets import ClientSecurity, SocketPeer, sub_options
+from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
 from zjobs.wire.protocol import Response, parse_response
 
 __all__ = ["AsyncZmqReceiver", "recv_nowait"]
@@ -59,6 +61,8 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
         rcvhwm: responses buffered before the publisher starts dropping for this receiver.
         security: client-side security (e.g. CURVE), applied before connecting.
         keepalive: ZMTP heartbeats that drop dead or half-open connections (None: off).
+        monitor: when given, fed with the heartbeats received and the sequence number of
+            every response (as :class:`~zjobs.ZmqReceiver`'s).
     """
 
     _role = "receiver"
@@ -72,8 +76,10 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
         rcvhwm: int = 100_000,
         security: ClientSecurity | None = None,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+        monitor: ProcessorMonitor | None = None,
     ) -> None:
         self.context = context or zmq.Context.instance()
+        self.monitor = monitor
         self.topics: list[bytes] = []
         self.skipped = 0
         """Messages received that were not responses (malformed, unknown status, reserved)."""
@@ -160,7 +166,13 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
     def parse(self, frames: list[bytes]) -> Response | None:
         """The response in ``frames``, or None (counted in ``skipped``) if it is not one
         (see :func:`~zjobs.wire.protocol.parse_response`)."""
-        response = parse_response(frames)
+        monitor = self.monitor
+        if monitor is None:
+            response = parse_response(frames)
+        else:
+            if frames and frames[0] == HEARTBEAT_TOPIC:
+                monitor.heartbeat(frames)
+            response = parse_response(frames, monitor.sequence)
         if response is None:
             self.skipped += 1
         return response

@@ -6,6 +6,7 @@ or all at their high-water mark) waits without blocking the event loop.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from functools import partial
 from typing import Any, Self
@@ -15,7 +16,7 @@ import zmq.asyncio
 
 from zjobs.errors import ClosedError, SendTimeout
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
-from zjobs.transport.sender import IdGenerator
+from zjobs.transport.sender import USE_SENDER_DEFAULT, IdGenerator, UseSenderDefault
 from zjobs.transport.sockets import ClientSecurity, SocketPeer, push_options
 from zjobs.wire.protocol import Id, Meta, Request
 
@@ -84,28 +85,38 @@ class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
         deadline_ms: int | None = None,
         ping: bool = False,
         dedup: bool = False,
+        timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
     ) -> Id:
         """Encode and send one request; return its id.
 
         ``dedup`` marks a request that may be sent again with the same id (a retry): a
         processor with a replay window answers a repeat without running the job again.
+        ``timeout_s`` overrides ``send_timeout_s`` for this send (0: do not wait at all).
 
         Raises:
             EncodeError: the request (or meta) cannot be encoded as msgpack.
-            SendTimeout: no processor took it within ``send_timeout_s``.
+            SendTimeout: no processor took it within the timeout.
             ClosedError: the sender is closed.
         """
         rid = id if id is not None else self.ids()
         frames = Request(rid, request, reply_to, ping, deadline_ms, meta, dedup).to_frames()
-        await self.send_frames(frames)
+        await self.send_frames(frames, timeout_s=timeout_s)
         return rid
 
-    async def send_frames(self, frames: list[bytes]) -> None:
-        """Send already encoded request frames."""
+    async def send_frames(self, frames: list[bytes], *,
+                          timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT
+                          ) -> None:
+        """Send already encoded request frames (waiting at most ``timeout_s``)."""
+        limit = self.send_timeout_s if timeout_s is USE_SENDER_DEFAULT else timeout_s
         try:
-            await self._live().send_multipart(frames)
-        except zmq.Again as exc:
-            raise SendTimeout(self.endpoints, self.send_timeout_s) from exc
+            # pyzmq tries the send at once and returns a done future when there was room.
+            sent = self._live().send_multipart(frames)
+            if timeout_s is USE_SENDER_DEFAULT or limit is None:
+                await sent  # the socket's own SNDTIMEO (send_timeout_s) applies
+            else:
+                await asyncio.wait_for(sent, limit)
+        except (zmq.Again, TimeoutError) as exc:
+            raise SendTimeout(self.endpoints, limit) from exc
         except zmq.ZMQError as exc:
             if exc.errno == zmq.ENOTSOCK or self._socket is None:
                 raise ClosedError("sender is closed") from exc

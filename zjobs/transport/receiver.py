@@ -21,7 +21,7 @@ from zjobs.transport.sockets import ClientSecurity, SocketPeer, sub_options
 from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
 from zjobs.wire.protocol import Response, parse_response
 
-__all__ = ["McReceive", "ZmqReceiver", "as_topic"]
+__all__ = ["HeartbeatReceive", "McReceive", "ZmqReceiver", "as_topic"]
 
 
 @runtime_checkable
@@ -39,6 +39,15 @@ class McReceive(Protocol):
     def close(self) -> None:
         """Release the receiver; idempotent."""
         ...
+
+
+@runtime_checkable
+class HeartbeatReceive(McReceive, Protocol):
+    """A receiver that also reads processor heartbeats: it feeds the heartbeats (and the
+    sequence number of every message) to its ``monitor``, when it has one. Clients use it
+    for liveness and to see processors that came back."""
+
+    monitor: ProcessorMonitor | None
 
 
 def as_topic(topic: str | bytes) -> bytes:

@@ -51,8 +51,15 @@ class MpSend(Protocol):
         meta: Meta | None = None,
         deadline_ms: int | None = None,
         ping: bool = False,
+        timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
+        dedup: bool = False,
     ) -> Id:
-        """Send one request and return its id (generated when not given)."""
+        """Send one request and return its id (generated when not given).
+
+        ``timeout_s`` bounds the wait for room (0: do not wait; None: forever; by default
+        the sender's own setting) and raises :class:`~zjobs.SendTimeout` past it. ``dedup``
+        marks a request that may be sent again with the same id (a retry).
+        """
         ...
 
     def close(self) -> None:

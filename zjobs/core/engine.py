@@ -1,0 +1,449 @@
+"""The call engine: every decision a client makes about its calls, written once.
+
+Pending calls and their ids, per-attempt deadlines, retries and resends, the readiness
+handshake (pongs per processor instance), processors seen coming back, liveness from
+heartbeats, dispatch of responses and failing everything on close all live here. The
+engine knows nothing of sockets, threads or event loops: a driver (:class:`zjobs.Client`
+with threads, :class:`zjobs.AsyncClient` with asyncio) feeds it events (a call started,
+its send failed, a response came, time passed, the client closed) and carries out what it
+returns (send these again, complete these handles with these outcomes). Tested alone
+with a fake clock.
+
+Completions are returned, never run here: the driver completes them outside its lock, so
+a done-callback may call the client again.
+
+Deadlines are kept per distinct timeout in FIFO order (a call registered later with the
+same timeout expires later), so registering and expiring cost O(1) with no heap; answered
+calls leave their queue lazily and the queues are compacted when they hold far more
+entries than calls pending, which keeps memory proportional to the calls in flight.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import InvalidStateError
+from typing import Any, Final, Protocol
+
+from zjobs.core.monitor import ProcessorMonitor
+from zjobs.errors import CallTimeout, ClosedError, ProcessorsGone, RemoteError, ZJobsError
+from zjobs.wire.protocol import PONG, Id, Meta, Response
+
+__all__ = ["Call", "CallEngine", "Completion", "Handle"]
+
+_LIVENESS_EVERY_S: Final = 0.05
+_PING_FIRST_S: Final = 0.002
+_PING_MAX_S: Final = 0.1
+_COMPACT_EVERY: Final = 1024
+
+
+class Handle(Protocol):
+    """What a driver gives the engine to complete a call: a future of either kind
+    (``concurrent.futures.Future`` and ``asyncio.Future`` both fit)."""
+
+    def set_result(self, result: Any, /) -> None:
+        """Complete with a value."""
+        ...
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        """Complete with an error."""
+        ...
+
+    def done(self) -> bool:
+        """True once completed or cancelled."""
+        ...
+
+
+Completion = tuple[Handle, Any, BaseException | None]
+"""A call to complete: its handle, the value, and the error (None for a value)."""
+
+
+class Call:
+    """One call in flight: what to send again, and how long each attempt may take."""
+
+    __slots__ = ("attempts", "deadline_ms", "done", "expires", "handle", "id", "meta",
+                 "ping", "request", "retries", "timeout_s", "undelivered", "whole")
+
+    def __init__(self, rid: Id, request: Any, handle: Handle, timeout_s: float, retries: int,
+                 meta: Meta | None, deadline_ms: int | None, whole: bool, ping: bool,
+                 expires: float) -> None:
+        self.id = rid
+        self.request = request
+        self.handle = handle
+        self.timeout_s = timeout_s
+        self.retries = retries
+        """Attempts left after this one."""
+        self.meta = meta
+        self.deadline_ms = deadline_ms
+        self.whole = whole
+        """Complete with the whole :class:`Response` (errors too), not its value."""
+        self.ping = ping
+        self.expires = expires
+        """Monotonic time the current attempt gives up."""
+        self.attempts = 1
+        self.undelivered = 0
+        """Attempts that no processor took (the sender had no room or no connection)."""
+        self.done = False
+
+    @property
+    def dedup(self) -> bool:
+        """True when the request may be sent again with the same id (it has retries), so
+        the processor must remember it in its replay window."""
+        return self.retries > 0 or self.attempts > 1
+
+
+class CallEngine:
+    """Pending calls, deadlines, retries, readiness and liveness for one client.
+
+    Not thread-safe: a threaded driver calls it under one lock.
+
+    Args:
+        ids: makes a new request id.
+        clock: monotonic seconds (a fake one in tests).
+        timeout_s: the default time one attempt may take.
+        retries: the default number of times an unanswered request is sent again.
+        expect_processors: distinct processors that must answer a readiness ping.
+        monitor: what heartbeats told the receiver; with ``liveness`` set, waiting calls
+            fail with :class:`ProcessorsGone` once every processor heard from is gone,
+            and processor runs it reports that were never confirmed are pinged.
+        liveness: heartbeat intervals of silence after which a processor counts as gone
+            (None: no liveness failures).
+    """
+
+    def __init__(
+        self,
+        *,
+        ids: Callable[[], Id],
+        clock: Callable[[], float],
+        timeout_s: float = 30.0,
+        retries: int = 0,
+        expect_processors: int = 1,
+        monitor: ProcessorMonitor | None = None,
+        liveness: int | None = None,
+    ) -> None:
+        check_call_options(timeout_s, retries)
+        if expect_processors < 1:
+            raise ValueError("expect_processors must be at least 1")
+        self.ids = ids
+        self.clock = clock
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.expect_processors = expect_processors
+        self.monitor = monitor
+        self.liveness = liveness
+        self.pending: dict[Id, Call] = {}
+        self.resent = 0
+        """Attempts after the first (a request sent again with the same id)."""
+        self.replays = 0
+        """Calls answered by a processor from its replay window."""
+        self.unmatched = 0
+        """Responses that answered no pending call (late, duplicate, or foreign)."""
+        self.returned = 0
+        """Processor runs seen coming back (a new instance after the client was ready)."""
+        self.closed = False
+        self.broken: BaseException | None = None
+        """Set when the driver could not go on (its receiver failed); new calls raise it."""
+        self._queues: dict[float, deque[Call]] = {}
+        self._queued = 0
+        self._registered = 0
+        # Readiness: readiness pings in flight, the processor runs that answered one, and
+        # the runs heard of (heartbeats, responses) that have not yet answered one.
+        self._pings: dict[Id, float] = {}
+        self._confirmed: dict[str, str] = {}
+        self._unconfirmed: set[str] = set()
+        self._ready = False
+        self._next_ping = 0.0
+        self._ping_interval = _PING_FIRST_S
+        self._next_liveness = 0.0
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "ready" if self._ready else "new"
+        return (f"<CallEngine {state} pending={len(self.pending)} "
+                f"confirmed={len(self._confirmed)}/{self.expect_processors}>")
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def start(self, request: Any, handle: Handle, *, timeout_s: float | None = None,
+              retries: int | None = None, meta: Meta | None = None,
+              deadline_ms: int | None = None, whole: bool = False,
+              ping: bool = False) -> Call:
+        """Register a call; the driver then sends its first attempt.
+
+        Raises:
+            ClosedError: the client is closed.
+            ValueError: a negative timeout or retry count.
+        """
+        self.check_open()
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        tries = self.retries if retries is None else retries
+        if timeout_s is not None or retries is not None:
+            check_call_options(limit, tries)
+        call = Call(self.ids(), request, handle, limit, tries, meta, deadline_ms, whole, ping,
+                    self.clock() + limit)
+        self.pending[call.id] = call
+        self._enqueue(call)
+        self._registered += 1
+        if self._registered % _COMPACT_EVERY == 0:
+            self._compact()
+        return call
+
+    def check_open(self) -> None:
+        """Raise what stops new calls: :class:`ClosedError`, or the driver's failure."""
+        if self.broken is not None:
+            raise ClosedError(f"client stopped: {self.broken!r}") from self.broken
+        if self.closed:
+            raise ClosedError("client is closed")
+
+    def undelivered(self, call: Call) -> bool:
+        """The current attempt could not be queued (no processor took it in time).
+
+        Returns:
+            True when the call goes on (a later attempt will be made when this one's time
+            is up); False when it has no attempts left and is forgotten: the driver then
+            raises the send error to the caller.
+        """
+        call.undelivered += 1
+        if call.retries > 0 and not self.closed:
+            return True
+        self.forget(call)
+        return False
+
+    def forget(self, call: Call) -> None:
+        """Drop a call without completing it (its first send raised to the caller, or it
+        was cancelled)."""
+        call.done = True
+        if self.pending.get(call.id) is call:
+            del self.pending[call.id]
+
+    def receive(self, response: Response) -> Completion | None:
+        """Take in a response; return the call it completes, if any."""
+        rid = response.id
+        call = self.pending.pop(rid, None) if rid is not None else None
+        instance = response.instance
+        if instance is not None and instance not in self._confirmed:
+            self._heard(instance)
+        if call is None:
+            if response.status == PONG and rid is not None and rid in self._pings:
+                del self._pings[rid]
+                self._confirm(response)
+            elif response.status != PONG:  # late pongs of the handshake are expected
+                self.unmatched += 1
+            return None
+        call.done = True
+        if response.replay:
+            self.replays += 1
+        if call.ping:
+            self._confirm(response)
+        if call.whole:
+            return call.handle, response, None
+        if response.error is not None:
+            return call.handle, None, remote_error(response)
+        return call.handle, response.value, None
+
+    def next_deadline(self) -> float | None:
+        """The earliest time :meth:`expire` may have work (None: no call pending)."""
+        if not self.pending:
+            return None
+        fronts = [queue[0].expires for queue in self._queues.values() if queue]
+        return min(fronts) if fronts else None
+
+    def expire(self) -> tuple[list[Call], list[Completion]]:
+        """Attempts whose time is up: the calls to send again (same id; each counted in
+        :attr:`resent`), and the calls that ran out of attempts, failed with
+        :class:`CallTimeout` (its ``attempts`` says how many were made)."""
+        now = self.clock()
+        again: list[Call] = []
+        failed: list[Completion] = []
+        for queue in self._queues.values():
+            while queue and queue[0].expires <= now:
+                call = queue.popleft()
+                self._queued -= 1
+                if call.done:
+                    continue
+                if call.retries > 0 and not call.handle.done():
+                    call.retries -= 1
+                    call.attempts += 1
+                    call.expires = now + call.timeout_s
+                    self._enqueue(call)
+                    self.resent += 1
+                    again.append(call)
+                    continue
+                self.forget(call)
+                failed.append((call.handle, None, CallTimeout(call.id, call.timeout_s,
+                                                              call.attempts)))
+        return again, failed
+
+    def resend_failed(self, call: Call, error: BaseException) -> list[Completion]:
+        """Sending a later attempt raised something other than "no room now": the call
+        cannot go on, so it fails with that error instead of waiting for nothing."""
+        if call.done:
+            return []
+        self.forget(call)
+        return [(call.handle, None, error)]
+
+    def check_liveness(self) -> list[Completion]:
+        """With liveness on: fail every waiting call with :class:`ProcessorsGone` once no
+        processor heard from is alive; note processor runs heard of but not confirmed."""
+        monitor = self.monitor
+        if monitor is None:
+            return []
+        now = self.clock()
+        if now < self._next_liveness:
+            return []
+        self._next_liveness = now + _LIVENESS_EVERY_S
+        for alive in monitor.alive():
+            if alive.instance not in self._confirmed:
+                self._heard(alive.instance)
+        gone = [instance for instance in self._confirmed
+                if (peer := monitor.peer(instance)) is not None
+                and not peer.alive(now, monitor.liveness)]
+        for instance in gone:
+            del self._confirmed[instance]
+        if self.liveness is None or not self.pending or not monitor.all_gone():
+            return []
+        return self.fail_all(lambda call: ProcessorsGone(call.id, call.timeout_s,
+                                                         call.attempts))
+
+    def fail_all(self, error: Callable[[Call], BaseException]) -> list[Completion]:
+        """Forget every pending call; return them failed with ``error(call)``."""
+        calls = list(self.pending.values())
+        self.pending.clear()
+        self._queues.clear()
+        self._queued = 0
+        failed: list[Completion] = []
+        for call in calls:
+            call.done = True
+            failed.append((call.handle, None, error(call)))
+        return failed
+
+    def close(self) -> list[Completion]:
+        """Stop taking calls; fail every pending one with :class:`ClosedError`."""
+        self.closed = True
+        return self.fail_all(lambda call: ClosedError(
+            f"client closed before request {call.id!r} was answered"))
+
+    def fail(self, error: BaseException) -> list[Completion]:
+        """The driver cannot go on (its receiver failed): fail every pending call with
+        ``error`` and refuse new ones with it."""
+        self.broken = error
+        return self.fail_all(lambda call: error)
+
+    # -- readiness -----------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True once ``expect_processors`` distinct processors answered a readiness ping."""
+        return self._ready
+
+    @property
+    def confirmed(self) -> int:
+        """How many distinct processor runs have answered a readiness ping."""
+        return len(self._confirmed)
+
+    @property
+    def unconfirmed(self) -> frozenset[str]:
+        """Processor runs heard of (heartbeats, responses) that have not answered a ping."""
+        return frozenset(self._unconfirmed)
+
+    def readiness_ping(self) -> Id:
+        """A new readiness ping's id (the driver sends a ping with it)."""
+        rid = self.ids()
+        self._pings[rid] = self.clock()
+        return rid
+
+    def ping_due(self) -> bool:
+        """True when the driver should send a readiness ping now: the client is not ready
+        yet, or a processor run was heard of that has not been confirmed (a processor that
+        came back). Backs off from 2 ms to 100 ms between pings."""
+        if self._ready and not self._unconfirmed:
+            return False
+        now = self.clock()
+        if now < self._next_ping:
+            return False
+        self._next_ping = now + self._ping_interval
+        self._ping_interval = min(self._ping_interval * 1.5, _PING_MAX_S)
+        if len(self._pings) > 64:  # unanswered pings of a handshake that never finished
+            self._pings.clear()
+        return True
+
+    def expect(self, processors: int) -> None:
+        """Change how many processors readiness waits for (membership that changes)."""
+        if processors < 1:
+            raise ValueError("expect_processors must be at least 1")
+        self.expect_processors = processors
+        if len(self._confirmed) >= processors:
+            self._ready = True
+
+    def _heard(self, instance: str) -> None:
+        if instance not in self._unconfirmed:
+            self._unconfirmed.add(instance)
+            if self._ready:
+                self.returned += 1
+            self._ping_interval = _PING_FIRST_S
+            self._next_ping = 0.0
+
+    def _confirm(self, response: Response) -> None:
+        key = response.instance or response.processor or str(response.id)
+        self._confirmed[key] = response.processor
+        self._unconfirmed.discard(key)
+        if not self._unconfirmed:
+            self._pings.clear()
+        if len(self._confirmed) >= self.expect_processors:
+            self._ready = True
+
+    # -- deadline queues -----------------------------------------------------------------
+
+    def _enqueue(self, call: Call) -> None:
+        queue = self._queues.get(call.timeout_s)
+        if queue is None:
+            queue = self._queues[call.timeout_s] = deque()
+        queue.append(call)
+        self._queued += 1
+
+    def _compact(self) -> None:
+        # Answered calls wait in their queue until their deadline passes the front; drop
+        # them when they outnumber the calls pending, so memory follows calls in flight.
+        if self._queued <= 2 * len(self.pending) + _COMPACT_EVERY:
+            return
+        for timeout, queue in list(self._queues.items()):
+            kept = deque(call for call in queue if not call.done)
+            if kept:
+                self._queues[timeout] = kept
+            else:
+                del self._queues[timeout]
+        self._queued = sum(len(queue) for queue in self._queues.values())
+
+
+def check_call_options(timeout_s: float, retries: int) -> None:
+    """Reject a call's options that cannot work.
+
+    Raises:
+        ValueError: ``timeout_s`` not positive, or ``retries`` negative.
+    """
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive, not {timeout_s!r}")
+    if retries < 0:
+        raise ValueError(f"retries must not be negative, not {retries!r}")
+
+
+def remote_error(response: Response) -> RemoteError:
+    """The :class:`RemoteError` an error response stands for."""
+    try:
+        response.unwrap()
+    except RemoteError as exc:
+        return exc
+    raise ZJobsError(f"response {response.id!r} is not an error")  # pragma: no cover
+
+
+def completions(items: Iterable[Completion]) -> None:
+    """Carry out completions: set each handle's value or error, skipping the cancelled."""
+    for handle, value, error in items:
+        if handle.done():
+            continue
+        try:
+            if error is None:
+                handle.set_result(value)
+            else:
+                handle.set_exception(error)
+        except InvalidStateError:  # cancelled by another thread meanwhile
+            pass
