@@ -386,10 +386,10 @@ class CallEngine:
         key = response.instance or response.processor or str(response.id)
         self._confirmed[key] = response.processor
         self._unconfirmed.discard(key)
-        if not self._unconfirmed:
-            self._pings.clear()
         if len(self._confirmed) >= self.expect_processors:
             self._ready = True
+        if self._ready and not self._unconfirmed:
+            self._pings.clear()  # their pongs are late now, not needed
 
     # -- deadline queues -----------------------------------------------------------------
 

@@ -1,0 +1,315 @@
+"""One behaviour suite for both clients: the same calls, timeouts, retries, liveness,
+restarts, close and errors against :class:`zjobs.Client` and :class:`zjobs.AsyncClient`.
+
+A difference between the two is a failing test. The asyncio client runs on an event loop
+in a thread of its own and is driven through the same synchronous adapter, so every test
+below is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from jobs_reliability import serve
+
+from zjobs import (
+    AsyncClient,
+    CallTimeout,
+    Client,
+    ClosedError,
+    NotReady,
+    ProcessorsGone,
+    RemoteError,
+    SendTimeout,
+    ZmqProcessor,
+)
+from zjobs.testing import wait_until
+
+T = TypeVar("T")
+WAIT_S = 30.0
+
+
+class Driven:
+    """Either client behind one synchronous face: ``call``, ``submit`` (a concurrent
+    future), ``ping``, ``wait_ready``, ``close`` and the counters."""
+
+    def __init__(self, kind: str, requests: Any, responses: Any, **options: Any) -> None:
+        self.kind = kind
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        if kind == "sync":
+            self.client: Any = Client.connect(requests, responses, **options)
+            return
+        loop = self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
+        self._thread.start()
+
+        async def make() -> AsyncClient:
+            return AsyncClient.connect(requests, responses, **options)
+
+        self.client = self._run(make())
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT_S * 4) -> T:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def call(self, request: Any, **options: Any) -> Any:
+        if self._loop is None:
+            return self.client.call(request, **options)
+        return self._run(self.client.call(request, **options))
+
+    def submit(self, request: Any, **options: Any) -> Future[Any]:
+        if self._loop is None:
+            future: Future[Any] = self.client.submit(request, **options)
+            return future
+        return asyncio.run_coroutine_threadsafe(self.client.call(request, **options),
+                                                self._loop)
+
+    def wait_ready(self, timeout_s: float = WAIT_S) -> None:
+        if self._loop is None:
+            self.client.wait_ready(timeout_s)
+        else:
+            self._run(self.client.wait_ready(timeout_s))
+
+    def ping(self, timeout_s: float = WAIT_S) -> float:
+        if self._loop is None:
+            return float(self.client.ping(timeout_s))
+        return float(self._run(self.client.ping(timeout_s)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)  # counters: resent, replays, returned, ...
+
+    def close(self) -> None:
+        if self._loop is None:
+            self.client.close()
+        else:
+            self._run(self.client.aclose())
+
+    def shutdown(self) -> None:
+        self.close()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            assert self._thread is not None
+            self._thread.join(WAIT_S)
+            self._loop.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def connect(request: pytest.FixtureRequest) -> Iterator[Callable[..., Driven]]:
+    made: list[Driven] = []
+
+    def make(requests: Any, responses: Any, **options: Any) -> Driven:
+        client = Driven(request.param, requests, responses, **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.shutdown()
+
+
+class Gate:
+    """A job that waits until opened, and counts its runs per request."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.runs: Counter[Any] = Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Any, resources: Any) -> Any:
+        with self.lock:
+            self.runs[repr(request)] += 1
+        if request == "boom":
+            raise ValueError("no")
+        self.open.wait(WAIT_S)
+        return request
+
+
+@pytest.fixture
+def gate() -> Iterator[tuple[ZmqProcessor, Gate]]:
+    job = Gate()
+    with ZmqProcessor(job, name="gate", heartbeat_interval_s=0.1) as proc:
+        yield proc, job
+        job.open.set()
+
+
+def test_calls_values_and_errors(connect: Callable[..., Driven],
+                                 gate: tuple[ZmqProcessor, Gate]) -> None:
+    proc, job = gate
+    job.open.set()
+    client = connect(proc.endpoints.requests, proc.endpoints.responses, timeout_s=WAIT_S)
+    assert client.call({"a": [1, b"\x00"]}) == {"a": [1, b"\x00"]}
+    with pytest.raises(RemoteError) as info:
+        client.call("boom")
+    assert (info.value.type, info.value.processor) == ("JobFailed", "gate")
+    assert "ValueError" in info.value.message
+    futures = [client.submit(n) for n in range(500)]
+    assert [f.result(WAIT_S) for f in futures] == list(range(500))
+    assert client.ping() >= 0
+    assert client.pending == 0 and client.unmatched == 0
+
+
+def test_an_unanswered_call_times_out_with_its_attempts(
+        connect: Callable[..., Driven], gate: tuple[ZmqProcessor, Gate]) -> None:
+    proc, job = gate
+    client = connect(proc.endpoints.requests, proc.endpoints.responses)
+    client.wait_ready()
+    with pytest.raises(CallTimeout) as info:
+        client.call("held", timeout_s=0.2)
+    assert info.value.attempts == 1
+    with pytest.raises(CallTimeout) as info:
+        client.call("held-too", timeout_s=0.2, retries=2)
+    assert info.value.attempts == 3
+    assert client.resent == 2
+    job.open.set()
+    # The retried request ran once: the replay window joined the repeats to it.
+    wait_until(lambda: proc.counters.ok >= 2, WAIT_S)
+    assert job.runs[repr("held-too")] == 1
+
+
+def test_retries_get_one_result_and_run_the_job_once(
+        connect: Callable[..., Driven], gate: tuple[ZmqProcessor, Gate]) -> None:
+    proc, job = gate
+    client = connect(proc.endpoints.requests, proc.endpoints.responses)
+    client.wait_ready()
+    future = client.submit("slow", timeout_s=0.1, retries=50)
+    wait_until(lambda: client.resent >= 3, WAIT_S)
+    job.open.set()
+    assert future.result(WAIT_S) == "slow"
+    assert job.runs[repr("slow")] == 1
+    assert client.call("after") == "after"  # late repeats are read and ignored by now
+    assert client.pending == 0
+
+
+def test_bad_options_are_refused_alike(connect: Callable[..., Driven],
+                                       gate: tuple[ZmqProcessor, Gate]) -> None:
+    proc, job = gate
+    job.open.set()
+    client = connect(proc.endpoints.requests, proc.endpoints.responses)
+    with pytest.raises(ValueError, match="timeout_s"):
+        client.call(1, timeout_s=0)
+    with pytest.raises(ValueError, match="retries"):
+        client.call(1, retries=-1)
+
+
+def test_not_ready_without_processors(connect: Callable[..., Driven], ipc_dir: Path) -> None:
+    client = connect(f"ipc://{ipc_dir}/nobody-req", f"ipc://{ipc_dir}/nobody-pub",
+                     ready_timeout_s=0.3)
+    with pytest.raises(NotReady) as info:
+        client.call(1)
+    assert (info.value.seen, info.value.expected) == (0, 1)
+
+
+def test_a_call_with_retries_outlives_a_send_nobody_takes(
+        connect: Callable[..., Driven]) -> None:
+    # The only processor goes away after readiness: a call without retries gets
+    # SendTimeout, one with retries gets CallTimeout counting every attempt (the first
+    # send included), not SendTimeout.
+    proc = ZmqProcessor(lambda r, _: r, name="leaving").start()
+    client = connect(proc.endpoints.requests, proc.endpoints.responses)
+    assert client.call(1) == 1
+    proc.stop()
+    # Until the client's socket notices the peer left, a send may still be queued to the
+    # dead connection: without retries that is lost (CallTimeout), or refused (SendTimeout).
+    with pytest.raises((SendTimeout, CallTimeout)):
+        client.call(2, timeout_s=0.3)
+    with pytest.raises(CallTimeout) as info:
+        client.call(3, timeout_s=0.3, retries=2)
+    assert not isinstance(info.value, ProcessorsGone)
+    assert info.value.attempts == 3
+    with pytest.raises(SendTimeout):  # the connection is known to be gone by now
+        client.call(4, timeout_s=0.3)
+
+
+def test_liveness_fails_waiting_calls_when_every_processor_is_gone(
+        connect: Callable[..., Driven], gate: tuple[ZmqProcessor, Gate]) -> None:
+    proc, job = gate
+    client = connect(proc.endpoints.requests, proc.endpoints.responses, liveness=3,
+                     timeout_s=WAIT_S)
+    client.wait_ready()
+    wait_until(lambda: client.monitor.heartbeats > 0, WAIT_S)
+    future = client.submit("held")
+    wait_until(lambda: job.runs[repr("held")] == 1, WAIT_S)
+    job.open.set()
+    threading.Thread(target=proc.stop, name="test-stopper").start()  # says "stopped"
+    # Answered before the stop, or failed early: never the whole 30 s timeout.
+    error = future.exception(WAIT_S)
+    assert error is None or isinstance(error, ProcessorsGone)
+
+
+def test_close_fails_pending_calls_and_refuses_new_ones(
+        connect: Callable[..., Driven], gate: tuple[ZmqProcessor, Gate]) -> None:
+    proc, _ = gate
+    client = connect(proc.endpoints.requests, proc.endpoints.responses, retries=3)
+    futures = [client.submit(f"held-{n}") for n in range(5)]
+    wait_until(lambda: client.pending == 5, WAIT_S)
+    client.close()
+    for future in futures:
+        assert isinstance(future.exception(WAIT_S), ClosedError)
+    assert client.pending == 0
+    client.close()  # idempotent
+    with pytest.raises(ClosedError):
+        client.call(1)
+
+
+def test_a_restarted_processor_is_seen_and_nothing_after_is_lost(
+        connect: Callable[..., Driven], ipc_dir: Path) -> None:
+    requests, responses = f"ipc://{ipc_dir}/r-req", f"ipc://{ipc_dir}/r-pub"
+    first = ZmqProcessor(lambda r, _: r, name="r", requests=requests, responses=responses,
+                         heartbeat_interval_s=0.05).start()
+    client = connect(requests, responses)
+    assert client.call("before") == "before"
+    first.stop()
+    second = ZmqProcessor(lambda r, _: r, name="r", requests=requests, responses=responses,
+                          heartbeat_interval_s=0.05).start()
+    try:
+        # The new run's heartbeats reach the client: it pings the run until it answers.
+        wait_until(lambda: client.returned >= 1, WAIT_S)
+        wait_until(lambda: not client._engine.unconfirmed, WAIT_S)
+        futures = [client.submit(n, timeout_s=WAIT_S) for n in range(300)]
+        assert [f.result(WAIT_S) for f in futures] == list(range(300))
+    finally:
+        second.stop()
+
+
+@pytest.mark.timeout(180)
+def test_kill_9_of_one_of_two_daemons_loses_and_duplicates_nothing(
+        connect: Callable[..., Driven]) -> None:
+    a, b = serve("quick", name="a"), serve("quick", name="b")
+    calls = 2_000
+    try:
+        client = connect([a.requests, b.requests], [a.responses, b.responses],
+                         timeout_s=2.0, retries=8)
+        client.wait_ready(60)
+        done: Counter[int] = Counter()
+        lock = threading.Lock()
+
+        def note(i: int) -> Callable[[Future[Any]], None]:
+            def count(_: Future[Any]) -> None:
+                with lock:
+                    done[i] += 1
+            return count
+
+        futures = []
+        for i in range(calls):
+            future = client.submit(i)
+            future.add_done_callback(note(i))
+            futures.append(future)
+            if i == calls // 4:
+                a.proc.send_signal(signal.SIGKILL)  # by PID, with calls queued in it
+        results = [f.result(120) for f in futures]
+        assert client.call(-1) == -2  # late duplicates from b are read by now
+        assert results == [2 * i for i in range(calls)]
+        assert sorted(done.values()) == [1] * calls  # none lost, none twice
+        assert client.pending == 0
+    finally:
+        a.stop()
+        assert b.stop() == 0, b.diagnostics()
