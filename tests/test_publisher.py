@@ -86,3 +86,70 @@ def test_interval_must_be_positive(
         pub_sub: tuple[zmq.Socket[bytes], zmq.Socket[bytes]]) -> None:
     with pytest.raises(ValueError):
         Publisher(pub_sub[0], name="p", instance="i", heartbeat_interval_s=0)
+
+
+@pytest.fixture
+def xpub() -> Iterator[zmq.Socket[bytes]]:
+    sock = zmq.Context.instance().socket(zmq.XPUB)
+    try:
+        sock.linger = 0
+        sock.bind("tcp://127.0.0.1:*")
+        yield sock
+    finally:
+        sock.close()
+
+
+def subscriber(xpub: zmq.Socket[bytes], topic: bytes) -> zmq.Socket[bytes]:
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.linger = 0
+    sub.setsockopt(zmq.SUBSCRIBE, topic)
+    sub.connect(xpub.LAST_ENDPOINT.decode())
+    return sub
+
+
+def test_a_response_waits_for_its_late_subscriber(xpub: zmq.Socket[bytes]) -> None:
+    # The answer is published before the client's subscription arrives (a reconnect
+    # racing a request): it is held and delivered once the subscription comes.
+    publisher = Publisher(xpub, name="p", instance="i1", heartbeat_interval_s=None)
+    publisher.publish([b"late-topic", encode({"v": 1}), encode("answer")])
+    assert publisher.held == 1
+    sub = subscriber(xpub, b"late-topic")
+    try:
+        deadline = time.monotonic() + 10
+        while not sub.poll(10):
+            publisher.flush()  # the heartbeat thread's job when heartbeats are on
+            assert time.monotonic() < deadline, "the held answer never came"
+        topic, _, body = sub.recv_multipart()
+        assert (topic, decode(body)) == (b"late-topic", "answer")
+        assert publisher.unheard == 0
+        publisher.publish([b"late-topic", encode({"v": 1}), encode("next")])
+        assert publisher.held == 1  # a topic with a subscriber is not held again
+        assert decode(receive(sub)[2]) == "next"
+    finally:
+        publisher.close()
+        sub.close()
+
+
+def test_held_messages_are_published_after_hold_s_and_counted_unheard(
+        xpub: zmq.Socket[bytes]) -> None:
+    publisher = Publisher(xpub, name="p", instance="i1", heartbeat_interval_s=None,
+                          hold_s=0.05)
+    publisher.publish([b"nobody", encode({"v": 1}), encode(1)])
+    publisher.publish([HEARTBEAT_TOPIC, encode({"v": 1}), encode({})])  # never held
+    assert (publisher.held, publisher.seq) == (1, 1)
+    time.sleep(0.06)  # the hold time itself is what is tested here
+    publisher.flush()
+    assert (publisher.unheard, publisher.seq) == (1, 2)
+
+
+def test_without_hold_an_unsubscribed_topic_is_dropped_as_by_pub(
+        xpub: zmq.Socket[bytes]) -> None:
+    publisher = Publisher(xpub, name="p", instance="i1", heartbeat_interval_s=None, hold_s=0)
+    publisher.publish([b"gone", encode({"v": 1}), encode(1)])
+    sub = subscriber(xpub, b"gone")
+    try:
+        assert publisher.held == 0 and publisher.seq == 1
+        assert not sub.poll(100)
+    finally:
+        publisher.close()
+        sub.close()

@@ -61,3 +61,33 @@ def test_everything_reconnects_to_a_restarted_processor(
     finally:
         for peer in peers:
             peer.stop()
+
+
+@pytest.mark.timeout(180)
+def test_first_answers_after_a_restart_reach_a_client_without_retries() -> None:
+    # Two daemons behind one client, retries=0. One is killed and restarted on the same
+    # endpoints: the client's request socket may reconnect before its subscription does,
+    # so the restarted processor answers calls whose subscriber is not there yet. It holds
+    # those answers until the subscription arrives: none of the calls made after the
+    # restart is lost.
+    a, b = serve("double", name="a"), serve("double", name="b")
+    peers = [a, b]
+    try:
+        with Client.connect([a.requests, b.requests], [a.responses, b.responses],
+                            timeout_s=20.0) as client:
+            client.wait_ready(timeout_s=60)
+            assert client.call(1) == 2
+            current = a
+            for cycle in range(3):  # the race is won or lost anew on every restart
+                current.stop(signal.SIGKILL)
+                current = serve("double", a.requests, a.responses, name="a")
+                peers.append(current)
+                futures = [client.submit(n) for n in range(500)]
+                results = [f.exception(60) or f.result() for f in futures]
+                lost = sum(isinstance(r, BaseException) for r in results)
+                assert lost == 0, f"restart {cycle}: {lost} of 500 calls got no answer"
+                assert results == [2 * n for n in range(500)]
+            assert current.stop(signal.SIGTERM) == 0, current.diagnostics()
+    finally:
+        for peer in peers:
+            peer.stop()

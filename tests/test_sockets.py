@@ -42,7 +42,7 @@ def test_binds_both_with_the_options_and_resolves_wildcards() -> None:
         assert not sockets.requests.endswith(":*")
         assert sockets.responses != sockets.requests
         assert sockets.pull is not None and sockets.pub is not None
-        assert (sockets.pull.type, sockets.pub.type) == (zmq.PULL, zmq.PUB)
+        assert (sockets.pull.type, sockets.pub.type) == (zmq.PULL, zmq.XPUB)
         assert (sockets.pull.linger, sockets.pull.rcvhwm, sockets.pull.maxmsgsize) == (0, 11, 1024)
         assert (sockets.pub.linger, sockets.pub.sndhwm) == (7, 13)
         assert sockets.pub.getsockopt(zmq.HEARTBEAT_IVL) == DEFAULT_KEEPALIVE.interval_ms
@@ -67,8 +67,8 @@ def test_a_failed_bind_closes_both_and_names_the_endpoint() -> None:
         open_sockets("bogus://nowhere", security)
     assert info.value.endpoint == "bogus://nowhere"
     # The no_leaks fixture fails the test if either socket stayed open.
-    assert security.configured == [zmq.PULL, zmq.PUB]
-    assert security.released == [(zmq.PULL, True), (zmq.PUB, True)]
+    assert security.configured == [zmq.PULL, zmq.XPUB]
+    assert security.released == [(zmq.PULL, True), (zmq.XPUB, True)]
 
 
 def test_close_releases_each_socket_after_closing_it() -> None:
@@ -77,7 +77,7 @@ def test_close_releases_each_socket_after_closing_it() -> None:
     assert security.released == []
     sockets.close()
     sockets.close()
-    assert security.released == [(zmq.PULL, True), (zmq.PUB, True)]
+    assert security.released == [(zmq.PULL, True), (zmq.XPUB, True)]
 
 
 # -- SocketPeer: what senders and receivers share ---------------------------------------------

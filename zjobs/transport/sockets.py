@@ -165,7 +165,8 @@ class ProcessorSockets:
         self.pub: zmq.Socket[Any] | None = None
         try:
             self.pull = _socket(context, zmq.PULL, pull_class)
-            self.pub = _socket(context, zmq.PUB, pub_class)
+            # XPUB: a PUB that also tells who subscribed (see transport/publisher.py).
+            self.pub = _socket(context, zmq.XPUB, pub_class)
             self.pull.linger = 0
             self.pull.rcvhwm = rcvhwm
             self.pull.maxmsgsize = max_message_size
