@@ -84,6 +84,16 @@ class Driven:
             return float(self.client.ping(timeout_s))
         return float(self._run(self.client.ping(timeout_s)))
 
+    def update(self, requests: list[str], responses: list[str]) -> None:
+        if self._loop is None:
+            self.client.update_endpoints(requests, responses)
+            return
+
+        async def update() -> None:
+            self.client.update_endpoints(requests, responses)
+
+        self._run(update())
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)  # counters: resent, replays, returned, ...
 
@@ -313,3 +323,43 @@ def test_kill_9_of_one_of_two_daemons_loses_and_duplicates_nothing(
     finally:
         a.stop()
         assert b.stop() == 0, b.diagnostics()
+
+
+def test_processors_added_and_removed_while_the_client_runs(
+        connect: Callable[..., Driven]) -> None:
+    one = ZmqProcessor(lambda r, _: r, name="one", heartbeat_interval_s=0.05).start()
+    two = ZmqProcessor(lambda r, _: r, name="two", heartbeat_interval_s=0.05).start()
+    try:
+        client = connect(one.endpoints.requests, one.endpoints.responses, retries=3,
+                         timeout_s=5.0)
+        assert client.call(0) == 0
+        client.update([one.endpoints.requests, two.endpoints.requests],
+                      [one.endpoints.responses, two.endpoints.responses])
+        # The newcomer is pinged once its heartbeats are seen, while calls go on.
+        wait_until(lambda: client._engine.confirmed >= 2, WAIT_S)
+        futures = [client.submit(n) for n in range(200)]
+        assert [f.result(WAIT_S) for f in futures] == list(range(200))
+        assert two.counters.received > 1
+        client.update([two.endpoints.requests], [two.endpoints.responses])
+        before = one.counters.received
+        futures = [client.submit(n) for n in range(200)]
+        assert [f.result(WAIT_S) for f in futures] == list(range(200))
+        assert one.counters.received == before  # nothing sent to the removed one
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_ping_after_the_processor_left_ends_within_its_timeout(
+        connect: Callable[..., Driven]) -> None:
+    proc = ZmqProcessor(lambda r, _: r, name="leaving").start()
+    client = connect(proc.endpoints.requests, proc.endpoints.responses)
+    assert client.ping() >= 0
+    proc.stop()
+    with pytest.raises((SendTimeout, CallTimeout)):
+        client.ping(0.3)
+    with pytest.raises((SendTimeout, CallTimeout)):
+        client.ping(0.3)
+    client.close()  # not held up by a send in progress
+    with pytest.raises(ClosedError):
+        client.ping(0.3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -196,3 +197,25 @@ def test_id_generator() -> None:
     a, b = IdGenerator(), IdGenerator()
     assert a.prefix != b.prefix
     assert a() != b()
+
+
+def test_close_from_another_thread_ends_a_send_blocked_for_ever(ipc_dir: Path) -> None:
+    # No processor and no send timeout: the send waits for room; close() must still get
+    # the sender's lock, and the waiting send ends with ClosedError instead of hanging.
+    sender = ZmqSender(f"ipc://{ipc_dir}/nobody", immediate=True)
+    outcome: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            sender.send("x")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=send, name="test-blocked-send")
+    thread.start()
+    thread.join(0.2)
+    assert thread.is_alive()  # blocked, as it should be with nowhere to send
+    sender.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], ClosedError)

@@ -20,6 +20,8 @@ from zjobs.wire.protocol import PONG
 
 __all__ = ["running_processor", "wait_subscribed", "wait_until"]
 
+_LATE_PONG_S = 0.01  # a quiet gap that ends the wait for late pongs
+
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0,
                interval_s: float = 0.005) -> None:
@@ -56,9 +58,23 @@ def wait_subscribed(sender: MpSend, receiver: McReceive, *, topic: str | bytes =
             except ReceiveTimeout:
                 break
             if response.status == PONG and response.id in sent:
+                sent.discard(response.id)
+                _swallow_late_pongs(receiver, sent)
                 return
         interval = min(interval * 1.5, 0.1)
     raise NotReady(getattr(sender, "endpoints", []), timeout_s, 0, 1)
+
+
+def _swallow_late_pongs(receiver: McReceive, sent: set[Any]) -> None:
+    # Processors hold a pong until its subscriber is there, so the earlier probes are
+    # answered too, right after the first: take them off the receiver, not the caller.
+    while sent:
+        try:
+            response = receiver.receive(timeout=_LATE_PONG_S)
+        except ReceiveTimeout:
+            return
+        if response.status == PONG:
+            sent.discard(response.id)
 
 
 @contextmanager

@@ -46,6 +46,16 @@ async def wait_subscribed(sender: AsyncZmqSender, receiver: AsyncZmqReceiver, *,
             except ReceiveTimeout:
                 break
             if response.status == PONG and response.id in sent:
+                sent.discard(response.id)
+                # Processors hold a pong until its subscriber is there, so the earlier
+                # probes are answered too, right after the first: take them off here.
+                while sent:
+                    try:
+                        late = await receiver.receive(timeout=0.01)
+                    except ReceiveTimeout:
+                        break
+                    if late.status == PONG:
+                        sent.discard(late.id)
                 return
         interval = min(interval * 1.5, 0.1)
     raise NotReady(sender.endpoints, timeout_s, 0, 1)

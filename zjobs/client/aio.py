@@ -25,7 +25,7 @@ from zjobs.transport.async_receiver import AsyncZmqReceiver
 from zjobs.transport.async_sender import AsyncZmqSender
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.sender import IdGenerator
-from zjobs.transport.sockets import ClientSecurity, endpoint_list
+from zjobs.transport.sockets import ClientSecurity, change_endpoints, endpoint_list
 from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
 from zjobs.wire.protocol import PONG, Meta, Response
 
@@ -191,6 +191,20 @@ class AsyncClient:
     def returned(self) -> int:
         """Processor runs seen coming back after the client was ready (restarts)."""
         return self._engine.returned
+
+    # -- membership ----------------------------------------------------------------------
+
+    def update_endpoints(self, requests: Iterable[str], responses: Iterable[str]) -> None:
+        """Use these processors from now on (see :meth:`zjobs.Client.update_endpoints`).
+        Call it from the client's event loop.
+
+        Raises:
+            ConnectError: an endpoint is malformed.
+        """
+        wanted_requests, wanted_responses = endpoint_list(requests), endpoint_list(responses)
+        change_endpoints(self.receiver, wanted_responses)
+        change_endpoints(self.sender, wanted_requests)
+        self._engine.expect(max(1, len(wanted_requests)))
 
     # -- readiness -----------------------------------------------------------------------
 

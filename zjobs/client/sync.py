@@ -30,7 +30,7 @@ from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, Timeout
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.receiver import HeartbeatReceive, McReceive, ZmqReceiver
 from zjobs.transport.sender import IdGenerator, MpSend, ZmqSender
-from zjobs.transport.sockets import ClientSecurity, SocketPeer, endpoint_list
+from zjobs.transport.sockets import ClientSecurity, SocketPeer, change_endpoints, endpoint_list
 from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
 from zjobs.wire.protocol import Meta, Response
 
@@ -245,6 +245,31 @@ class Client:
     def returned(self) -> int:
         """Processor runs seen coming back after the client was ready (restarts)."""
         return self._engine.returned
+
+    # -- membership ----------------------------------------------------------------------
+
+    def update_endpoints(self, requests: Iterable[str], responses: Iterable[str]) -> None:
+        """Use these processors from now on: connect the new endpoints (responses first,
+        so the subscription is on its way before requests go), disconnect the removed ones.
+
+        Calls in flight to a removed processor are sent again elsewhere when they have
+        retries left. Processors that joined are pinged as soon as their heartbeats or
+        answers are seen; the client stays ready meanwhile (readiness counts the
+        processors it can see now). Safe from any thread.
+
+        Raises:
+            TypeError: the sender or receiver does not connect to endpoints.
+            ConnectError: an endpoint is malformed.
+        """
+        sender, receiver = self.sender, self.receiver
+        if not isinstance(sender, SocketPeer) or not isinstance(receiver, SocketPeer):
+            raise TypeError("update_endpoints needs a sender and receiver over ZeroMQ")
+        wanted_requests, wanted_responses = endpoint_list(requests), endpoint_list(responses)
+        with self._pump:  # the receiver is not thread-safe: change it while nobody reads
+            change_endpoints(receiver, wanted_responses)
+            change_endpoints(sender, wanted_requests)
+        with self._lock:
+            self._engine.expect(max(1, len(wanted_requests)))
 
     # -- readiness -----------------------------------------------------------------------
 

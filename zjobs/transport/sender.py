@@ -16,12 +16,14 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import zmq
 
-from zjobs.errors import SendTimeout
+from zjobs.errors import ClosedError, SendTimeout
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.sockets import ClientSecurity, SocketPeer, push_options, send_multipart
 from zjobs.wire.protocol import Id, Meta, RequestEncoder
 
 __all__ = ["USE_SENDER_DEFAULT", "IdGenerator", "MpSend", "UseSenderDefault", "ZmqSender"]
+
+_SLICE_MS = 50  # longest a blocked send waits before it looks whether the sender closes
 
 
 class UseSenderDefault(enum.Enum):
@@ -160,16 +162,10 @@ class ZmqSender(SocketPeer[zmq.Socket[bytes]]):
 
         An explicit ``timeout_s`` also bounds the wait for another thread's send to finish.
         """
-        if timeout_s is USE_SENDER_DEFAULT:
-            with self._lock:
-                try:
-                    send_multipart(self._live(), frames)
-                except zmq.Again as exc:
-                    raise SendTimeout(self.endpoints, self.send_timeout_s) from exc
-            return
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        if not self._lock.acquire(timeout=-1 if timeout_s is None else timeout_s):
-            raise SendTimeout(self.endpoints, timeout_s)
+        limit = self.send_timeout_s if timeout_s is USE_SENDER_DEFAULT else timeout_s
+        deadline = None if limit is None else time.monotonic() + limit
+        if not self._lock.acquire(timeout=-1 if limit is None else limit):
+            raise SendTimeout(self.endpoints, limit)
         try:
             sock = self._live()
             while True:
@@ -177,12 +173,16 @@ class ZmqSender(SocketPeer[zmq.Socket[bytes]]):
                     send_multipart(sock, frames, block=False)  # the usual case: room now
                     return
                 except zmq.Again as exc:
-                    if deadline is None:
-                        sock.poll(None, zmq.POLLOUT)
-                        continue
-                    left_ms = int((deadline - time.monotonic()) * 1000)
-                    if left_ms <= 0:
-                        raise SendTimeout(self.endpoints, timeout_s) from exc
-                    sock.poll(left_ms, zmq.POLLOUT)
+                    # Wait for room in slices, so that close() from another thread (which
+                    # needs this lock) ends a long wait within one slice.
+                    wait_ms = _SLICE_MS
+                    if deadline is not None:
+                        left_ms = int((deadline - time.monotonic()) * 1000)
+                        if left_ms <= 0:
+                            raise SendTimeout(self.endpoints, limit) from exc
+                        wait_ms = min(wait_ms, left_ms)
+                    if self._closing:
+                        raise ClosedError("sender is closed") from exc
+                    sock.poll(wait_ms, zmq.POLLOUT)
         finally:
             self._lock.release()

@@ -7,6 +7,7 @@ Errors name the endpoint; wildcard binds report the endpoint actually bound.
 
 from __future__ import annotations
 
+import errno
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -24,6 +25,7 @@ __all__ = [
     "ServerSecurity",
     "SocketPeer",
     "bind",
+    "change_endpoints",
     "connect",
     "connectable",
     "endpoint_list",
@@ -224,6 +226,16 @@ def sub_options(socket: zmq.Socket[Any], *, rcvhwm: int) -> None:
     socket.rcvhwm = rcvhwm
 
 
+def change_endpoints(peer: SocketPeer[Any], wanted: Iterable[str]) -> None:
+    """Connect ``peer`` to the endpoints in ``wanted`` it lacks, and disconnect the others."""
+    wanted = list(wanted)
+    for endpoint in wanted:
+        if endpoint not in peer.endpoints:
+            peer.connect(endpoint)
+    for endpoint in [e for e in peer.endpoints if e not in wanted]:
+        peer.disconnect(endpoint)
+
+
 class SocketPeer(Generic[S]):
     """What every sender and receiver (sync or asyncio) has in common: one socket that
     connects to processors' endpoints.
@@ -241,6 +253,7 @@ class SocketPeer(Generic[S]):
         self.endpoints: list[str] = []
         self._lock = threading.Lock()
         self._socket: S | None = socket
+        self._closing = False  # set before close() waits for the lock
 
     def __enter__(self) -> Self:
         return self
@@ -286,9 +299,30 @@ class SocketPeer(Generic[S]):
             connect(self._live(), endpoint)
             self.endpoints.append(endpoint)
 
+    def disconnect(self, endpoint: str) -> None:
+        """Stop using one processor's endpoint (membership that changes at run time).
+
+        Requests queued for it are dropped with the connection; calls with retries are
+        sent again elsewhere.
+
+        Raises:
+            ValueError: ``endpoint`` is not connected.
+            ClosedError: already closed.
+        """
+        with self._lock:
+            if endpoint not in self.endpoints:
+                raise ValueError(f"{endpoint} is not connected")
+            try:
+                self._live().disconnect(endpoint)
+            except zmq.ZMQError as exc:
+                if exc.errno != errno.ENOENT:  # never connected for real: nothing to undo
+                    raise ConnectError(endpoint, exc.strerror) from exc
+            self.endpoints.remove(endpoint)
+
     def close(self) -> None:
         """Close the socket; idempotent. Queued messages get the socket's linger time
         (``linger_ms``) to leave; pending asyncio sends and receives end."""
+        self._closing = True
         with self._lock:
             if self._socket is not None:
                 self._socket.close()
