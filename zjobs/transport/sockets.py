@@ -7,6 +7,7 @@ Errors name the endpoint; wildcard binds report the endpoint actually bound.
 
 from __future__ import annotations
 
+import errno
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -284,6 +285,25 @@ class SocketPeer(Generic[S]):
         with self._lock:
             connect(self._live(), endpoint)
             self.endpoints.append(endpoint)
+
+    def disconnect(self, endpoint: str) -> None:
+        """Stop using one processor's endpoint (a membership change): no new messages go
+        there, and its connection is dropped once what is queued for it has left (up to
+        the socket's linger). An endpoint not connected is ignored.
+
+        Raises:
+            ClosedError: already closed.
+        """
+        with self._lock:
+            sock = self._live()
+            if endpoint not in self.endpoints:
+                return
+            try:
+                sock.disconnect(endpoint)
+            except zmq.ZMQError as exc:
+                if exc.errno != errno.ENOENT:  # already gone inside libzmq: the same outcome
+                    raise ConnectError(endpoint, exc.strerror) from exc
+            self.endpoints.remove(endpoint)
 
     def close(self) -> None:
         """Close the socket; idempotent. Queued messages get the socket's linger time
