@@ -105,6 +105,9 @@ class MembershipTracker:
     def read(self, reading: Members | MembershipError) -> Members | None:
         """The set to apply after ``reading``, or None to keep the current one."""
         self.readings += 1
+        if isinstance(reading, Members) and not reading:
+            # Nothing at all is treated as a failed reading, never as "drop everybody".
+            reading = MembershipError(str(self.source), "no processors found")
         if isinstance(reading, MembershipError):
             if self.last_error is None or str(self.last_error) != str(reading):
                 log.warning("membership %r: %s; keeping the last known %d processor(s)",
@@ -115,9 +118,6 @@ class MembershipTracker:
         if self.last_error is not None:
             log.info("membership %r: resolving again", self.source)
             self.last_error = None
-        if not reading:
-            # Nothing at all is treated as a failed reading, never as "drop everybody".
-            return self.read(MembershipError(str(self.source), "no processors found"))
         if reading == self.current:
             return None
         log.info("membership %r: %d -> %d processor(s): requests %s", self.source,
