@@ -14,10 +14,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from jobs_interop import STOP_TIMEOUT_S, skip_or_fail
+from jobs_interop import START_TIMEOUT_S, STOP_TIMEOUT_S, skip_or_fail
 
 DOMAIN = "svc.test"
 
@@ -57,9 +58,25 @@ class DnsServer:
         if os.geteuid() == 0:
             argv.append("--user=root")  # the test's temporary files are not readable by nobody
         argv += [f"--srv-host={name},{target},{port}" for name, target, port in srv]
-        self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self._log_file = self._dir / "log"
+        with open(self._log_file, "ab") as log:  # O_APPEND: read separately by path
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        try:
+            self._wait_reads(1)  # signals sent before its handlers are set would kill it
+        except BaseException:
+            self.close()
+            raise
+
+    def _reads(self) -> int:
+        return self.log().count(f"read {self.hosts_file} - ")
+
+    def _wait_reads(self, count: int) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self._reads() < count:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"dnsmasq did not read its hosts file: {self.log()}")
+            time.sleep(0.01)
 
     def _write(self, hosts: Mapping[str, Iterable[str]]) -> None:
         lines = [f"{address} {name}" for name, addresses in hosts.items()
@@ -69,9 +86,11 @@ class DnsServer:
         tmp.replace(self.hosts_file)  # atomic: dnsmasq never reads half a file
 
     def set_hosts(self, hosts: Mapping[str, Iterable[str]]) -> None:
-        """Replace every A/AAAA record and make dnsmasq read them (SIGHUP)."""
+        """Replace every A/AAAA record; return once dnsmasq has read them (SIGHUP)."""
+        reads = self._reads()
         self._write(hosts)
         os.kill(self.proc.pid, signal.SIGHUP)
+        self._wait_reads(reads + 1)
 
     def pause(self) -> None:
         """Stop answering (SIGSTOP): queries time out."""
@@ -82,8 +101,8 @@ class DnsServer:
         os.kill(self.proc.pid, signal.SIGCONT)
 
     def log(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
+        """What dnsmasq printed so far."""
+        return self._log_file.read_text(encoding="utf-8", errors="replace")
 
     def close(self) -> None:
         """Stop dnsmasq by its PID and remove its files."""
@@ -97,5 +116,4 @@ class DnsServer:
                     self.proc.kill()
                     self.proc.wait(STOP_TIMEOUT_S)
         finally:
-            self._log.close()
             shutil.rmtree(self._dir, ignore_errors=True)
