@@ -163,7 +163,7 @@ def test_a_failing_source_keeps_the_last_known_set() -> None:
 def test_connect_raises_when_the_first_reading_fails() -> None:
     source = Mutable(zjobs.Members([], []))
     source.value = zjobs.MembershipError("name.test", "no such name")
-    with pytest.raises(zjobs.MembershipError, match="name.test: no such name"):
+    with pytest.raises(zjobs.MembershipError, match=r"name\.test: no such name"):
         zjobs.Client.connect(membership=source)
     with pytest.raises(ValueError, match="not both"):
         zjobs.Client.connect("tcp://127.0.0.1:1", "tcp://127.0.0.1:2",
