@@ -38,6 +38,7 @@ from zjobs.errors import (
 )
 from zjobs.processor.sync import Endpoints
 from zjobs.run.daemon import Daemon, ServedProcessor, ServeSettings
+from zjobs.run.export import write_systemd
 from zjobs.run.loader import add_app_dir, load_callable
 from zjobs.run.supervisor import Supervisor
 from zjobs.run.system import LINK_READY, SystemFileError, load_system, start_system
@@ -541,8 +542,13 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
         help="Only validate FILE: report every mistake with its line, start nothing.")
 @option("--only", metavar="NAME,...",
         help="Start only these processors and links (on several hosts, each starts its part).")
+@option("--export", nargs=2, type=(click.Choice(["systemd"]), click.Path(file_okay=False)),
+        metavar="systemd DIR", default=None,
+        help="Start nothing: write systemd units for FILE into DIR (one per processor and "
+             "link, a template for replicas, SYSTEM.target for all), supervised by systemd.")
 @_LOG_LEVEL
-def up(file: str, check: bool, only: str | None, log_level: str) -> None:
+def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
+       log_level: str) -> None:
     """Start the processors and links described in FILE, supervised, until SIGTERM or Ctrl-C.
 
     Each processor replica runs as `zjobs serve`, each link as `zjobs link`, in child
@@ -551,10 +557,16 @@ def up(file: str, check: bool, only: str | None, log_level: str) -> None:
     and a line starting with "ready:". SIGTERM or Ctrl-C stops every child gracefully and
     exits with 0. With --check, mistakes are listed as FILE:LINE: problem, exit code 2.
 
+    With --export systemd DIR the same processes become systemd units instead (ExecStart
+    runs this environment's zjobs); install them with
+    cp -r DIR/* /etc/systemd/system/ && systemctl daemon-reload &&
+    systemctl enable --now SYSTEM.target.
+
     \b
     Example:
       zjobs up examples/pipeline/system.toml
       zjobs up --check examples/pipeline/system.toml
+      zjobs up --export systemd units/ examples/pipeline/system.toml
     """
     _configure_logging(log_level)
     try:
@@ -566,6 +578,18 @@ def up(file: str, check: bool, only: str | None, log_level: str) -> None:
     if check:
         _echo(f"{file}: ok: {len(system.processors)} processor(s), "
               f"{len(system.links)} link(s)")
+        return
+    if export is not None:
+        try:
+            written = write_systemd(system, export[1])
+        except SystemFileError as exc:
+            for problem in exc.problems:
+                _echo(f"Error: {problem}", sys.stderr)
+            sys.exit(RET_USAGE)
+        for path in written:
+            _echo(f"wrote {path}")
+        _echo(f"install: cp -r {export[1]}/* /etc/systemd/system/ && systemctl daemon-reload "
+              f"&& systemctl enable --now {_target_name(written)}")
         return
     supervisor = Supervisor(out=_echo)
     previous = {sig: signal.signal(sig, lambda signum, frame: supervisor.request_stop())
@@ -589,6 +613,10 @@ def up(file: str, check: bool, only: str | None, log_level: str) -> None:
     if failure is not None:
         raise CliError(str(failure), RET_ERROR)
     _echo(f"stopped {system.name}")
+
+
+def _target_name(paths: list[Path]) -> str:
+    return next((p.name for p in paths if p.suffix == ".target"), "")
 
 
 # -- keygen -------------------------------------------------------------------------------

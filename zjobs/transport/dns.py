@@ -159,9 +159,12 @@ class DnsMembership:
 
     def _query(self, name: str, rdtype: str, endpoint: str) -> dns.resolver.Answer:
         left = self._deadline - time.monotonic()
+        timed_out = MembershipError(endpoint, f"no answer for {name} {rdtype} within "
+                                              f"{self.timeout_s}s from "
+                                              f"{', '.join(map(str, self._resolver.nameservers))}")
+        if left <= 0:
+            raise timed_out
         try:
-            if left <= 0:
-                raise dns.resolver.LifetimeTimeout(timeout=self.timeout_s, errors=[])
             return self._resolver.resolve(dns.name.from_text(name), rdtype, search=False,
                                           lifetime=left)
         except dns.resolver.NXDOMAIN as exc:
@@ -169,9 +172,6 @@ class DnsMembership:
         except dns.resolver.NoAnswer as exc:
             raise _NoRecords(endpoint, f"{name} has no {rdtype} records") from exc
         except dns.exception.Timeout as exc:
-            raise MembershipError(endpoint, f"no answer for {name} {rdtype} within "
-                                            f"{self.timeout_s}s from "
-                                            f"{', '.join(map(str, self._resolver.nameservers))}"
-                                  ) from exc
+            raise timed_out from exc
         except dns.exception.DNSException as exc:  # NoNameservers (SERVFAIL, REFUSED), ...
             raise MembershipError(endpoint, f"{name} {rdtype}: {exc}") from exc
