@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -124,3 +125,63 @@ def test_client_connects_to_the_processors_a_name_resolves_to(server: DnsServer)
         with pytest.raises(zjobs.MembershipError, match="no such name"):
             zjobs.Client.connect(membership=membership(server, "dns://gone.svc.test:1",
                                                        "dns://gone.svc.test:2"))
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def _ports(proc: zjobs.ZmqProcessor) -> tuple[str, str]:
+    eps = proc.connect_endpoints
+    return eps.requests.rsplit(":", 1)[1], eps.responses.rsplit(":", 1)[1]
+
+
+def test_send_and_ping_resolve_dns_endpoints(server: DnsServer) -> None:
+    from click.testing import CliRunner
+
+    from zjobs.cli.commands import main
+
+    with running_processor(lambda r, _: r, name="clidns") as proc:
+        req, res = _ports(proc)
+        server.set_hosts({**HOSTS, "cli.svc.test": ["127.0.0.1"]})
+        dns = ["--requests", f"dns://cli.svc.test:{req}", "--responses",
+               f"dns://cli.svc.test:{res}", "--dns-server", f"127.0.0.1:{server.port}"]
+        result = CliRunner().invoke(main, ["send", *dns, '"hi"'])
+        assert result.exit_code == 0, result.output
+        line = json.loads(result.output)
+        assert (line["value"], line["processor"]) == ("hi", "clidns")
+        result = CliRunner().invoke(main, ["ping", *dns])
+        assert result.exit_code == 0 and "processors=1" in result.output, result.output
+        result = CliRunner().invoke(main, ["ping", *dns[:4], "--dns-server",
+                                           f"127.0.0.1:{server.port}", "--timeout", "1",
+                                           "--requests", "dns://nope.svc.test:1"])
+        assert result.exit_code == 1
+        assert "no such name nope.svc.test" in result.output
+        result = CliRunner().invoke(main, ["ping", "--requests", "tcp://127.0.0.1:1",
+                                           "--responses", "tcp://127.0.0.1:2",
+                                           "--dns-server", "127.0.0.1"])
+        assert result.exit_code == 2 and "needs a dns://" in result.output
+
+
+def test_a_link_follows_its_downstream_by_dns(server: DnsServer) -> None:
+    import signal
+
+    from jobs_interop import Peer, zjobs_command
+
+    with running_processor(lambda r, _: r + 1, name="up") as up, \
+            running_processor(lambda r, _: r * 10, name="down1",
+                              requests="tcp://127.0.0.1:*") as down1:
+        req, _ = _ports(down1)
+        server.set_hosts({**HOSTS, "down.svc.test": ["127.0.0.1"]})
+        eps = up.connect_endpoints
+        link = Peer([*zjobs_command(), "link", "--from", eps.responses, "--from-requests",
+                     eps.requests, "--to-requests", f"dns://down.svc.test:{req}",
+                     "--dns-server", f"127.0.0.1:{server.port}", "--name", "dnslink"],
+                    wait_listening=False)
+        try:
+            wait_until(lambda: any(line.startswith("forwarding ") for line in link.lines),
+                       timeout_s=60)
+            with zjobs.Pipeline.connect(eps.requests, down1.connect_endpoints.responses,
+                                        timeout_s=20) as chain:
+                assert chain.call_response(4).processor == "down1"
+        finally:
+            assert link.stop(signal.SIGTERM) == 0, link.diagnostics()

@@ -226,3 +226,24 @@ async def test_async_watcher_applies_changes_on_the_loop() -> None:
     source.value = zjobs.MembershipError("name.test", "no such name")
     with pytest.raises(zjobs.MembershipError):
         await AsyncMembershipWatcher(source, apply).start()
+
+
+def test_a_link_follows_its_downstream_membership() -> None:
+    with running_processor(lambda r, _: r + 1, name="up") as up, \
+            running_processor(job, name="d1") as d1, running_processor(job, name="d2") as d2:
+        source = Mutable(members_of(d1))
+        entry = up.connect_endpoints.requests
+        link = zjobs.Link(up, d1.connect_endpoints.requests, name="follow")
+        with link, zjobs.MembershipWatcher(source, lambda m: link.update_targets(m.requests),
+                                           interval_s=0.02, current=source.members()):
+            with zjobs.Pipeline.connect(entry, d1.connect_endpoints.responses,
+                                        timeout_s=10) as chain:
+                assert chain.call_response(1).processor == "d1"
+            source.value = members_of(d2)
+            wait_until(lambda: link.targets == [d2.connect_endpoints.requests])
+            # Were work still sent to d1, these calls (waiting on d2 only) would time out.
+            with zjobs.Pipeline.connect(entry, d2.connect_endpoints.responses,
+                                        timeout_s=10) as chain:
+                assert [chain.call(n) for n in range(5)] == [n + 1 for n in range(5)]
+        with pytest.raises(zjobs.ClosedError):
+            link.update_targets([d1.connect_endpoints.requests])

@@ -33,10 +33,7 @@ from zjobs.core.membership import Members
 from zjobs.errors import MembershipError
 from zjobs.transport.sockets import endpoint_list
 
-__all__ = ["DNS_SCHEMES", "DnsMembership", "is_dns_endpoint"]
-
-DNS_SCHEMES = ("dns://", "srv://")
-"""The endpoint schemes resolved by :class:`DnsMembership`."""
+__all__ = ["DnsMembership"]
 
 _DNS = re.compile(r"^dns://(?P<name>[^:/\s]+):(?P<port>\d{1,5})$")
 _SRV = re.compile(r"^srv://(?P<name>[^:/\s]+)$")
@@ -44,11 +41,6 @@ _SRV = re.compile(r"^srv://(?P<name>[^:/\s]+)$")
 
 class _NoRecords(MembershipError):
     """The name exists but has no records of the type asked (try the other family)."""
-
-
-def is_dns_endpoint(endpoint: str) -> bool:
-    """True for ``dns://NAME:PORT`` and ``srv://NAME`` (endpoints to resolve)."""
-    return endpoint.startswith(DNS_SCHEMES)
 
 
 def _tcp(address: str, port: int) -> str:

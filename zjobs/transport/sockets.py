@@ -21,6 +21,7 @@ from zjobs.transport.keepalive import Keepalive
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DNS_SCHEMES",
     "ClientSecurity",
     "ProcessorSockets",
     "ServerSecurity",
@@ -29,6 +30,7 @@ __all__ = [
     "connect",
     "connectable",
     "endpoint_list",
+    "is_dns_endpoint",
     "send_multipart",
 ]
 
@@ -109,6 +111,16 @@ def connect(socket: zmq.Socket[bytes], endpoint: str) -> None:
         socket.connect(endpoint)
     except zmq.ZMQError as exc:
         raise ConnectError(endpoint, exc.strerror) from exc
+
+
+DNS_SCHEMES = ("dns://", "srv://")
+"""Endpoint schemes that name processors by DNS (:class:`~zjobs.transport.dns.DnsMembership`
+resolves them); ZeroMQ itself does not know them."""
+
+
+def is_dns_endpoint(endpoint: str) -> bool:
+    """True for ``dns://NAME:PORT`` and ``srv://NAME`` (endpoints to resolve first)."""
+    return endpoint.startswith(DNS_SCHEMES)
 
 
 _ANY_HOST = re.compile(r"^tcp://(0\.0\.0\.0|\*|\[::\]|\[\*\])(:\d+)$")
