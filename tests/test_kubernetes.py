@@ -90,7 +90,8 @@ def test_processors_run_the_system_file_and_are_probed_with_zjobs_ping(tmp_path:
         assert pod["terminationGracePeriodSeconds"] > 15  # longer than the preStop sleep
         main = next(c for c in pod["containers"] if c["name"] == "processor")
         assert main["args"][:2] == ["up", "/app/system.toml"]
-        spec = processors[option(main["args"], "--only")[0]]
+        assert option(main["args"], "--only") == [name]
+        spec = processors[name]
         ports = {p["name"]: p["containerPort"] for p in main["ports"]}
         assert spec.requests == (f"tcp://*:{ports['requests']}",)
         assert spec.responses == (f"tcp://*:{ports['responses']}",)
