@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from zjobs.client.sync import Client
+from zjobs.client.watcher import MembershipWatcher
 from zjobs.compose.link import Link, LinkCounters
 from zjobs.compose.pipeline import Pipeline, Stage
 from zjobs.core.cache import CachedJob, MemoryCache, cached
 from zjobs.core.handler import Counters
 from zjobs.core.job import MISS, GetCache, PutCache, Run
+from zjobs.core.membership import Members, Membership, StaticMembership
 from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import (
     BindError,
@@ -22,6 +24,7 @@ from zjobs.errors import (
     EncodeError,
     KeyFileError,
     LoadError,
+    MembershipError,
     NotReady,
     ProcessorsGone,
     ProtocolError,
@@ -35,6 +38,7 @@ from zjobs.errors import (
 )
 from zjobs.processor.sync import Endpoints, Processor, ZmqProcessor
 from zjobs.run.daemon import Daemon, ServeSettings
+from zjobs.run.membership import SystemFileMembership
 from zjobs.run.runner import ProcessorProcess
 from zjobs.transport.keepalive import Keepalive
 from zjobs.transport.memory import MemoryProcessor, MemoryReceiver, MemorySender
@@ -53,6 +57,7 @@ if _TYPE_CHECKING:
         AsyncZmqReceiver,
         AsyncZmqSender,
     )
+    from zjobs.transport.dns import DnsMembership
 
 # The asyncio names load on first use, so that ``import zjobs`` does not import asyncio.
 _ASYNC_NAMES = frozenset({
@@ -62,6 +67,11 @@ _ASYNC_NAMES = frozenset({
 
 
 def __getattr__(name: str) -> _Any:
+    if name == "DnsMembership":  # dnspython takes ~0.1 s to import: only when used
+        from zjobs.transport.dns import DnsMembership
+
+        globals()[name] = DnsMembership
+        return DnsMembership
     if name in _ASYNC_NAMES:
         from zjobs import aio
 
@@ -93,6 +103,7 @@ __all__ = [
     "CurveClient",
     "CurveServer",
     "Daemon",
+    "DnsMembership",
     "EncodeError",
     "Endpoints",
     "ErrorInfo",
@@ -104,6 +115,10 @@ __all__ = [
     "LinkCounters",
     "LoadError",
     "McReceive",
+    "Members",
+    "Membership",
+    "MembershipError",
+    "MembershipWatcher",
     "MemoryCache",
     "MemoryProcessor",
     "MemoryReceiver",
@@ -127,6 +142,8 @@ __all__ = [
     "Stage",
     "StageError",
     "StartError",
+    "StaticMembership",
+    "SystemFileMembership",
     "Timeout",
     "ZJobsError",
     "ZmqProcessor",

@@ -10,6 +10,7 @@ Every error zjobs raises derives from :class:`ZJobsError`::
     ├── StartError             a processor could not start (its resources factory raised)
     ├── LoadError              a MODULE:OBJECT reference cannot be loaded (also a ValueError)
     ├── KeyFileError           a CURVE key file is missing or unusable (names the file)
+    ├── MembershipError        the set of processors cannot be read (a DNS name, a file)
     ├── RemoteError            a processor answered with an error response
     │   └── StageError         a stage of a chain failed (names the stage)
     ├── Timeout                (also a builtin TimeoutError)
@@ -70,6 +71,24 @@ class KeyFileError(ZJobsError):
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"key file {path}: {reason}")
         self.path = path
+        self.reason = reason
+
+
+class MembershipError(ZJobsError):
+    """The current set of processors cannot be told: a DNS name does not resolve, resolves
+    to nothing or gets no answer in time, or a system file cannot be read.
+
+    Raised by the first reading (``Client.connect(membership=...)``); later readings that
+    fail keep the last known set (see :mod:`zjobs.core.membership`).
+
+    Attributes:
+        source: what was read (a DNS name, a file).
+        reason: what went wrong.
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
         self.reason = reason
 
 

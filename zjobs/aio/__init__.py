@@ -15,6 +15,7 @@ Nothing outside this package imports asyncio.
 """
 
 from zjobs.client.aio import AsyncClient
+from zjobs.client.async_watcher import AsyncMembershipWatcher
 from zjobs.core.async_resources import AsyncResources
 from zjobs.processor.aio import AsyncZmqProcessor
 from zjobs.processor.async_job import AsyncGetCache, AsyncPutCache, AsyncRun, is_async_job
@@ -24,6 +25,7 @@ from zjobs.transport.async_sender import AsyncZmqSender
 __all__ = [
     "AsyncClient",
     "AsyncGetCache",
+    "AsyncMembershipWatcher",
     "AsyncPutCache",
     "AsyncResources",
     "AsyncRun",

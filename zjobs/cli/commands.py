@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -26,7 +27,9 @@ import zmq
 import zjobs
 from zjobs.cli import console
 from zjobs.client.sync import Client
+from zjobs.client.watcher import MembershipWatcher
 from zjobs.compose.link import Link
+from zjobs.core.membership import Membership
 from zjobs.demo import run_demo
 from zjobs.errors import (
     BindError,
@@ -38,12 +41,13 @@ from zjobs.errors import (
 )
 from zjobs.processor.sync import Endpoints
 from zjobs.run.daemon import Daemon, ServedProcessor, ServeSettings
+from zjobs.run.export import write_systemd
 from zjobs.run.loader import add_app_dir, load_callable
 from zjobs.run.supervisor import Supervisor
 from zjobs.run.system import LINK_READY, SystemFileError, load_system, start_system
 from zjobs.transport.receiver import ZmqReceiver
 from zjobs.transport.security import CurveClient, CurveServer, write_key_pair
-from zjobs.transport.sockets import DEFAULT_MAX_MESSAGE_SIZE, connectable
+from zjobs.transport.sockets import DEFAULT_MAX_MESSAGE_SIZE, connectable, is_dns_endpoint
 from zjobs.wire.jsonvalues import from_json
 
 RET_OK = 0
@@ -143,21 +147,65 @@ class Target:
     responses: tuple[str, ...]
     timeout_s: float
     security: CurveClient | None = None
+    dns_server: str | None = None
 
     def client(self, context: zmq.Context[zmq.Socket[bytes]]) -> Client:
-        """A connected client (readiness handshake not yet done)."""
-        return Client.connect([connectable(ep) for ep in self.requests],
-                              [connectable(ep) for ep in self.responses],
-                              context=context, security=self.security,
-                              send_timeout_s=self.timeout_s,
-                              timeout_s=self.timeout_s, ready_timeout_s=self.timeout_s)
+        """A connected client (readiness handshake not yet done); DNS endpoints are
+        resolved now and watched while it runs."""
+        options: dict[str, Any] = {
+            "context": context, "security": self.security, "send_timeout_s": self.timeout_s,
+            "timeout_s": self.timeout_s, "ready_timeout_s": self.timeout_s}
+        requests = [connectable(ep) for ep in self.requests]
+        responses = [connectable(ep) for ep in self.responses]
+        membership = _dns_membership(requests, responses, self.dns_server)
+        if membership is None:
+            return Client.connect(requests, responses, **options)
+        return Client.connect(membership=membership, **options)
 
+
+_SERVER = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]+))(?::(?P<port>\d+))?$")
+
+
+def _dns_membership(requests: list[str], responses: list[str],
+                    server: str | None) -> Membership | None:
+    """A DNS membership when an endpoint is dns:// or srv://; None for plain endpoints."""
+    if not any(is_dns_endpoint(ep) for ep in (*requests, *responses)):
+        if server is not None:
+            raise CliError("--dns-server needs a dns://NAME:PORT or srv://NAME endpoint",
+                           RET_USAGE)
+        return None
+    # Here, not at the top: dnspython takes ~0.1 s to import, paid only by DNS endpoints
+    # (`zjobs ping` runs as a health probe every few seconds).
+    from zjobs.transport.dns import DnsMembership
+
+    nameservers, port = None, 53
+    if server is not None:
+        match = _SERVER.match(server)
+        if match is None:
+            raise CliError(f"--dns-server {server!r}: expected ADDR, ADDR:PORT or [ADDR]:PORT",
+                           RET_USAGE)
+        nameservers = [match.group("v6") or match.group("host")]
+        port = int(match.group("port") or 53)
+    try:
+        return DnsMembership(requests, responses, nameservers=nameservers, port=port)
+    except ValueError as exc:
+        raise CliError(str(exc), RET_USAGE) from exc
+
+
+_DNS_SERVER = option(
+    "--dns-server", metavar="ADDR[:PORT]",
+    help="The DNS server for dns:// and srv:// endpoints (IPv6: [ADDR]:PORT) "
+         "[default: those of /etc/resolv.conf].")
 
 _CLIENT_OPTIONS = (
     option("--requests", multiple=True, required=True, metavar="EP",
-           help="A processor's request endpoint; repeat to load-balance over several."),
+           help="A processor's request endpoint; repeat to load-balance over several. "
+                "dns://NAME:PORT (every A/AAAA record) or srv://NAME (SRV records) "
+                "stands for all the processors behind a name, read again every 5 s."),
     option("--responses", multiple=True, required=True, metavar="EP",
-           help="A processor's response endpoint; repeat, one per processor."),
+           help="A processor's response endpoint; repeat, one per processor (dns:// and "
+                "srv:// as for --requests)."),
+    _DNS_SERVER,
     option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
            show_default=True, metavar="S",
            help="Seconds to wait for the processor(s), and for each response."),
@@ -194,8 +242,10 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*, requests: tuple[str, ...], responses: tuple[str, ...], timeout: float,
-                security: CurveClient | None, **kwargs: Any) -> Any:
-        return command(target=Target(requests, responses, timeout, security), **kwargs)
+                security: CurveClient | None, dns_server: str | None,
+                **kwargs: Any) -> Any:
+        return command(target=Target(requests, responses, timeout, security, dns_server),
+                       **kwargs)
 
     outer = curve_client_options(wrapper)  # innermost, so listed after the others
     for add in reversed(_CLIENT_OPTIONS):
@@ -472,7 +522,10 @@ _LOG_LEVEL = option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"
         help="That upstream's request endpoint, once per --from in the same order: the link "
              "pings through it until its subscription is live, so no first result is missed.")
 @option("--to-requests", "targets", multiple=True, required=True, metavar="EP",
-        help="The downstream processor's request endpoint; repeat for a group sharing the work.")
+        help="The downstream processor's request endpoint; repeat for a group sharing the "
+             "work. dns://NAME:PORT or srv://NAME: every processor behind the name, read "
+             "again every 5 s (run the link beside its upstream, e.g. as a sidecar).")
+@_DNS_SERVER
 @option("--topic", default="", metavar="T",
         help="Only forward work whose topic starts with T [default: all].")
 @option("--transform", metavar="MODULE:FUNC",
@@ -488,8 +541,8 @@ _LOG_LEVEL = option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"
         metavar="DIR", help="Folder to import MODULE from.")
 @curve_client_options
 def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, ...],
-         topic: str, transform: str | None, keep: str | None, name: str,
-         ready_timeout: float, log_level: str, app_dir: str,
+         dns_server: str | None, topic: str, transform: str | None, keep: str | None,
+         name: str, ready_timeout: float, log_level: str, app_dir: str,
          security: CurveClient | None) -> None:
     """Forward the results of processors as requests to another, until SIGTERM or Ctrl-C.
 
@@ -511,24 +564,40 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
     add_app_dir(app_dir)
     transform_fn = None if transform is None else load_callable(transform, "transform")
     keep_fn = None if keep is None else load_callable(keep, "filter")
+    if any(is_dns_endpoint(ep) for ep in (*sources, *probes)):
+        raise CliError("--from and --from-requests take no dns:// or srv:// endpoint: run the "
+                       "link beside its upstream (a sidecar) and name the downstream by DNS "
+                       "in --to-requests", RET_USAGE)
     upstreams: list[Endpoints | str] = (
         [Endpoints(connectable(r), connectable(s)) for r, s in zip(probes, sources, strict=True)]
         if probes else [connectable(s) for s in sources])
+    downstream = [connectable(t) for t in targets]
+    membership = _dns_membership(downstream, [], dns_server)
+    first = None if membership is None else membership.members()
     stop = _StopFlag()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    watcher: MembershipWatcher | None = None
     try:
-        running = Link(upstreams, [connectable(t) for t in targets], name=name, topic=topic,
-                       transform=transform_fn, keep=keep_fn, ready_timeout_s=ready_timeout,
-                       security=security)
+        running = Link(upstreams, downstream if first is None else first.requests, name=name,
+                       topic=topic, transform=transform_fn, keep=keep_fn,
+                       ready_timeout_s=ready_timeout, security=security)
         with running:
+            if membership is not None:
+                watcher = MembershipWatcher(membership,
+                                            lambda m: running.update_targets(m.requests),
+                                            current=first)
             _echo(f"{LINK_READY}name={name} from={','.join(sources)} "
                   f"to={','.join(targets)} topic={topic!r}")
             while not stop.raised and running.forwarding:
                 time.sleep(0.1)
             logging.getLogger(__name__).info("link %s stopping", name)
+            if watcher is not None:
+                watcher.close()
         logging.getLogger(__name__).info("link %s stopped: %s", name,
                                          running.counters.as_dict())
     finally:
+        if watcher is not None:
+            watcher.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not stop.raised:
@@ -541,8 +610,13 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
         help="Only validate FILE: report every mistake with its line, start nothing.")
 @option("--only", metavar="NAME,...",
         help="Start only these processors and links (on several hosts, each starts its part).")
+@option("--export", nargs=2, type=(click.Choice(["systemd"]), click.Path(file_okay=False)),
+        metavar="systemd DIR", default=None,
+        help="Start nothing: write systemd units for FILE into DIR (one per processor and "
+             "link, a template for replicas, SYSTEM.target for all), supervised by systemd.")
 @_LOG_LEVEL
-def up(file: str, check: bool, only: str | None, log_level: str) -> None:
+def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
+       log_level: str) -> None:
     """Start the processors and links described in FILE, supervised, until SIGTERM or Ctrl-C.
 
     Each processor replica runs as `zjobs serve`, each link as `zjobs link`, in child
@@ -551,10 +625,16 @@ def up(file: str, check: bool, only: str | None, log_level: str) -> None:
     and a line starting with "ready:". SIGTERM or Ctrl-C stops every child gracefully and
     exits with 0. With --check, mistakes are listed as FILE:LINE: problem, exit code 2.
 
+    With --export systemd DIR the same processes become systemd units instead (ExecStart
+    runs this environment's zjobs); install them with
+    cp -r DIR/* /etc/systemd/system/ && systemctl daemon-reload &&
+    systemctl enable --now SYSTEM.target.
+
     \b
     Example:
       zjobs up examples/pipeline/system.toml
       zjobs up --check examples/pipeline/system.toml
+      zjobs up --export systemd units/ examples/pipeline/system.toml
     """
     _configure_logging(log_level)
     try:
@@ -566,6 +646,18 @@ def up(file: str, check: bool, only: str | None, log_level: str) -> None:
     if check:
         _echo(f"{file}: ok: {len(system.processors)} processor(s), "
               f"{len(system.links)} link(s)")
+        return
+    if export is not None:
+        try:
+            written = write_systemd(system, export[1])
+        except SystemFileError as exc:
+            for problem in exc.problems:
+                _echo(f"Error: {problem}", sys.stderr)
+            sys.exit(RET_USAGE)
+        for path in written:
+            _echo(f"wrote {path}")
+        _echo(f"install: cp -r {export[1]}/* /etc/systemd/system/ && systemctl daemon-reload "
+              f"&& systemctl enable --now {_target_name(written)}")
         return
     supervisor = Supervisor(out=_echo)
     previous = {sig: signal.signal(sig, lambda signum, frame: supervisor.request_stop())
@@ -589,6 +681,10 @@ def up(file: str, check: bool, only: str | None, log_level: str) -> None:
     if failure is not None:
         raise CliError(str(failure), RET_ERROR)
     _echo(f"stopped {system.name}")
+
+
+def _target_name(paths: list[Path]) -> str:
+    return next((p.name for p in paths if p.suffix == ".target"), "")
 
 
 # -- keygen -------------------------------------------------------------------------------

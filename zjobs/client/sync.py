@@ -24,13 +24,15 @@ from typing import Any, Final, Self
 
 import zmq
 
+from zjobs.client.watcher import DEFAULT_INTERVAL_S, MembershipWatcher
 from zjobs.core.engine import Call, CallEngine, Completion, completions
+from zjobs.core.membership import Members, Membership
 from zjobs.core.monitor import ProcessorMonitor
-from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, Timeout
+from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, Timeout, ZJobsError
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.receiver import HeartbeatReceive, McReceive, ZmqReceiver
 from zjobs.transport.sender import IdGenerator, MpSend, ZmqSender
-from zjobs.transport.sockets import ClientSecurity, SocketPeer, change_endpoints, endpoint_list
+from zjobs.transport.sockets import ClientSecurity, SocketPeer, endpoint_list
 from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
 from zjobs.wire.protocol import Meta, Response
 
@@ -44,6 +46,21 @@ _DRAIN: Final = 256  # responses a waiter dispatches from the queue after its ow
 
 # concurrent.futures' states of a future that is done (its _state values, stable since 3.2).
 _SETTLED: Final = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"})
+
+
+_NEVER: Final = float("inf")
+
+
+class _Change:
+    """A membership change waiting for the holder of the receiver to apply it."""
+
+    __slots__ = ("done", "error", "requests", "responses")
+
+    def __init__(self, requests: set[str], responses: set[str]) -> None:
+        self.requests = requests
+        self.responses = responses
+        self.done = threading.Event()
+        self.error: ZJobsError | None = None
 
 
 class _CallFuture(Future[Any]):
@@ -145,6 +162,12 @@ class Client:
         self._reader_asleep = False  # waiting for _work with nothing pending
         self._wanting = 0  # callers waiting for the socket: the reader thread hands it over
         self._last_read = 0.0  # monotonic time a caller last read the socket
+        # Membership changes (see update_endpoints), applied by the holder of _pump.
+        self._changes: list[_Change] = []
+        self._draining: dict[str, float] = {}  # removed response endpoints: until when kept
+        self._drain_at = _NEVER
+        self.watcher: MembershipWatcher | None = None
+        """The watcher of ``connect(membership=...)``, closed with the client."""
         if monitor is not None:
             receiver.subscribe(HEARTBEAT_TOPIC)
         receiver.subscribe(self.topic)
@@ -152,9 +175,11 @@ class Client:
     @classmethod
     def connect(
         cls,
-        requests: str | Iterable[str],
-        responses: str | Iterable[str],
+        requests: str | Iterable[str] = (),
+        responses: str | Iterable[str] = (),
         *,
+        membership: Membership | None = None,
+        membership_interval_s: float = DEFAULT_INTERVAL_S,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         security: ClientSecurity | None = None,
         expect_processors: int | None = None,
@@ -168,6 +193,11 @@ class Client:
         request endpoints.
 
         Args:
+            membership: instead of ``requests`` and ``responses``, a source of them that is
+                read now and then every ``membership_interval_s`` seconds, in a thread;
+                each change is applied with :meth:`update_endpoints`. A first reading that
+                fails raises :class:`~zjobs.errors.MembershipError`; later ones keep the
+                last known set.
             immediate: ZMQ_IMMEDIATE on the sender (the default): requests go only to
                 processors whose connection is up, so a processor that died is skipped at
                 once instead of collecting requests (and retries) until it comes back.
@@ -176,6 +206,12 @@ class Client:
 
         Other options are those of :class:`Client`.
         """
+        first: Members | None = None
+        if membership is not None:
+            if endpoint_list(requests) or endpoint_list(responses):
+                raise ValueError("give endpoints or a membership, not both")
+            first = membership.members()
+            requests, responses = first.requests, first.responses
         request_eps, response_eps = endpoint_list(requests), endpoint_list(responses)
         sender = ZmqSender(request_eps, context=context, security=security,
                            immediate=immediate, keepalive=keepalive)
@@ -187,11 +223,16 @@ class Client:
             raise
         expected = expect_processors or max(1, len(request_eps))
         try:
-            return cls(sender, receiver, expect_processors=expected, **options)
+            client = cls(sender, receiver, expect_processors=expected, **options)
         except BaseException:
             sender.close()
             receiver.close()
             raise
+        if membership is not None and first is not None:
+            client.watcher = MembershipWatcher(
+                membership, lambda m: client.update_endpoints(m.requests, m.responses),
+                interval_s=membership_interval_s, current=first)
+        return client
 
     def __repr__(self) -> str:
         state = "closed" if self._closed.is_set() else "ready" if self._engine.ready else "new"
@@ -245,31 +286,6 @@ class Client:
     def returned(self) -> int:
         """Processor runs seen coming back after the client was ready (restarts)."""
         return self._engine.returned
-
-    # -- membership ----------------------------------------------------------------------
-
-    def update_endpoints(self, requests: Iterable[str], responses: Iterable[str]) -> None:
-        """Use these processors from now on: connect the new endpoints (responses first,
-        so the subscription is on its way before requests go), disconnect the removed ones.
-
-        Calls in flight to a removed processor are sent again elsewhere when they have
-        retries left. Processors that joined are pinged as soon as their heartbeats or
-        answers are seen; the client stays ready meanwhile (readiness counts the
-        processors it can see now). Safe from any thread.
-
-        Raises:
-            TypeError: the sender or receiver does not connect to endpoints.
-            ConnectError: an endpoint is malformed.
-        """
-        sender, receiver = self.sender, self.receiver
-        if not isinstance(sender, SocketPeer) or not isinstance(receiver, SocketPeer):
-            raise TypeError("update_endpoints needs a sender and receiver over ZeroMQ")
-        wanted_requests, wanted_responses = endpoint_list(requests), endpoint_list(responses)
-        with self._pump:  # the receiver is not thread-safe: change it while nobody reads
-            change_endpoints(receiver, wanted_responses)
-            change_endpoints(sender, wanted_requests)
-        with self._lock:
-            self._engine.expect(max(1, len(wanted_requests)))
 
     # -- readiness -----------------------------------------------------------------------
 
@@ -525,6 +541,8 @@ class Client:
         if response is not None:
             self._dispatch(response)
         self._housekeeping()
+        if self._changes or self._drain_at <= time.monotonic():
+            self._apply_changes(time.monotonic())
         return True
 
     def _dispatch(self, response: Response) -> None:
@@ -575,6 +593,74 @@ class Client:
             failed = self._engine.fail(exc)
         completions(failed)
 
+    # -- membership ----------------------------------------------------------------------
+
+    def update_endpoints(self, requests: Iterable[str], responses: Iterable[str]) -> None:
+        """Make the processors at these endpoints the ones this client talks to.
+
+        New response endpoints are subscribed before new request endpoints are connected,
+        so that the first answers of a new processor find the subscription (best effort:
+        ZeroMQ cannot tell when a subscription reached a publisher). A removed request
+        endpoint gets no new requests at once; a removed response endpoint stays
+        subscribed for one ``timeout_s`` more, so the calls in flight there are answered,
+        or else retried elsewhere by the usual retries. Needs the client of
+        :meth:`connect` (ZeroMQ sender and receiver).
+
+        Raises:
+            ConnectError: an endpoint is malformed (the others are applied).
+            ClosedError: the client is closed.
+            TypeError: the sender or receiver does not connect to endpoints.
+        """
+        if not isinstance(self.sender, SocketPeer) or not isinstance(self.receiver,
+                                                                     SocketPeer):
+            raise TypeError(f"update_endpoints needs ZeroMQ sockets, not {self.sender!r}, "
+                            f"{self.receiver!r}")
+        change = _Change(set(requests), set(responses))
+        with self._lock:
+            self._changes.append(change)
+            # Readiness counts the processors visible now; new ones are pinged once heard.
+            self._engine.expect(max(1, len(change.requests)))
+        # Whoever reads the receiver applies it (the SUB socket is not thread-safe): a caller
+        # or the reader thread at its next look (<= a tick), or this thread if none does.
+        while not change.done.is_set():
+            if self._closed.is_set():
+                raise ClosedError("client is closed")
+            if self._pump.acquire(timeout=_TICK_S):
+                try:
+                    self._apply_changes(time.monotonic())
+                finally:
+                    self._pump.release()
+        if change.error is not None:
+            raise change.error
+
+    def _apply_changes(self, now: float) -> None:
+        # Holds _pump. The sender's connect/disconnect take its own lock against sends.
+        sender, receiver = self.sender, self.receiver
+        assert isinstance(sender, SocketPeer) and isinstance(receiver, SocketPeer)
+        with self._lock:
+            changes, self._changes = self._changes, []
+        for change in changes:
+            try:
+                for endpoint in sorted(change.responses - set(receiver.endpoints)):
+                    receiver.connect(endpoint)
+                for endpoint in change.responses:
+                    self._draining.pop(endpoint, None)
+                for endpoint in set(receiver.endpoints) - change.responses:
+                    self._draining.setdefault(endpoint, now + self.timeout_s)
+                for endpoint in sorted(change.requests - set(sender.endpoints)):
+                    sender.connect(endpoint)
+                for endpoint in sorted(set(sender.endpoints) - change.requests):
+                    sender.disconnect(endpoint)
+            except ZJobsError as exc:
+                change.error = exc
+            finally:
+                change.done.set()
+        for endpoint, until in list(self._draining.items()):
+            if until <= now:
+                del self._draining[endpoint]
+                receiver.disconnect(endpoint)
+        self._drain_at = min(self._draining.values(), default=_NEVER)
+
     # -- closing -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -582,6 +668,8 @@ class Client:
         sender and receiver. Idempotent."""
         if self._closed.is_set():
             return
+        if self.watcher is not None:
+            self.watcher.close()
         self._closed.set()
         self._work.set()
         if self._reader is not None and self._reader is not threading.current_thread():

@@ -379,6 +379,32 @@ class Link:
                                 self.name, self.targets)
                     return False
 
+    # -- membership ----------------------------------------------------------------------
+
+    def update_targets(self, requests: Iterable[str]) -> None:
+        """Make these the downstream request endpoints (a membership change, e.g. from a
+        :class:`~zjobs.MembershipWatcher`): new ones are connected, removed ones get no new
+        work (what was queued for them still leaves, up to the sender's linger).
+
+        Raises:
+            ConnectError: an endpoint is malformed (the others are applied).
+            ClosedError: the link is not running.
+        """
+        sender = self._sender
+        if sender is None or self._state != "running":
+            raise ClosedError(f"link {self.name!r} is {self._state}")
+        wanted = list(dict.fromkeys(requests))
+        try:
+            for endpoint in wanted:
+                if endpoint not in sender.endpoints:
+                    sender.connect(endpoint)
+        finally:
+            for endpoint in list(sender.endpoints):
+                if endpoint not in wanted:
+                    sender.disconnect(endpoint)
+            self.targets = list(sender.endpoints)
+        log.info("link %s: forwarding to %s", self.name, self.targets)
+
     # -- stopping ------------------------------------------------------------------------
 
     def request_stop(self) -> None:
