@@ -18,8 +18,9 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import Future, wait
+from _thread import allocate_lock as _allocate_lock
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, InvalidStateError, wait
 from typing import Any, Final, Self
 
 import zmq
@@ -44,8 +45,10 @@ _TICK_S: Final = 0.05  # longest a reader waits before checking deadlines and cl
 _GRACE_S: Final = 0.02  # the background reader steps in once no caller read for this long
 _DRAIN: Final = 256  # responses a waiter dispatches from the queue after its own came in
 
-# concurrent.futures' states of a future that is done (its _state values, stable since 3.2).
-_SETTLED: Final = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"})
+# concurrent.futures' states of a future (its _state values, stable since 3.2).
+_PENDING: Final = "PENDING"
+_FINISHED: Final = "FINISHED"
+_SETTLED: Final = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", _FINISHED})
 
 
 _NEVER: Final = float("inf")
@@ -64,11 +67,35 @@ class _Change:
 
 
 class _CallFuture(Future[Any]):
-    """A future whose ``result()``/``exception()`` read the client's socket while waiting."""
+    """A ``concurrent.futures.Future`` made for one call: ``result()``/``exception()`` read
+    the client's socket while waiting, and it is light.
+
+    ``Future()`` builds a ``Condition`` over an ``RLock`` that a client's own waiters never
+    use (they read the socket instead of sleeping): that alone cost about half of a
+    pipelined call. Here state changes take a plain lock, and the condition, over that same
+    lock, is built the first time something needs it (``wait()``, ``as_completed()``, a
+    blocked ``cancel()``...), so every ``Future`` API still works.
+    """
 
     def __init__(self, client: Client) -> None:
-        super().__init__()
+        # Future.__init__ is not called: it would build the Condition this class defers.
+        self._state = _PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[Any]], object]] = []
+        self._lock = _allocate_lock()
+        self._cond: threading.Condition | None = None
         self._client = client
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        # What Future's own methods lock and wait on.
+        if self._cond is None:
+            with self._lock:
+                if self._cond is None:
+                    self._cond = threading.Condition(self._lock)
+        return self._cond
 
     @property
     def settled(self) -> bool:
@@ -76,8 +103,14 @@ class _CallFuture(Future[Any]):
         loops). True from the moment the state changes, so also inside done-callbacks."""
         return self._state in _SETTLED
 
+    def done(self) -> bool:
+        """True once the call completed or was cancelled."""
+        return self._state in _SETTLED
+
     def result(self, timeout: float | None = None) -> Any:
         """The response value; reads responses itself while it waits (see the module doc)."""
+        if self._state == _FINISHED and self._exception is None:
+            return self._result
         if not self.settled:
             self._client._await(self, timeout)
         # _await returned: done, or the whole timeout spent (then fail now, not wait again).
@@ -85,9 +118,38 @@ class _CallFuture(Future[Any]):
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The call's exception, or None; reads responses itself while it waits."""
+        if self._state == _FINISHED:
+            return self._exception
         if not self.settled:
             self._client._await(self, timeout)
         return super().exception(None if self.settled or timeout is None else 0)
+
+    def set_result(self, result: Any) -> None:
+        """Complete with a value (the client does; not for users)."""
+        self._settle(result, None)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        """Complete with an error (the client does; not for users)."""
+        self._settle(None, exception)
+
+    def _settle(self, result: Any, exception: BaseException | None) -> None:
+        with self._lock:
+            if self._state in _SETTLED:
+                raise InvalidStateError(f"{self._state}: {self!r}")
+            self._result, self._exception = result, exception
+            self._state = _FINISHED
+            for waiter in self._waiters:
+                if exception is None:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
+            if self._cond is not None:
+                self._cond.notify_all()
+        for callback in self._done_callbacks:
+            try:
+                callback(self)
+            except Exception:  # as Future does: one callback's failure stops no other
+                log.exception("client: a done-callback of %r raised", self)
 
 
 class Client:
