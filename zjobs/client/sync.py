@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 _TICK_S: Final = 0.05  # longest a reader waits before checking deadlines and closing
 _GRACE_S: Final = 0.02  # the background reader steps in once no caller read for this long
 _DRAIN: Final = 256  # responses a waiter dispatches from the queue after its own came in
+_READ_EVERY: Final = 64  # submits between two looks at the answers already in
 
 # concurrent.futures' states of a future (its _state values, stable since 3.2).
 _PENDING: Final = "PENDING"
@@ -224,6 +225,7 @@ class Client:
         self._reader_asleep = False  # waiting for _work with nothing pending
         self._wanting = 0  # callers waiting for the socket: the reader thread hands it over
         self._last_read = 0.0  # monotonic time a caller last read the socket
+        self._submitted = 0
         # Membership changes (see update_endpoints), applied by the holder of _pump.
         self._changes: list[_Change] = []
         self._draining: dict[str, float] = {}  # removed response endpoints: until when kept
@@ -499,9 +501,20 @@ class Client:
             with self._lock:
                 engine.forget(call)
             raise
-        if self._reader_asleep and not attended:
-            # A call about to wait reads for itself; anything else may need the reader.
-            self._work.set()
+        if attended:
+            return future  # it reads for itself at once
+        self._submitted += 1
+        if self._submitted % _READ_EVERY == 0 and self._pump.acquire(blocking=False):
+            # A burst of submits reads the answers already in on its own thread now and
+            # then, so the reader thread is not woken to read beside it (two busy threads
+            # hand the GIL back and forth on every frame).
+            try:
+                self._drain()
+            finally:
+                self._last_read = time.monotonic()
+                self._pump.release()
+        if self._reader_asleep:
+            self._work.set()  # futures nobody waits on may need the reader
         return future
 
     # -- reading -------------------------------------------------------------------------
