@@ -370,3 +370,38 @@ def test_a_waiting_caller_reads_for_everybody(proc: ZmqProcessor) -> None:
         assert futures[-1].result() == 499
         wait_until(lambda: all(f.done() for f in futures), WAIT_S)
         assert [f.result() for f in futures] == list(range(500))
+
+
+def test_a_receiver_that_fails_for_good_fails_every_call_once(
+        proc: ZmqProcessor, caplog: pytest.LogCaptureFixture) -> None:
+    # A receive error that is not a timeout (a terminated context, a broken custom
+    # receiver) fails the waiting calls and every new one, instead of a reader logging the
+    # same failure many times a second while the calls wait for their timeout.
+    real = ZmqReceiver(proc.endpoints.responses, topics=())
+    broken = threading.Event()
+
+    class Failing:
+        def receive(self, timeout: float | None = None) -> Any:
+            if broken.is_set():
+                raise OSError("receiver broke")
+            return real.receive(timeout)
+
+        def subscribe(self, topic: str | bytes) -> None:
+            real.subscribe(topic)
+
+        def close(self) -> None:
+            real.close()
+
+    client = Client(ZmqSender(proc.endpoints.requests), Failing(), timeout_s=60)
+    try:
+        assert client.call("fine") == "fine"
+        broken.set()
+        future = client.submit("never read")
+        error = future.exception(WAIT_S)
+        assert isinstance(error, OSError)
+        with pytest.raises(ClosedError):
+            client.submit("after")
+        errors = [r for r in caplog.records if "receiving failed" in r.getMessage()]
+        assert len(errors) == 1
+    finally:
+        client.close()
