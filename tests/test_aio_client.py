@@ -167,3 +167,21 @@ async def test_ping_and_repr(processor: AsyncZmqProcessor) -> None:
         assert await client.ping(timeout_s=10) >= 0  # after the readiness handshake
         assert "AsyncClient ready" in repr(client)
     assert "AsyncClient closed" in repr(client)
+
+
+async def test_a_reader_that_dies_fails_the_calls_instead_of_leaving_them(
+        processor: AsyncZmqProcessor) -> None:
+    # Whatever kills the reader task (here: a bug while dispatching an answer) reaches the
+    # waiting call and the next ones at once, not after their 60 s timeout.
+    async with processor.async_client(timeout_s=60) as client:
+        assert await client.call(1) == 1
+        bug = RuntimeError("dispatch bug")
+
+        def receive(response: object) -> None:
+            raise bug
+
+        client._engine.receive = receive  # type: ignore[method-assign,assignment]
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(client.call(2), 30)
+        with pytest.raises(ClosedError):
+            await client.call(3)

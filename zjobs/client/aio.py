@@ -359,6 +359,17 @@ class AsyncClient:
             self._pong = asyncio.Event()
             self._reader = asyncio.create_task(self._read(),
                                                name=f"zjobs-client-{self.topic[:8]}")
+            self._reader.add_done_callback(self._reader_ended)
+
+    def _reader_ended(self, task: asyncio.Task[None]) -> None:
+        # A reader that died of a bug must not leave every call to its timeout: the calls
+        # waiting, and every new one, get what killed it.
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        assert error is not None
+        log.error("client %s: its reader failed: %r", self.topic, error)
+        completions(self._engine.fail(error))
 
     async def _read(self) -> None:
         engine = self._engine

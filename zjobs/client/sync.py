@@ -571,6 +571,12 @@ class Client:
             self._dispatch(response)
 
     def _read(self) -> None:
+        try:
+            self._read_loop()
+        except Exception as exc:  # a bug must not leave every call to its timeout
+            self._broken(exc)
+
+    def _read_loop(self) -> None:
         # The reader thread: reads only for futures nobody waits on (see the module doc).
         closed, work, engine = self._closed, self._work, self._engine
         while not closed.is_set() and engine.broken is None:
