@@ -246,7 +246,8 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         # Numbered responses and heartbeats, as ZmqProcessor publishes them.
         self._publisher = Publisher(pub, name=self.name, instance=self.instance,
                                     heartbeat_interval_s=self.heartbeat_interval_s,
-                                    counters=lambda: handler.counters.as_dict())
+                                    counters=lambda: handler.counters.as_dict(),
+                                    load=handler.load.snapshot)
         self._publisher.start()
         try:
             await self._serve_until_stopped()
@@ -330,7 +331,14 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         self._publisher.publish(frames)
 
     async def _answer(self, request: Request) -> None:
-        self._publish(await self._respond(request))
+        assert self._handler is not None
+        load = self._handler.load
+        started = load.start()
+        try:
+            frames = await self._respond(request)
+        finally:
+            load.finish(started)
+        self._publish(frames)
 
     async def _respond(self, request: Request) -> list[bytes]:
         # RequestHandler._execute's flow, with the job's methods awaited.

@@ -26,6 +26,7 @@ import zmq
 from zjobs.core.dedup import ReplayWindow
 from zjobs.core.handler import Counters, RequestHandler, new_instance_id
 from zjobs.core.job import Job, describe_job, run_job
+from zjobs.core.load import LoadSnapshot
 from zjobs.core.resources import ResourceFactory, Resources
 from zjobs.errors import ClosedError, StartError, Timeout
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
@@ -125,6 +126,12 @@ class BaseZmqProcessor:
         """A snapshot of the processor's counters (all zero before it serves)."""
         handler = self._handler
         return handler.counters if handler is not None else Counters()
+
+    @property
+    def load(self) -> LoadSnapshot:
+        """Jobs run so far, their durations, and the requests in flight now."""
+        handler = self._handler
+        return handler.load.snapshot() if handler is not None else LoadSnapshot()
 
     @property
     def connect_endpoints(self) -> Endpoints:
@@ -325,7 +332,8 @@ class ZmqProcessor(BaseZmqProcessor):
         stopping = self._stopping
         publisher = Publisher(pub, name=self.name, instance=self.instance,
                               heartbeat_interval_s=self.heartbeat_interval_s,
-                              counters=lambda: handler.counters.as_dict())
+                              counters=lambda: handler.counters.as_dict(),
+                              load=handler.load.snapshot)
         handle, publish = handler.handle, publisher.publish
         log.debug("processor %s serving on %s", self.name, self.endpoints)
         publisher.start()
