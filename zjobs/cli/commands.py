@@ -26,6 +26,7 @@ import zmq
 
 import zjobs
 from zjobs.cli import console
+from zjobs.cli.watch import Expected, Watch, expected_from_system
 from zjobs.client.sync import Client
 from zjobs.client.watcher import MembershipWatcher
 from zjobs.compose.link import Link
@@ -685,6 +686,119 @@ def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
 
 def _target_name(paths: list[Path]) -> str:
     return next((p.name for p in paths if p.suffix == ".target"), "")
+
+
+# -- status, top (watching heartbeats) -----------------------------------------------------
+
+
+_WATCH_OPTIONS = (
+    click.argument("system_file", required=False, metavar="[FILE]",
+                   type=click.Path(dir_okay=False)),
+    option("--responses", multiple=True, metavar="EP",
+           help="A processor's response endpoint to watch; repeat, one per processor."),
+)
+
+
+def watch_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add [FILE], --responses and the CURVE options; pass the command ``expected``, one
+    entry per processor to watch (from the system file, then the endpoints)."""
+
+    @functools.wraps(command)
+    def wrapper(*, system_file: str | None, responses: tuple[str, ...],
+                **kwargs: Any) -> Any:
+        expected: list[Expected] = []
+        if system_file is not None:
+            try:
+                expected += expected_from_system(load_system(system_file,
+                                                             check_imports=False))
+            except SystemFileError as exc:
+                raise CliError(str(exc), RET_USAGE) from exc
+        expected += [Expected(connectable(ep)) for ep in responses]
+        if not expected:
+            raise CliError("give a system FILE or --responses EP (one per processor)",
+                           RET_USAGE)
+        return command(expected=expected, **kwargs)
+
+    outer = curve_client_options(wrapper)
+    for add in reversed(_WATCH_OPTIONS):
+        outer = add(outer)
+    return outer
+
+
+def _watch(expected: list[Expected], security: CurveClient | None,
+           context: zmq.Context[zmq.Socket[bytes]]) -> Watch:
+    try:
+        return Watch(expected, context=context, security=security)
+    except ValueError as exc:
+        raise CliError(str(exc), RET_USAGE) from exc
+
+
+@main.command()
+@watch_options
+@option("--json", "as_json", is_flag=True, help="Print the rows as a JSON array instead.")
+@option("--wait", type=click.FloatRange(min=0), default=3.0, show_default=True, metavar="S",
+        help="Seconds to wait for a heartbeat from every processor.")
+def status(expected: list[Expected], as_json: bool, wait: float,
+           security: CurveClient | None) -> None:
+    """Show every processor once, from its heartbeats: one row each.
+
+    Rows: name, instance, host:pid, state, requests/s and p50/p99 job duration over the
+    last heartbeat interval, errors (failed + expired + bad requests), requests in flight,
+    busy (share of the interval spent in jobs), last heartbeat. Watches the processors of a
+    system FILE (each replica) and/or the --responses endpoints. Exits with 1 when one of
+    them is missing (no heartbeat within --wait), stopped or gone.
+
+    \b
+    Examples:
+      zjobs status examples/pipeline/system.toml
+      zjobs status --responses tcp://127.0.0.1:5556 --json
+    """
+    from zjobs.cli.top import print_status  # rich loads only for the commands that draw
+
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        with _watch(expected, security, context) as watch:
+            watch.wait_heard(wait)
+            rows = watch.rows()
+            problems = watch.problems()
+    finally:
+        context.term()
+    if as_json:
+        _echo(json.dumps([row.as_json() for row in rows]))
+    else:
+        print_status(rows)
+    for problem in problems:
+        _echo_error(problem)
+    if problems:
+        sys.exit(RET_ERROR)
+
+
+@main.command()
+@watch_options
+@option("--refresh", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
+        metavar="S", help="Seconds between screen refreshes.")
+def top(expected: list[Expected], refresh: float, security: CurveClient | None) -> None:
+    """Show every processor live, from its heartbeats, busiest first; q or Ctrl-C quits.
+
+    The columns are those of zjobs status, plus a sparkline of each processor's throughput
+    (one point per heartbeat). Watches the processors of a system FILE and/or the
+    --responses endpoints.
+
+    \b
+    Examples:
+      zjobs top examples/pipeline/system.toml
+      zjobs top --responses tcp://127.0.0.1:5556 --responses tcp://127.0.0.1:5558
+    """
+    from zjobs.cli.top import run_top  # rich loads only for the commands that draw
+
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        with _watch(expected, security, context) as watch:
+            run_top(watch, refresh_s=refresh)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        context.term()
 
 
 # -- keygen -------------------------------------------------------------------------------
