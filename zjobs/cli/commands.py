@@ -314,10 +314,14 @@ def _configure_logging(level: str) -> None:
         metavar="S", help="Seconds a retried request id is answered from the replay window.")
 @option("--heartbeat-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
         metavar="S", help="Seconds between heartbeats on the reserved topic (0: none).")
+@option("--metrics", metavar="HOST:PORT",
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one; the "
+             "log says which). Needs the extra: pip install 'zjobs[metrics]'.")
 def serve(job: str, requests: str, responses: str, name: str | None, resources: str | None,
           cache: int, max_message_size: int, log_level: str, app_dir: str,
           secret_key: str | None, allow_clients: str | None, concurrency: int | None,
-          dedup_size: int, dedup_ttl: float, heartbeat_interval: float) -> None:
+          dedup_size: int, dedup_ttl: float, heartbeat_interval: float,
+          metrics: str | None) -> None:
     """Serve a job as a daemon, in the foreground, until SIGTERM or Ctrl-C.
 
     MODULE:OBJECT is a function f(request, resources), a class with a run method
@@ -346,14 +350,18 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
     settings = ServeSettings(job, requests, responses, name, resources, cache,
                              max_message_size, security, concurrency=concurrency,
                              dedup_size=dedup_size, dedup_ttl_s=dedup_ttl,
-                             heartbeat_interval_s=heartbeat_interval or None)
+                             heartbeat_interval_s=heartbeat_interval or None,
+                             metrics=metrics)
 
     def ready(processor: ServedProcessor) -> None:
         ep = processor.endpoints
         _echo(f"listening requests={ep.requests} responses={ep.responses} "
               f"name={processor.name}")
 
-    Daemon(settings, handle_signals=True).run(on_ready=ready)
+    try:
+        Daemon(settings, handle_signals=True).run(on_ready=ready)
+    except (ImportError, ValueError) as exc:  # the metrics extra, a malformed address
+        raise CliError(str(exc), RET_USAGE) from exc
 
 
 # -- send ---------------------------------------------------------------------------------

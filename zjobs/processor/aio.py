@@ -96,6 +96,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
             that window.
         heartbeat_interval_s: seconds between heartbeats; None sends none.
         keepalive: ZMTP heartbeats on both sockets, dropping dead peers' connections.
+        metrics: ``HOST:PORT`` to serve Prometheus metrics on (needs ``zjobs[metrics]``).
 
     The options shared with :class:`~zjobs.ZmqProcessor` mean the same there and here.
 
@@ -125,6 +126,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         dedup_ttl_s: float = 60.0,
         heartbeat_interval_s: float | None = 1.0,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+        metrics: str | None = None,
     ) -> None:
         run_job(job)
         if concurrency < 1:
@@ -169,6 +171,11 @@ class AsyncZmqProcessor(BaseZmqProcessor):
             linger_ms=linger_ms, rcvhwm=rcvhwm, sndhwm=sndhwm, keepalive=keepalive,
             security=security, pull_class=zmq.asyncio.Socket, pub_class=zmq.Socket)
         self.endpoints = Endpoints(self._sockets.requests, self._sockets.responses)
+        try:
+            self._serve_metrics(metrics)
+        except BaseException:
+            self._sockets.close()
+            raise
 
     def __repr__(self) -> str:
         ep = getattr(self, "endpoints", None)
@@ -389,6 +396,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
+            self._close_metrics()
             self._sockets.close()
             self._state = "stopped"
             self._done.set()
@@ -471,6 +479,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
             if never_ran:
                 self._state = "stopped"
         if never_ran:
+            self._close_metrics()
             self._sockets.close()
             return
         if self._loop_thread is threading.current_thread():
