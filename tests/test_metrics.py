@@ -220,7 +220,7 @@ requests = "tcp://127.0.0.1:7100"
 responses = "tcp://127.0.0.1:7110"
 metrics = "127.0.0.1:0"
 """)
-    with pytest.raises(SystemFileError, match=r"system.toml:6: .*address '127.0.0.1:0' port"):
+    with pytest.raises(SystemFileError, match=r"system.toml:6: .*address '127.0.0.1:0' port 0"):
         load_system(system, check_imports=False)
 
 

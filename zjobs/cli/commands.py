@@ -809,6 +809,45 @@ def top(expected: list[Expected], refresh: float, security: CurveClient | None) 
         context.term()
 
 
+@main.command()
+@watch_options
+@option("--http", "address", default="127.0.0.1:8765", show_default=True, metavar="HOST:PORT",
+        help="Where to serve the page (port 0 picks one; 0.0.0.0 for every interface).")
+def dashboard(expected: list[Expected], address: str, security: CurveClient | None) -> None:
+    """Serve a web page of every processor, live, from its heartbeats, until Ctrl-C.
+
+    Each processor gets a card with its state, requests/s, p50/p99 job duration, errors
+    and requests in flight, and plots of throughput, latency and errors that update every
+    second without a reload. The page is self-contained (no internet needed). Once serving
+    it prints one line: dashboard http://HOST:PORT/
+
+    \b
+    Examples:
+      zjobs dashboard examples/pipeline/system.toml
+      zjobs dashboard --responses tcp://127.0.0.1:5556 --http 0.0.0.0:8765
+    """
+    from zjobs.cli.dashboard import Dashboard
+
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    stop = _StopFlag()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with _watch(expected, security, context) as watch:
+            try:
+                page = Dashboard(address)
+            except ValueError as exc:
+                raise CliError(str(exc), RET_USAGE) from exc
+            with page:
+                _echo(f"dashboard {page.url}")
+                while not stop.raised:
+                    watch.poll(0.25)
+                    page.update(watch)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        context.term()
+
+
 # -- keygen -------------------------------------------------------------------------------
 
 

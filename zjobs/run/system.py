@@ -54,6 +54,7 @@ from zjobs.client.sync import Client
 from zjobs.errors import LoadError, ZJobsError
 from zjobs.run.loader import add_app_dir, load_factory, load_job, load_object
 from zjobs.run.supervisor import ChildSpec, Supervisor
+from zjobs.transport.http import parse_address
 from zjobs.transport.sockets import connectable
 
 __all__ = [
@@ -79,7 +80,6 @@ _PROCESSOR_KEYS = ("job", "requests", "responses", "name", "resources", "cache",
 _LINK_KEYS = ("from", "to", "topic", "transform", "filter", "name")
 _TCP = re.compile(r"^tcp://(?P<host>\[[^\]]*\]|[^:/\[\]]+):(?P<port>[^:/]+)$")
 _IPC = re.compile(r"^ipc://.+$")
-_HOST_PORT = re.compile(r"^(?P<host>\[[^\]]*\]|[^:/\[\]]+):(?P<port>[^:/]+)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,12 +296,12 @@ def _endpoint_problem(endpoint: str) -> str | None:
 
 
 def _metrics_problem(address: str) -> str | None:
-    found = _HOST_PORT.match(address)
-    if found is None:
+    try:
+        _, port = parse_address(address)
+    except ValueError:
         return "is not HOST:PORT"
-    port = found.group("port")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        return f"port {port!r}: a system file needs fixed ports (Prometheus scrapes them)"
+    if port == 0:
+        return "port 0: a system file needs fixed ports (Prometheus scrapes them)"
     return None
 
 

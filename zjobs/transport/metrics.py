@@ -15,27 +15,26 @@ counts anyway. The names follow Prometheus' conventions:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Mapping
-from wsgiref.simple_server import WSGIServer
 
 from zjobs.core.load import PROMETHEUS_BOUNDS_S, LoadSnapshot
-from zjobs.errors import BindError
+from zjobs.transport.http import HttpServer
 
 try:
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
     from prometheus_client.core import (
         CounterMetricFamily,
         GaugeMetricFamily,
         HistogramMetricFamily,
         Metric,
     )
+    from prometheus_client.exposition import MetricsHandler
     from prometheus_client.registry import Collector
 except ImportError as exc:  # the extra is not installed
     raise ImportError("serving metrics needs prometheus_client: "
                       "pip install 'zjobs[metrics]'") from exc
 
-__all__ = ["MetricsServer", "ProcessorCollector", "parse_address"]
+__all__ = ["MetricsServer", "ProcessorCollector"]
 
 _OUTCOMES = (("ok", "ok"), ("failed", "failed"), ("expired", "expired"),
              ("bad_requests", "bad_request"), ("pongs", "pong"))
@@ -44,20 +43,6 @@ _PARTS = (("cache_hits", "zjobs_cache_hits", "Requests answered from the job's c
            "Repeated request ids answered from the replay window instead of running again."),
           ("dropped", "zjobs_dropped", "Bad requests dropped unanswered (no usable reply_to)."))
 _LE = tuple(f"{bound:g}" for bound in PROMETHEUS_BOUNDS_S)
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9100`` for IPv6; port 0 picks a free one) as (host, port).
-
-    Raises:
-        ValueError: not HOST:PORT with a port from 0 to 65535.
-    """
-    host, sep, port = address.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"metrics address {address!r} is not HOST:PORT "
-                         "(e.g. 127.0.0.1:9100, or 0.0.0.0:9100 for every interface)")
-    return host, int(port)
 
 
 class ProcessorCollector(Collector):
@@ -103,7 +88,7 @@ class ProcessorCollector(Collector):
 
 
 class MetricsServer:
-    """Serves ``/metrics`` for a collector over HTTP, in a background thread.
+    """Serves ``/metrics`` (any path, in fact) for a collector over HTTP, in a thread.
 
     Args:
         address: ``HOST:PORT`` to listen on (port 0 picks a free one: see :attr:`address`).
@@ -115,33 +100,20 @@ class MetricsServer:
     """
 
     def __init__(self, address: str, collector: Collector) -> None:
-        host, port = parse_address(address)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collector)
-        try:
-            self._server: WSGIServer | None
-            self._server, self._thread = start_http_server(port, addr=host, registry=registry)
-        except OSError as exc:
-            raise BindError(f"http://{address}/metrics", exc.strerror or str(exc)) from exc
-        self._lock = threading.Lock()
-        bound = self._server.server_address[1]
-        self.address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+        self._http = HttpServer(address, MetricsHandler.factory(registry), name="metrics")
+        self.address = self._http.address
         """Where it listens, the port resolved."""
 
     def __repr__(self) -> str:
-        state = "closed" if self._server is None else "serving"
-        return f"<MetricsServer http://{self.address}/metrics {state}>"
+        return f"<MetricsServer {self.url}>"
 
     @property
     def url(self) -> str:
         """The address of the metrics page."""
-        return f"http://{self.address}/metrics"
+        return self._http.url("/metrics")
 
     def close(self) -> None:
         """Stop serving and release the port; idempotent."""
-        with self._lock:
-            server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-            self._thread.join()
+        self._http.close()
