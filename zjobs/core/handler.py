@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from zjobs.core import tracing
 from zjobs.core.dedup import JOINED, ReplayWindow, mark_replay
 from zjobs.core.job import MISS, GetCache, Job, PutCache, run_job
 from zjobs.core.load import LoadMeter
@@ -148,7 +149,8 @@ class RequestHandler:
             return admitted
         started = self.load.start()
         try:
-            return self._execute(admitted)
+            with tracing.run_span(self.name, admitted.meta):
+                return self._execute(admitted)
         finally:
             self.load.finish(started)
 
@@ -226,6 +228,7 @@ class RequestHandler:
     def fail(self, request: Request, exc: BaseException) -> list[bytes]:
         """The JobFailed response frames for what the job (or its cache) raised."""
         self._tally.failed += 1
+        tracing.record_failure(exc)
         kind = type(exc).__name__
         log.debug("processor %s: job failed for id %r", self.name, request.id, exc_info=exc)
         try:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Self
 import zmq
 import zmq.asyncio
 
+from zjobs.core import tracing
 from zjobs.core.async_resources import AsyncResources
 from zjobs.core.handler import new_instance_id
 from zjobs.core.job import MISS, Job, describe_job, run_job
@@ -342,7 +343,8 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         load = self._handler.load
         started = load.start()
         try:
-            frames = await self._respond(request)
+            with tracing.run_span(self.name, request.meta):
+                frames = await self._respond(request)
         finally:
             load.finish(started)
         self._publish(frames)
