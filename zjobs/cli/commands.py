@@ -26,6 +26,7 @@ import zmq
 
 import zjobs
 from zjobs.cli import console
+from zjobs.cli.logs import FORMATS, child_json_line, configure_logging, json_line
 from zjobs.cli.watch import Expected, Watch, expected_from_system
 from zjobs.client.sync import Client
 from zjobs.client.watcher import MembershipWatcher
@@ -58,8 +59,6 @@ RET_ERROR = 1
 RET_USAGE = 2
 """Bad input: options, JSON, MODULE:OBJECT, an endpoint that cannot be bound or connected,
 a key file that cannot be used."""
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class CliError(click.ClickException):
@@ -117,6 +116,11 @@ def main() -> None:
 def _echo(text: str, file: TextIO | None = None) -> None:
     click.echo(text, file=file)
     (file or sys.stdout).flush()
+
+
+def _json_echo(text: str, file: TextIO | None = None) -> None:
+    """A line of zjobs' own as a JSON log object (``--log-format json``)."""
+    _echo(json_line(text, level="WARNING" if file is sys.stderr else "INFO"), file)
 
 
 def _echo_error(text: str) -> None:
@@ -276,8 +280,10 @@ class _Connected:
 # -- serve --------------------------------------------------------------------------------
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT)
+_LOG_FORMAT = option("--log-format", type=click.Choice(FORMATS), default="text",
+                     show_default=True,
+                     help="Logs as text lines, or as one JSON object per line (time, level, "
+                          "logger, message, pid).")
 
 
 @main.command()
@@ -296,6 +302,7 @@ def _configure_logging(level: str) -> None:
 @option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                          case_sensitive=False),
         default="INFO", show_default=True, help="Logging level (logs go to stderr).")
+@_LOG_FORMAT
 @option("--app-dir", type=click.Path(file_okay=False), default=".", show_default=True,
         metavar="DIR", help="Folder to import MODULE from.")
 @option("--secret-key", metavar="FILE",
@@ -318,7 +325,7 @@ def _configure_logging(level: str) -> None:
         help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one; the "
              "log says which). Needs the extra: pip install 'zjobs[metrics]'.")
 def serve(job: str, requests: str, responses: str, name: str | None, resources: str | None,
-          cache: int, max_message_size: int, log_level: str, app_dir: str,
+          cache: int, max_message_size: int, log_level: str, log_format: str, app_dir: str,
           secret_key: str | None, allow_clients: str | None, concurrency: int | None,
           dedup_size: int, dedup_ttl: float, heartbeat_interval: float,
           metrics: str | None) -> None:
@@ -340,7 +347,7 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
       zjobs serve zjobs.demo:square --requests tcp://*:5555 --responses tcp://*:5556 \\
           --secret-key keys/server.key_secret --allow-clients keys/clients
     """
-    _configure_logging(log_level)
+    configure_logging(log_level, log_format)
     add_app_dir(app_dir)
     if allow_clients is not None and secret_key is None:
         raise CliError("--allow-clients needs --secret-key (the server's secret key file)",
@@ -546,12 +553,13 @@ _LOG_LEVEL = option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"
 @option("--ready-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
         show_default=True, metavar="S", help="Seconds to wait for the upstream processors.")
 @_LOG_LEVEL
+@_LOG_FORMAT
 @option("--app-dir", type=click.Path(file_okay=False), default=".", show_default=True,
         metavar="DIR", help="Folder to import MODULE from.")
 @curve_client_options
 def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, ...],
          dns_server: str | None, topic: str, transform: str | None, keep: str | None,
-         name: str, ready_timeout: float, log_level: str, app_dir: str,
+         name: str, ready_timeout: float, log_level: str, log_format: str, app_dir: str,
          security: CurveClient | None) -> None:
     """Forward the results of processors as requests to another, until SIGTERM or Ctrl-C.
 
@@ -566,7 +574,7 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
       zjobs link --from tcp://127.0.0.1:5556 --from-requests tcp://127.0.0.1:5555 \\
           --to-requests tcp://127.0.0.1:5557 --transform myjobs:prepare
     """
-    _configure_logging(log_level)
+    configure_logging(log_level, log_format)
     if probes and len(probes) != len(sources):
         raise CliError("give --from-requests once per --from (in the same order), or not "
                        "at all", RET_USAGE)
@@ -624,8 +632,9 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
         help="Start nothing: write systemd units for FILE into DIR (one per processor and "
              "link, a template for replicas, SYSTEM.target for all), supervised by systemd.")
 @_LOG_LEVEL
+@_LOG_FORMAT
 def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
-       log_level: str) -> None:
+       log_level: str, log_format: str) -> None:
     """Start the processors and links described in FILE, supervised, until SIGTERM or Ctrl-C.
 
     Each processor replica runs as `zjobs serve`, each link as `zjobs link`, in child
@@ -645,7 +654,7 @@ def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
       zjobs up --check examples/pipeline/system.toml
       zjobs up --export systemd units/ examples/pipeline/system.toml
     """
-    _configure_logging(log_level)
+    configure_logging(log_level, log_format)
     try:
         system = load_system(file, only=None if only is None else only.split(","))
     except SystemFileError as exc:
@@ -668,16 +677,18 @@ def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
         _echo(f"install: cp -r {export[1]}/* /etc/systemd/system/ && systemctl daemon-reload "
               f"&& systemctl enable --now {_target_name(written)}")
         return
-    supervisor = Supervisor(out=_echo)
+    say = _json_echo if log_format == "json" else _echo  # json: every line an object
+    supervisor = Supervisor(out=say, child_out=None if log_format == "text" else (
+        lambda child, line: _echo(child_json_line(child, line))))
     previous = {sig: signal.signal(sig, lambda signum, frame: supervisor.request_stop())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     failure: StartError | None = None
     try:
-        start_system(system, supervisor)
-        _echo(f"ready: {system.name}: {len(supervisor.children)} process(es); "
-              "Ctrl-C or SIGTERM stops them")
+        start_system(system, supervisor, log_format=log_format)
+        say(f"ready: {system.name}: {len(supervisor.children)} process(es); "
+            "Ctrl-C or SIGTERM stops them")
         supervisor.run()
-        _echo(f"stopping {system.name}")
+        say(f"stopping {system.name}")
     except StartError as exc:
         failure = None if supervisor.stop_requested else exc
     finally:
@@ -685,11 +696,11 @@ def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if killed:
-        _echo(f"Warning: {killed} process(es) did not stop within "
-              f"{supervisor.stop_timeout_s}s and were killed", sys.stderr)
+        say(f"Warning: {killed} process(es) did not stop within "
+            f"{supervisor.stop_timeout_s}s and were killed", sys.stderr)
     if failure is not None:
         raise CliError(str(failure), RET_ERROR)
-    _echo(f"stopped {system.name}")
+    say(f"stopped {system.name}")
 
 
 def _target_name(paths: list[Path]) -> str:

@@ -508,9 +508,10 @@ def _ping(requests: str, responses: str) -> Any:
     return probe
 
 
-def processor_children(system: System, python: str = sys.executable) -> list[ChildSpec]:
+def processor_children(system: System, python: str = sys.executable, *,
+                       log_format: str = "text") -> list[ChildSpec]:
     """One ``zjobs serve`` child per replica of each processor this host runs; each is
-    ready once it answers a ping."""
+    ready once it answers a ping. ``log_format`` is passed on (``--log-format``)."""
     children = []
     for spec in system.processors.values():
         if not system.runs(spec.key):
@@ -519,7 +520,7 @@ def processor_children(system: System, python: str = sys.executable) -> list[Chi
                                                       strict=True)):
             argv = [python, "-m", "zjobs", "serve", spec.job, "--requests", requests,
                     "--responses", responses, "--name", spec.name,
-                    "--app-dir", str(system.app_dir)]
+                    "--app-dir", str(system.app_dir), "--log-format", log_format]
             if spec.resources:
                 argv += ["--resources", spec.resources]
             if spec.cache:
@@ -533,15 +534,16 @@ def processor_children(system: System, python: str = sys.executable) -> list[Chi
     return children
 
 
-def link_children(system: System, python: str = sys.executable) -> list[ChildSpec]:
+def link_children(system: System, python: str = sys.executable, *,
+                  log_format: str = "text") -> list[ChildSpec]:
     """One ``zjobs link`` child per link this host runs; each is ready once it printed
-    that its subscriptions are live."""
+    that its subscriptions are live. ``log_format`` is passed on (``--log-format``)."""
     children = []
     for link in system.links:
         if not system.runs(link.name):
             continue
         argv = [python, "-m", "zjobs", "link", "--name", link.name, "--topic", link.topic,
-                "--app-dir", str(system.app_dir)]
+                "--app-dir", str(system.app_dir), "--log-format", log_format]
         for key in link.sources:
             source = system.processors[key]
             for requests, responses in zip(source.requests, source.responses, strict=True):
@@ -562,9 +564,10 @@ def link_children(system: System, python: str = sys.executable) -> list[ChildSpe
     return children
 
 
-def start_system(system: System, supervisor: Supervisor) -> None:
+def start_system(system: System, supervisor: Supervisor, *, log_format: str = "text") -> None:
     """Start this host's processors, wait until each answers, then start its links and wait
-    until each is subscribed. Folders of ipc endpoints are created first.
+    until each is subscribed. Folders of ipc endpoints are created first. The children
+    log as ``log_format`` says (text or json).
 
     Raises:
         StartError: a child exited or was not ready in time (call ``supervisor.stop()``).
@@ -574,5 +577,5 @@ def start_system(system: System, supervisor: Supervisor) -> None:
             for endpoint in (*spec.requests, *spec.responses):
                 if endpoint.startswith("ipc://"):
                     Path(endpoint[len("ipc://"):]).parent.mkdir(parents=True, exist_ok=True)
-    supervisor.start(processor_children(system))
-    supervisor.start(link_children(system))
+    supervisor.start(processor_children(system, log_format=log_format))
+    supervisor.start(link_children(system, log_format=log_format))
