@@ -125,6 +125,8 @@ class Browser:
 NONE = "\u2013"  # what the page shows for a number not known (an en dash)
 
 CARD_NUMBERS = """(() => {
+  const status = document.getElementById("status");
+  if (!status) return {updates: 0, cards: {}};  // the page is not there yet
   const out = {};
   for (const card of document.querySelectorAll("section.card")) {
     out[card.dataset.name] = {
@@ -132,7 +134,7 @@ CARD_NUMBERS = """(() => {
       errors: card.querySelector(".errors").textContent,
       points: card.querySelector("polyline").getAttribute("data-values")};
   }
-  return {updates: Number(document.getElementById("status").dataset.updates), cards: out};
+  return {updates: Number(status.dataset.updates), cards: out};
 })()"""
 
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zjobs import ProcessorMonitor, ZmqProcessor
+from zjobs import ProcessorMonitor, ZmqProcessor, ZmqReceiver
 from zjobs.aio import AsyncZmqProcessor
 from zjobs.core.load import BUCKET_BOUNDS_S, PROMETHEUS_BOUNDS_S, LoadMeter, LoadSnapshot
-from zjobs.errors import ReceiveTimeout
-from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
+from zjobs.wire.heartbeat import HEARTBEAT_TOPIC, Heartbeat
 
 
 class FakeClock:
@@ -101,17 +101,16 @@ async def asleep(request: Any, resources: Any) -> Any:
     return request
 
 
-def heard(proc: ZmqProcessor | AsyncZmqProcessor, monitor: ProcessorMonitor,
-          done: Any) -> None:
-    with proc.receiver(topics=[HEARTBEAT_TOPIC], monitor=monitor) as receiver:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with pytest.raises(ReceiveTimeout):
-                receiver.receive(timeout=0.02)
-            peer = monitor.peer(proc.instance)
-            if peer is not None and done(peer):
-                return
-    pytest.fail(f"no heartbeat as expected: {monitor.peer(proc.instance)}")
+def heard(receiver: ZmqReceiver, instance: str, monitor: ProcessorMonitor,
+          done: Callable[[Heartbeat], bool]) -> None:
+    """Feed ``monitor`` every heartbeat of ``instance`` until ``done(beat)`` is true for one."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        frames = receiver.receive_frames(time.monotonic() + 0.05)
+        beat = None if frames is None else monitor.heartbeat(frames)
+        if beat is not None and beat.instance == instance and done(beat):
+            return
+    pytest.fail(f"no heartbeat as expected: {monitor.peer(instance)}")
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
@@ -122,20 +121,20 @@ def test_heartbeats_carry_host_pid_and_the_load_of_the_interval(kind: str) -> No
     monitor = ProcessorMonitor()
     windows: list[tuple[int, int | None]] = []
 
-    def collect(peer: Any) -> bool:
-        if peer.load is not None and peer.load.jobs:
-            windows.append((peer.load.jobs, peer.load.p50_us))
+    def collect(beat: Heartbeat) -> bool:
+        if beat.load is not None and beat.load.jobs:
+            windows.append((beat.load.jobs, beat.load.p50_us))
         return sum(jobs for jobs, _ in windows) >= 4
 
-    with proc, proc.client() as client:
+    with proc, proc.receiver(topics=[HEARTBEAT_TOPIC]) as receiver, proc.client() as client:
+        heard(receiver, proc.instance, monitor, lambda beat: True)  # subscribed from here on
         for _ in range(4):
             assert client.call(0.01) == 0.01
-        heard(proc, monitor, collect)
+        heard(receiver, proc.instance, monitor, collect)
         peer = monitor.peer(proc.instance)
-        assert peer is not None and peer.load is not None
-        assert peer.host and peer.pid > 0
+        assert peer is not None and peer.host and peer.pid > 0
         assert all(p50 is not None and 10_000 <= p50 < 100_000 for _, p50 in windows)
         assert proc.load.jobs == 4  # pongs of the readiness handshake are not jobs
-        # Nothing runs now: the next window is empty.
-        heard(proc, monitor, lambda p: p.load is not None and p.load.jobs == 0)
-        assert peer.load.in_flight == 0
+        # Nothing runs now: a later window is empty.
+        heard(receiver, proc.instance, monitor, lambda b: b.load is not None and b.load.jobs == 0)
+        assert peer.load is not None and peer.load.in_flight == 0

@@ -39,7 +39,10 @@ def test_a_pipeline_call_is_one_trace_with_the_stages_in_order() -> None:
         "zjobs run parse", "zjobs forward parse->double", "zjobs run double",
         "zjobs forward double->show", "zjobs run show"]
     assert all(s["parent"] == ok_call["span_id"] for s in trace)
-    assert all(ok_call["start"] <= s["start"] and s["end"] <= ok_call["end"] for s in trace)
+    assert all(ok_call["start"] <= s["start"] <= ok_call["end"] for s in trace)
+    # A job run ends before its response is published; a link's forward may end after the
+    # call did (its thread resumes after the next stages already answered).
+    assert all(s["end"] <= ok_call["end"] for s in trace if s["kind"] == "SERVER")
     assert [s["kind"] for s in trace] == ["SERVER", "PRODUCER"] * 2 + ["SERVER"]
     assert all(s["status"] == "UNSET" for s in trace)
     # The caller's context rides in meta from end to end, unchanged.
