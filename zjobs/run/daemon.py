@@ -190,7 +190,9 @@ class Daemon:
                 if on_ready is not None:
                     on_ready(processor)
             while not self._stop.wait(0.5):
-                if processor.state == "stopped":
+                # A signal may land between the wait and this check and stop the processor
+                # at once: that is a requested stop, not a crash.
+                if processor.state == "stopped" and not self._stop.is_set():
                     raise ZJobsError(f"processor {processor.name!r} stopped unexpectedly")
             processor.stop(timeout_s=None)
             counters = processor.counters
