@@ -49,3 +49,15 @@ def ipc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    """Where a test keeps what a person should look at afterwards (screenshots): the folder
+    named by ZJOBS_ARTIFACTS (CI sets it), else the test's temporary folder."""
+    import os
+
+    folder = os.environ.get("ZJOBS_ARTIFACTS")
+    path = Path(folder) if folder else tmp_path
+    path.mkdir(parents=True, exist_ok=True)
+    return path

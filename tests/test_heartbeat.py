@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import ProtocolError
 from zjobs.wire.codec import decode, encode
-from zjobs.wire.heartbeat import HEARTBEAT_TOPIC, STOPPED, Heartbeat, with_seq
+from zjobs.wire.heartbeat import HEARTBEAT_TOPIC, STOPPED, Heartbeat, Load, with_seq
 
 
 class Clock:
@@ -37,6 +37,51 @@ def test_heartbeat_round_trip_and_wire_shape() -> None:
     assert decode(frames[2]) == {"received": 3}
     parsed = Heartbeat.from_frames(frames)
     assert (parsed.seq, parsed.processor, parsed.counters) == (5, "sq", {"received": 3})
+
+
+def test_host_pid_and_load_travel_in_the_header() -> None:
+    load = Load(in_flight=2, window_ms=1000, jobs=7, busy_us=3500, p50_us=400, p99_us=900)
+    frames = Heartbeat("sq", "i1", 1000, counters={"ok": 7}, time_ms=5, host="h1", pid=42,
+                       load=load).to_frames()
+    header = decode(frames[1])
+    assert (header["host"], header["pid"]) == ("h1", 42)
+    assert header["load"] == {"in_flight": 2, "window_ms": 1000, "jobs": 7, "busy_us": 3500,
+                              "p50_us": 400, "p99_us": 900}
+    parsed = Heartbeat.from_frames(frames)
+    assert (parsed.host, parsed.pid, parsed.load) == ("h1", 42, load)
+    # Golden bytes of the load map: the keys in this order, shortest ints.
+    assert encode(Load(1, 1000, 0, 0).to_map()) == bytes.fromhex(
+        "84a9696e5f666c6967687401a977696e646f775f6d73cd03e8a46a6f627300a7627573795f757300")
+
+
+def test_a_heartbeat_without_the_optional_fields_is_still_read() -> None:
+    # What a peer that predates them (or does not send them) publishes.
+    header = {"v": 1, "type": "heartbeat", "processor": "p", "instance": "i",
+              "interval_ms": 10}
+    parsed = Heartbeat.from_frames([HEARTBEAT_TOPIC, encode(header), encode({"ok": 1})])
+    assert (parsed.host, parsed.pid, parsed.load, parsed.counters) == ("", 0, None, {"ok": 1})
+
+
+@pytest.mark.parametrize("extra", [
+    {"load": [1, 2]}, {"load": {"jobs": -1}}, {"load": {"p50_us": "fast"}},
+    {"load": {"in_flight": True}}, {"host": 5, "pid": "x"}, {"pid": -3},
+])
+def test_mistyped_optional_fields_are_dropped_not_the_heartbeat(extra: dict[str, object]) -> None:
+    header = {"v": 1, "type": "heartbeat", "processor": "p", "instance": "i",
+              "interval_ms": 10, **extra}
+    parsed = Heartbeat.from_frames([HEARTBEAT_TOPIC, encode(header), encode({})])
+    assert parsed.processor == "p"
+    assert parsed.load is None or "load" not in extra
+    assert isinstance(parsed.host, str) and parsed.pid >= 0
+
+
+def test_the_monitor_keeps_each_peers_host_pid_and_load() -> None:
+    monitor = ProcessorMonitor()
+    load = Load(jobs=3, window_ms=1000, p50_us=10, p99_us=20)
+    monitor.heartbeat(with_seq(Heartbeat("sq", "i1", 1000, host="h", pid=9,
+                                         load=load).to_frames(), 1))
+    peer = monitor.peer("i1")
+    assert peer is not None and (peer.host, peer.pid, peer.load, peer.beats) == ("h", 9, load, 1)
 
 
 @pytest.mark.parametrize("frames", [

@@ -14,6 +14,7 @@ from zjobs.compose.pipeline import Pipeline, Stage
 from zjobs.core.cache import CachedJob, MemoryCache, cached
 from zjobs.core.handler import Counters
 from zjobs.core.job import MISS, GetCache, PutCache, Run
+from zjobs.core.load import LoadSnapshot
 from zjobs.core.membership import Members, Membership, StaticMembership
 from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import (
@@ -114,6 +115,7 @@ __all__ = [
     "Link",
     "LinkCounters",
     "LoadError",
+    "LoadSnapshot",
     "McReceive",
     "Members",
     "Membership",

@@ -26,6 +26,8 @@ import zmq
 
 import zjobs
 from zjobs.cli import console
+from zjobs.cli.logs import FORMATS, child_json_line, configure_logging, json_line
+from zjobs.cli.watch import Expected, Watch, expected_from_system
 from zjobs.client.sync import Client
 from zjobs.client.watcher import MembershipWatcher
 from zjobs.compose.link import Link
@@ -57,8 +59,6 @@ RET_ERROR = 1
 RET_USAGE = 2
 """Bad input: options, JSON, MODULE:OBJECT, an endpoint that cannot be bound or connected,
 a key file that cannot be used."""
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class CliError(click.ClickException):
@@ -116,6 +116,11 @@ def main() -> None:
 def _echo(text: str, file: TextIO | None = None) -> None:
     click.echo(text, file=file)
     (file or sys.stdout).flush()
+
+
+def _json_echo(text: str, file: TextIO | None = None) -> None:
+    """A line of zjobs' own as a JSON log object (``--log-format json``)."""
+    _echo(json_line(text, level="WARNING" if file is sys.stderr else "INFO"), file)
 
 
 def _echo_error(text: str) -> None:
@@ -275,8 +280,10 @@ class _Connected:
 # -- serve --------------------------------------------------------------------------------
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT)
+_LOG_FORMAT = option("--log-format", type=click.Choice(FORMATS), default="text",
+                     show_default=True,
+                     help="Logs as text lines, or as one JSON object per line (time, level, "
+                          "logger, message, pid).")
 
 
 @main.command()
@@ -295,6 +302,7 @@ def _configure_logging(level: str) -> None:
 @option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                          case_sensitive=False),
         default="INFO", show_default=True, help="Logging level (logs go to stderr).")
+@_LOG_FORMAT
 @option("--app-dir", type=click.Path(file_okay=False), default=".", show_default=True,
         metavar="DIR", help="Folder to import MODULE from.")
 @option("--secret-key", metavar="FILE",
@@ -313,10 +321,14 @@ def _configure_logging(level: str) -> None:
         metavar="S", help="Seconds a retried request id is answered from the replay window.")
 @option("--heartbeat-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
         metavar="S", help="Seconds between heartbeats on the reserved topic (0: none).")
+@option("--metrics", metavar="HOST:PORT",
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one; the "
+             "log says which). Needs the extra: pip install 'zjobs[metrics]'.")
 def serve(job: str, requests: str, responses: str, name: str | None, resources: str | None,
-          cache: int, max_message_size: int, log_level: str, app_dir: str,
+          cache: int, max_message_size: int, log_level: str, log_format: str, app_dir: str,
           secret_key: str | None, allow_clients: str | None, concurrency: int | None,
-          dedup_size: int, dedup_ttl: float, heartbeat_interval: float) -> None:
+          dedup_size: int, dedup_ttl: float, heartbeat_interval: float,
+          metrics: str | None) -> None:
     """Serve a job as a daemon, in the foreground, until SIGTERM or Ctrl-C.
 
     MODULE:OBJECT is a function f(request, resources), a class with a run method
@@ -335,7 +347,7 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
       zjobs serve zjobs.demo:square --requests tcp://*:5555 --responses tcp://*:5556 \\
           --secret-key keys/server.key_secret --allow-clients keys/clients
     """
-    _configure_logging(log_level)
+    configure_logging(log_level, log_format)
     add_app_dir(app_dir)
     if allow_clients is not None and secret_key is None:
         raise CliError("--allow-clients needs --secret-key (the server's secret key file)",
@@ -345,14 +357,18 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
     settings = ServeSettings(job, requests, responses, name, resources, cache,
                              max_message_size, security, concurrency=concurrency,
                              dedup_size=dedup_size, dedup_ttl_s=dedup_ttl,
-                             heartbeat_interval_s=heartbeat_interval or None)
+                             heartbeat_interval_s=heartbeat_interval or None,
+                             metrics=metrics)
 
     def ready(processor: ServedProcessor) -> None:
         ep = processor.endpoints
         _echo(f"listening requests={ep.requests} responses={ep.responses} "
               f"name={processor.name}")
 
-    Daemon(settings, handle_signals=True).run(on_ready=ready)
+    try:
+        Daemon(settings, handle_signals=True).run(on_ready=ready)
+    except (ImportError, ValueError) as exc:  # the metrics extra, a malformed address
+        raise CliError(str(exc), RET_USAGE) from exc
 
 
 # -- send ---------------------------------------------------------------------------------
@@ -537,12 +553,13 @@ _LOG_LEVEL = option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"
 @option("--ready-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
         show_default=True, metavar="S", help="Seconds to wait for the upstream processors.")
 @_LOG_LEVEL
+@_LOG_FORMAT
 @option("--app-dir", type=click.Path(file_okay=False), default=".", show_default=True,
         metavar="DIR", help="Folder to import MODULE from.")
 @curve_client_options
 def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, ...],
          dns_server: str | None, topic: str, transform: str | None, keep: str | None,
-         name: str, ready_timeout: float, log_level: str, app_dir: str,
+         name: str, ready_timeout: float, log_level: str, log_format: str, app_dir: str,
          security: CurveClient | None) -> None:
     """Forward the results of processors as requests to another, until SIGTERM or Ctrl-C.
 
@@ -557,7 +574,7 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
       zjobs link --from tcp://127.0.0.1:5556 --from-requests tcp://127.0.0.1:5555 \\
           --to-requests tcp://127.0.0.1:5557 --transform myjobs:prepare
     """
-    _configure_logging(log_level)
+    configure_logging(log_level, log_format)
     if probes and len(probes) != len(sources):
         raise CliError("give --from-requests once per --from (in the same order), or not "
                        "at all", RET_USAGE)
@@ -615,8 +632,9 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
         help="Start nothing: write systemd units for FILE into DIR (one per processor and "
              "link, a template for replicas, SYSTEM.target for all), supervised by systemd.")
 @_LOG_LEVEL
+@_LOG_FORMAT
 def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
-       log_level: str) -> None:
+       log_level: str, log_format: str) -> None:
     """Start the processors and links described in FILE, supervised, until SIGTERM or Ctrl-C.
 
     Each processor replica runs as `zjobs serve`, each link as `zjobs link`, in child
@@ -636,7 +654,7 @@ def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
       zjobs up --check examples/pipeline/system.toml
       zjobs up --export systemd units/ examples/pipeline/system.toml
     """
-    _configure_logging(log_level)
+    configure_logging(log_level, log_format)
     try:
         system = load_system(file, only=None if only is None else only.split(","))
     except SystemFileError as exc:
@@ -659,16 +677,18 @@ def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
         _echo(f"install: cp -r {export[1]}/* /etc/systemd/system/ && systemctl daemon-reload "
               f"&& systemctl enable --now {_target_name(written)}")
         return
-    supervisor = Supervisor(out=_echo)
+    say = _json_echo if log_format == "json" else _echo  # json: every line an object
+    supervisor = Supervisor(out=say, child_out=None if log_format == "text" else (
+        lambda child, line: _echo(child_json_line(child, line))))
     previous = {sig: signal.signal(sig, lambda signum, frame: supervisor.request_stop())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     failure: StartError | None = None
     try:
-        start_system(system, supervisor)
-        _echo(f"ready: {system.name}: {len(supervisor.children)} process(es); "
-              "Ctrl-C or SIGTERM stops them")
+        start_system(system, supervisor, log_format=log_format)
+        say(f"ready: {system.name}: {len(supervisor.children)} process(es); "
+            "Ctrl-C or SIGTERM stops them")
         supervisor.run()
-        _echo(f"stopping {system.name}")
+        say(f"stopping {system.name}")
     except StartError as exc:
         failure = None if supervisor.stop_requested else exc
     finally:
@@ -676,15 +696,167 @@ def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if killed:
-        _echo(f"Warning: {killed} process(es) did not stop within "
-              f"{supervisor.stop_timeout_s}s and were killed", sys.stderr)
+        say(f"Warning: {killed} process(es) did not stop within "
+            f"{supervisor.stop_timeout_s}s and were killed", sys.stderr)
     if failure is not None:
         raise CliError(str(failure), RET_ERROR)
-    _echo(f"stopped {system.name}")
+    say(f"stopped {system.name}")
 
 
 def _target_name(paths: list[Path]) -> str:
     return next((p.name for p in paths if p.suffix == ".target"), "")
+
+
+# -- status, top (watching heartbeats) -----------------------------------------------------
+
+
+_WATCH_OPTIONS = (
+    click.argument("system_file", required=False, metavar="[FILE]",
+                   type=click.Path(dir_okay=False)),
+    option("--responses", multiple=True, metavar="EP",
+           help="A processor's response endpoint to watch; repeat, one per processor."),
+)
+
+
+def watch_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add [FILE], --responses and the CURVE options; pass the command ``expected``, one
+    entry per processor to watch (from the system file, then the endpoints)."""
+
+    @functools.wraps(command)
+    def wrapper(*, system_file: str | None, responses: tuple[str, ...],
+                **kwargs: Any) -> Any:
+        expected: list[Expected] = []
+        if system_file is not None:
+            try:
+                expected += expected_from_system(load_system(system_file,
+                                                             check_imports=False))
+            except SystemFileError as exc:
+                raise CliError(str(exc), RET_USAGE) from exc
+        expected += [Expected(connectable(ep)) for ep in responses]
+        if not expected:
+            raise CliError("give a system FILE or --responses EP (one per processor)",
+                           RET_USAGE)
+        return command(expected=expected, **kwargs)
+
+    outer = curve_client_options(wrapper)
+    for add in reversed(_WATCH_OPTIONS):
+        outer = add(outer)
+    return outer
+
+
+def _watch(expected: list[Expected], security: CurveClient | None,
+           context: zmq.Context[zmq.Socket[bytes]]) -> Watch:
+    try:
+        return Watch(expected, context=context, security=security)
+    except ValueError as exc:
+        raise CliError(str(exc), RET_USAGE) from exc
+
+
+@main.command()
+@watch_options
+@option("--json", "as_json", is_flag=True, help="Print the rows as a JSON array instead.")
+@option("--wait", type=click.FloatRange(min=0), default=3.0, show_default=True, metavar="S",
+        help="Seconds to wait for a heartbeat from every processor.")
+def status(expected: list[Expected], as_json: bool, wait: float,
+           security: CurveClient | None) -> None:
+    """Show every processor once, from its heartbeats: one row each.
+
+    Rows: name, instance, host:pid, state, requests/s and p50/p99 job duration over the
+    last heartbeat interval, errors (failed + expired + bad requests), requests in flight,
+    busy (share of the interval spent in jobs), last heartbeat. Watches the processors of a
+    system FILE (each replica) and/or the --responses endpoints. Exits with 1 when one of
+    them is missing (no heartbeat within --wait), stopped or gone.
+
+    \b
+    Examples:
+      zjobs status examples/pipeline/system.toml
+      zjobs status --responses tcp://127.0.0.1:5556 --json
+    """
+    from zjobs.cli.top import print_status  # rich loads only for the commands that draw
+
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        with _watch(expected, security, context) as watch:
+            watch.wait_heard(wait)
+            rows = watch.rows()
+            problems = watch.problems()
+    finally:
+        context.term()
+    if as_json:
+        _echo(json.dumps([row.as_json() for row in rows]))
+    else:
+        print_status(rows)
+    for problem in problems:
+        _echo_error(problem)
+    if problems:
+        sys.exit(RET_ERROR)
+
+
+@main.command()
+@watch_options
+@option("--refresh", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
+        metavar="S", help="Seconds between screen refreshes.")
+def top(expected: list[Expected], refresh: float, security: CurveClient | None) -> None:
+    """Show every processor live, from its heartbeats, busiest first; q or Ctrl-C quits.
+
+    The columns are those of zjobs status, plus a sparkline of each processor's throughput
+    (one point per heartbeat). Watches the processors of a system FILE and/or the
+    --responses endpoints.
+
+    \b
+    Examples:
+      zjobs top examples/pipeline/system.toml
+      zjobs top --responses tcp://127.0.0.1:5556 --responses tcp://127.0.0.1:5558
+    """
+    from zjobs.cli.top import run_top  # rich loads only for the commands that draw
+
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        with _watch(expected, security, context) as watch:
+            run_top(watch, refresh_s=refresh)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        context.term()
+
+
+@main.command()
+@watch_options
+@option("--http", "address", default="127.0.0.1:8765", show_default=True, metavar="HOST:PORT",
+        help="Where to serve the page (port 0 picks one; 0.0.0.0 for every interface).")
+def dashboard(expected: list[Expected], address: str, security: CurveClient | None) -> None:
+    """Serve a web page of every processor, live, from its heartbeats, until Ctrl-C.
+
+    Each processor gets a card with its state, requests/s, p50/p99 job duration, errors
+    and requests in flight, and plots of throughput, latency and errors that update every
+    second without a reload. The page is self-contained (no internet needed). Once serving
+    it prints one line: dashboard http://HOST:PORT/
+
+    \b
+    Examples:
+      zjobs dashboard examples/pipeline/system.toml
+      zjobs dashboard --responses tcp://127.0.0.1:5556 --http 0.0.0.0:8765
+    """
+    from zjobs.cli.dashboard import Dashboard
+
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    stop = _StopFlag()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with _watch(expected, security, context) as watch:
+            try:
+                page = Dashboard(address)
+            except ValueError as exc:
+                raise CliError(str(exc), RET_USAGE) from exc
+            with page:
+                _echo(f"dashboard {page.url}")
+                while not stop.raised:
+                    watch.poll(0.25)
+                    page.update(watch)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        context.term()
 
 
 # -- keygen -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any, Final, Self
 
 import zmq
 
+from zjobs.core import tracing
 from zjobs.core.engine import Call, CallEngine, Completion, completions
 from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, Timeout
@@ -331,6 +332,7 @@ class AsyncClient:
             await self.wait_ready()
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        meta = meta if ping else tracing.traced_call(meta, future)  # observability: keep
         call = engine.start(request, future, timeout_s=timeout_s, retries=retries, meta=meta,
                             deadline_ms=deadline_ms, whole=whole, ping=ping)
         future.add_done_callback(lambda _: engine.forget(call))

@@ -26,6 +26,7 @@ from typing import Any, Final, Self
 import zmq
 
 from zjobs.client.watcher import DEFAULT_INTERVAL_S, MembershipWatcher
+from zjobs.core import tracing
 from zjobs.core.engine import Call, CallEngine, Completion, completions
 from zjobs.core.membership import Members, Membership
 from zjobs.core.monitor import ProcessorMonitor
@@ -482,6 +483,7 @@ class Client:
         if not engine.ready:
             self.wait_ready()
         future = _CallFuture(self)
+        meta = meta if ping else tracing.traced_call(meta, future)  # observability: keep
         with self._lock:
             call = engine.start(request, future, timeout_s=timeout_s, retries=retries,
                                 meta=meta, deadline_ms=deadline_ms, whole=whole, ping=ping)

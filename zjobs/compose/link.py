@@ -38,6 +38,7 @@ from typing import Any, Self
 
 import zmq
 
+from zjobs.core import tracing
 from zjobs.errors import ClosedError, EncodeError, NotReady, ReceiveTimeout, SendTimeout, Timeout
 from zjobs.processor.sync import Endpoints, ZmqProcessor
 from zjobs.transport.receiver import ZmqReceiver, as_topic
@@ -312,7 +313,8 @@ class Link:
                         response.error.message if response.error else "")
             return
         if response.status == OK:
-            self._forward_ok(response, response.id)
+            with tracing.forward_span(self.name, response.meta):
+                self._forward_ok(response, response.id)
         elif response.status == ERROR:
             assert response.error is not None
             self._tally["errors"] += 1

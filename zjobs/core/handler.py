@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from zjobs.core import tracing
 from zjobs.core.dedup import JOINED, ReplayWindow, mark_replay
 from zjobs.core.job import MISS, GetCache, Job, PutCache, run_job
+from zjobs.core.load import LoadMeter
 from zjobs.wire.protocol import (
     DEADLINE_EXCEEDED,
     JOB_FAILED,
@@ -131,6 +133,9 @@ class RequestHandler:
         self._clock_ms = clock_ms
         self._tally = _Tally()
         self._drops = _DropLog()
+        self.load = LoadMeter()
+        """Job runs and their durations: :meth:`handle` ticks it; a processor that calls the
+        job itself (asyncio) ticks it around its own calls."""
 
     @property
     def counters(self) -> Counters:
@@ -140,9 +145,14 @@ class RequestHandler:
     def handle(self, frames: Sequence[bytes]) -> list[bytes] | None:
         """The response frames for one request message, or None when it must be dropped."""
         admitted = self.admit(frames)
-        if isinstance(admitted, Request):
-            return self._execute(admitted)
-        return admitted
+        if not isinstance(admitted, Request):
+            return admitted
+        started = self.load.start()
+        try:
+            with tracing.run_span(self.name, admitted.meta):
+                return self._execute(admitted)
+        finally:
+            self.load.finish(started)
 
     # The steps below are every rule of answering a request except calling the job, so a
     # processor that calls it differently (asyncio, a thread pool) shares them: admit, then
@@ -218,6 +228,7 @@ class RequestHandler:
     def fail(self, request: Request, exc: BaseException) -> list[bytes]:
         """The JobFailed response frames for what the job (or its cache) raised."""
         self._tally.failed += 1
+        tracing.record_failure(exc)
         kind = type(exc).__name__
         log.debug("processor %s: job failed for id %r", self.name, request.id, exc_info=exc)
         try:

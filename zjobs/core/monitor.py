@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from zjobs.errors import ProtocolError
-from zjobs.wire.heartbeat import RUNNING, STOPPED, Heartbeat
+from zjobs.wire.heartbeat import RUNNING, STOPPED, Heartbeat, Load
 
 __all__ = ["PeerState", "ProcessorMonitor"]
 
@@ -32,6 +32,12 @@ class PeerState:
     gaps: int = 0
     """Messages missed, judged by sequence numbers (meaningful for a receiver of everything)."""
     counters: Mapping[str, int] = field(default_factory=dict)
+    host: str = ""
+    pid: int = 0
+    load: Load | None = None
+    """Its load over the interval before its last heartbeat, if it sends it."""
+    beats: int = 0
+    """Heartbeats received from it."""
 
     def alive(self, now: float, liveness: int) -> bool:
         """Not stopped, and heard within ``liveness`` heartbeat intervals (a processor known
@@ -122,6 +128,8 @@ class ProcessorMonitor:
         peer.last_heard = self._clock()
         peer.state = beat.state
         peer.counters = beat.counters
+        peer.host, peer.pid, peer.load = beat.host, beat.pid, beat.load
+        peer.beats += 1
         return beat
 
     def alive(self) -> list[PeerState]:

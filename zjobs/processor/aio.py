@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Self
 import zmq
 import zmq.asyncio
 
+from zjobs.core import tracing
 from zjobs.core.async_resources import AsyncResources
 from zjobs.core.handler import new_instance_id
 from zjobs.core.job import MISS, Job, describe_job, run_job
@@ -96,6 +97,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
             that window.
         heartbeat_interval_s: seconds between heartbeats; None sends none.
         keepalive: ZMTP heartbeats on both sockets, dropping dead peers' connections.
+        metrics: ``HOST:PORT`` to serve Prometheus metrics on (needs ``zjobs[metrics]``).
 
     The options shared with :class:`~zjobs.ZmqProcessor` mean the same there and here.
 
@@ -125,6 +127,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         dedup_ttl_s: float = 60.0,
         heartbeat_interval_s: float | None = 1.0,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+        metrics: str | None = None,
     ) -> None:
         run_job(job)
         if concurrency < 1:
@@ -169,6 +172,11 @@ class AsyncZmqProcessor(BaseZmqProcessor):
             linger_ms=linger_ms, rcvhwm=rcvhwm, sndhwm=sndhwm, keepalive=keepalive,
             security=security, pull_class=zmq.asyncio.Socket, pub_class=zmq.Socket)
         self.endpoints = Endpoints(self._sockets.requests, self._sockets.responses)
+        try:
+            self._serve_metrics(metrics)
+        except BaseException:
+            self._sockets.close()
+            raise
 
     def __repr__(self) -> str:
         ep = getattr(self, "endpoints", None)
@@ -246,7 +254,8 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         # Numbered responses and heartbeats, as ZmqProcessor publishes them.
         self._publisher = Publisher(pub, name=self.name, instance=self.instance,
                                     heartbeat_interval_s=self.heartbeat_interval_s,
-                                    counters=lambda: handler.counters.as_dict())
+                                    counters=lambda: handler.counters.as_dict(),
+                                    load=handler.load.snapshot)
         self._publisher.start()
         try:
             await self._serve_until_stopped()
@@ -330,7 +339,15 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         self._publisher.publish(frames)
 
     async def _answer(self, request: Request) -> None:
-        self._publish(await self._respond(request))
+        assert self._handler is not None
+        load = self._handler.load
+        started = load.start()
+        try:
+            with tracing.run_span(self.name, request.meta):
+                frames = await self._respond(request)
+        finally:
+            load.finish(started)
+        self._publish(frames)
 
     async def _respond(self, request: Request) -> list[bytes]:
         # RequestHandler._execute's flow, with the job's methods awaited.
@@ -381,6 +398,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
+            self._close_metrics()
             self._sockets.close()
             self._state = "stopped"
             self._done.set()
@@ -463,6 +481,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
             if never_ran:
                 self._state = "stopped"
         if never_ran:
+            self._close_metrics()
             self._sockets.close()
             return
         if self._loop_thread is threading.current_thread():

@@ -26,6 +26,7 @@ import zmq
 from zjobs.core.dedup import ReplayWindow
 from zjobs.core.handler import Counters, RequestHandler, new_instance_id
 from zjobs.core.job import Job, describe_job, run_job
+from zjobs.core.load import LoadSnapshot
 from zjobs.core.resources import ResourceFactory, Resources
 from zjobs.errors import ClosedError, StartError, Timeout
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
@@ -41,6 +42,7 @@ from zjobs.transport.sockets import (
 
 if TYPE_CHECKING:
     from zjobs.client.sync import Client
+    from zjobs.transport.metrics import MetricsServer
 
 __all__ = ["Endpoints", "Processor", "ZmqProcessor"]
 
@@ -106,6 +108,8 @@ class BaseZmqProcessor:
     _state: str
     _lock: threading.Lock
     _handler: RequestHandler | None
+    metrics: MetricsServer | None
+    """The processor's Prometheus endpoint, when it was given a ``metrics`` address."""
 
     @staticmethod
     def _check_options(dedup_size: int, dedup_ttl_s: float,
@@ -125,6 +129,12 @@ class BaseZmqProcessor:
         """A snapshot of the processor's counters (all zero before it serves)."""
         handler = self._handler
         return handler.counters if handler is not None else Counters()
+
+    @property
+    def load(self) -> LoadSnapshot:
+        """Jobs run so far, their durations, and the requests in flight now."""
+        handler = self._handler
+        return handler.load.snapshot() if handler is not None else LoadSnapshot()
 
     @property
     def connect_endpoints(self) -> Endpoints:
@@ -150,6 +160,19 @@ class BaseZmqProcessor:
         options.setdefault("context", self.context)
         return Client.connect(self.connect_endpoints.requests, self.connect_endpoints.responses,
                               **options)
+
+    def _serve_metrics(self, address: str | None) -> None:
+        self.metrics = None
+        if address is not None:
+            # An optional dependency (zjobs[metrics]): imported only when asked for.
+            from zjobs.transport.metrics import MetricsServer, ProcessorCollector
+
+            self.metrics = MetricsServer(address, ProcessorCollector(
+                self.name, lambda: self.counters.as_dict(), lambda: self.load))
+
+    def _close_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
 
     def _claim(self, how: str) -> None:
         with self._lock:
@@ -194,10 +217,15 @@ class ZmqProcessor(BaseZmqProcessor):
         keepalive: ZMTP heartbeats on both sockets, dropping dead peers' connections.
         security: server-side security (e.g. CURVE) for both sockets. If it has a
             ``release_server(socket)`` method, that is called after each socket is closed.
+        metrics: ``HOST:PORT`` to serve Prometheus metrics on (``/metrics``; port 0 picks
+            one, see :attr:`metrics`), from creation until stopped. Needs the
+            ``zjobs[metrics]`` extra.
 
     Raises:
-        BindError: an endpoint could not be bound (the error names it).
+        BindError: an endpoint (or the metrics address) could not be bound (the error
+            names it).
         TypeError: ``job`` is not a job.
+        ImportError: ``metrics`` without prometheus_client installed.
     """
 
     def __init__(
@@ -218,6 +246,7 @@ class ZmqProcessor(BaseZmqProcessor):
         dedup_ttl_s: float = 60.0,
         heartbeat_interval_s: float | None = 1.0,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+        metrics: str | None = None,
     ) -> None:
         run_job(job)  # fail now, not in the serving thread
         self._check_options(dedup_size, dedup_ttl_s, heartbeat_interval_s)
@@ -247,6 +276,11 @@ class ZmqProcessor(BaseZmqProcessor):
             self._close_wake()
             raise
         self.endpoints = Endpoints(self._sockets.requests, self._sockets.responses)
+        try:
+            self._serve_metrics(metrics)
+        except BaseException:
+            self._close_sockets()
+            raise
 
     def __repr__(self) -> str:
         ep = getattr(self, "endpoints", None)
@@ -325,7 +359,8 @@ class ZmqProcessor(BaseZmqProcessor):
         stopping = self._stopping
         publisher = Publisher(pub, name=self.name, instance=self.instance,
                               heartbeat_interval_s=self.heartbeat_interval_s,
-                              counters=lambda: handler.counters.as_dict())
+                              counters=lambda: handler.counters.as_dict(),
+                              load=handler.load.snapshot)
         handle, publish = handler.handle, publisher.publish
         log.debug("processor %s serving on %s", self.name, self.endpoints)
         publisher.start()
@@ -394,6 +429,7 @@ class ZmqProcessor(BaseZmqProcessor):
             log.debug("processor %s stopped: %s", self.name, counters)
 
     def _close_sockets(self) -> None:
+        self._close_metrics()
         self._sockets.close()
         self._close_wake()
 

@@ -63,6 +63,8 @@ class ServeSettings:
             :class:`~zjobs.ZmqProcessor`.
         dedup_ttl_s: how long a repeated request id is answered from the replay window.
         heartbeat_interval_s: seconds between heartbeats; None sends none.
+        metrics: ``HOST:PORT`` to serve Prometheus metrics on (``/metrics``); None: none.
+            Needs the ``zjobs[metrics]`` extra.
     """
 
     job: str | Job
@@ -77,6 +79,7 @@ class ServeSettings:
     dedup_size: int = 10_000
     dedup_ttl_s: float = 60.0
     heartbeat_interval_s: float | None = 1.0
+    metrics: str | None = None
 
     def describe(self) -> str:
         """The job as a person would name it (its reference, or its repr)."""
@@ -101,7 +104,7 @@ def build_processor(settings: ServeSettings,
     factory = load_factory(settings.resources) if settings.resources is not None else None
     reliability: dict[str, Any] = {
         "dedup_size": settings.dedup_size, "dedup_ttl_s": settings.dedup_ttl_s,
-        "heartbeat_interval_s": settings.heartbeat_interval_s}
+        "heartbeat_interval_s": settings.heartbeat_interval_s, "metrics": settings.metrics}
     if settings.concurrency is not None or is_async_job(job):
         return AsyncZmqProcessor(job, requests=settings.requests, responses=settings.responses,
                                  name=settings.name, resources=factory, context=context,
@@ -182,10 +185,14 @@ class Daemon:
                 log.info("serving %s as %r: requests=%s responses=%s pid=%d",
                          self.settings.describe(), processor.name, ep.requests, ep.responses,
                          os.getpid())
+                if processor.metrics is not None:
+                    log.info("metrics for %r at %s", processor.name, processor.metrics.url)
                 if on_ready is not None:
                     on_ready(processor)
             while not self._stop.wait(0.5):
-                if processor.state == "stopped":
+                # A signal may land between the wait and this check and stop the processor
+                # at once: that is a requested stop, not a crash.
+                if processor.state == "stopped" and not self._stop.is_set():
                     raise ZJobsError(f"processor {processor.name!r} stopped unexpectedly")
             processor.stop(timeout_s=None)
             counters = processor.counters

@@ -76,6 +76,8 @@ class Supervisor:
     Args:
         out: where lines go (the children's output and the supervisor's messages); called
             from several threads, one line at a time.
+        child_out: where the children's lines go instead, as ``child_out(name, line)``
+            (under the same lock); None: ``out("NAME | line")``.
         backoff_s: delay before the first restart of a child.
         max_backoff_s: longest delay between restarts.
         stable_s: a child that ran this long before dying is restarted after ``backoff_s``.
@@ -87,6 +89,7 @@ class Supervisor:
         self,
         *,
         out: Callable[[str], None],
+        child_out: Callable[[str, str], None] | None = None,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         stable_s: float = 10.0,
@@ -100,6 +103,7 @@ class Supervisor:
         self.ready_timeout_s = ready_timeout_s
         self.children: list[_Child] = []
         self._out = out
+        self._child_out = child_out
         self._out_lock = threading.Lock()
         self._stop_requested = False  # a plain flag: set from signal handlers
 
@@ -163,7 +167,11 @@ class Supervisor:
         with stream:
             for raw in stream:
                 line = raw.decode(errors="replace").rstrip("\n")
-                self.say(f"{child.spec.name} | {line}")
+                if self._child_out is None:
+                    self.say(f"{child.spec.name} | {line}")
+                else:
+                    with self._out_lock:
+                        self._child_out(child.spec.name, line)
                 if marker is not None and marker in line:
                     child.ready.set()
 

@@ -15,6 +15,8 @@ A system file declares processors and the links between them::
     # cache = 0               in-memory LRU cache size
     # replicas = 1            N processes sharing the work; each needs its endpoints:
     #                         a list of N, or one pattern with {i} (0..N-1)
+    # metrics = "127.0.0.1:9101"  Prometheus /metrics of each replica, HOST:PORT with a
+    #                         fixed port (a list, or a pattern with {i}); needs zjobs[metrics]
 
     [[links]]
     from = "parse"           # a processor, or a list (fan-in)
@@ -52,6 +54,7 @@ from zjobs.client.sync import Client
 from zjobs.errors import LoadError, ZJobsError
 from zjobs.run.loader import add_app_dir, load_factory, load_job, load_object
 from zjobs.run.supervisor import ChildSpec, Supervisor
+from zjobs.transport.http import parse_address
 from zjobs.transport.sockets import connectable
 
 __all__ = [
@@ -72,7 +75,8 @@ LINK_READY = "forwarding "
 
 _TOP_KEYS = ("system", "processors", "links")
 _SYSTEM_KEYS = ("app_dir", "name")
-_PROCESSOR_KEYS = ("job", "requests", "responses", "name", "resources", "cache", "replicas")
+_PROCESSOR_KEYS = ("job", "requests", "responses", "name", "resources", "cache", "replicas",
+                   "metrics")
 _LINK_KEYS = ("from", "to", "topic", "transform", "filter", "name")
 _TCP = re.compile(r"^tcp://(?P<host>\[[^\]]*\]|[^:/\[\]]+):(?P<port>[^:/]+)$")
 _IPC = re.compile(r"^ipc://.+$")
@@ -112,6 +116,8 @@ class ProcessorSpec:
     resources: str | None = None
     cache: int = 0
     line: int | None = None
+    metrics: tuple[str, ...] = ()
+    """Each replica's Prometheus address (HOST:PORT), or () for none."""
 
     @property
     def replicas(self) -> int:
@@ -289,11 +295,22 @@ def _endpoint_problem(endpoint: str) -> str | None:
     return None
 
 
+def _metrics_problem(address: str) -> str | None:
+    try:
+        _, port = parse_address(address)
+    except ValueError:
+        return "is not HOST:PORT"
+    if port == 0:
+        return "port 0: a system file needs fixed ports (Prometheus scrapes them)"
+    return None
+
+
 def _endpoints(check: _Checker, table: tuple[str, ...], data: dict[str, Any], key: str,
-               replicas: int, what: str) -> tuple[str, ...]:
+               replicas: int, what: str, *, required: bool = True) -> tuple[str, ...]:
     value = data.get(key)
     if value is None:
-        check.report(table, None, f"{what}: missing endpoint {key!r}")
+        if required:
+            check.report(table, None, f"{what}: missing endpoint {key!r}")
         return ()
     if isinstance(value, str):
         if replicas > 1 and "{i}" not in value:
@@ -311,9 +328,10 @@ def _endpoints(check: _Checker, table: tuple[str, ...], data: dict[str, Any], ke
         check.report(table, key, f"{what}: {key!r} must be an endpoint string or a list")
         return ()
     for endpoint in values:
-        problem = _endpoint_problem(endpoint)
+        problem = _endpoint_problem(endpoint) if required else _metrics_problem(endpoint)
         if problem is not None:
-            check.report(table, key, f"{what}: endpoint {endpoint!r} {problem}")
+            noun = "endpoint" if required else "address"
+            check.report(table, key, f"{what}: {noun} {endpoint!r} {problem}")
             return ()
     return tuple(values)
 
@@ -338,12 +356,13 @@ def _processor(check: _Checker, key: str, data: Any) -> ProcessorSpec | None:
         cache = 0
     requests = _endpoints(check, table, data, "requests", replicas, what)
     responses = _endpoints(check, table, data, "responses", replicas, what)
+    metrics = _endpoints(check, table, data, "metrics", replicas, what, required=False)
     check.reference(table, "job", job, what, "job", key)
     check.reference(table, "resources", resources, what, "resources", key)
     if job is None or not requests or not responses:
         return None
     return ProcessorSpec(key, name, job, requests, responses, resources, cache,
-                         check.index.line(table))
+                         check.index.line(table), metrics)
 
 
 def _names(check: _Checker, table: tuple[str, ...], data: dict[str, Any], key: str,
@@ -470,7 +489,7 @@ def load_system(path: str | Path, *, check_imports: bool = True,
 def _check_unique_endpoints(check: _Checker, processors: dict[str, ProcessorSpec]) -> None:
     owner: dict[str, str] = {}
     for spec in processors.values():
-        for endpoint in (*spec.requests, *spec.responses):
+        for endpoint in (*spec.requests, *spec.responses, *spec.metrics):
             if endpoint in owner:
                 check.report(("processors", spec.key), None,
                              f"processor {spec.key!r}: endpoint {endpoint!r} is already used "
@@ -489,9 +508,10 @@ def _ping(requests: str, responses: str) -> Any:
     return probe
 
 
-def processor_children(system: System, python: str = sys.executable) -> list[ChildSpec]:
+def processor_children(system: System, python: str = sys.executable, *,
+                       log_format: str = "text") -> list[ChildSpec]:
     """One ``zjobs serve`` child per replica of each processor this host runs; each is
-    ready once it answers a ping."""
+    ready once it answers a ping. ``log_format`` is passed on (``--log-format``)."""
     children = []
     for spec in system.processors.values():
         if not system.runs(spec.key):
@@ -500,11 +520,13 @@ def processor_children(system: System, python: str = sys.executable) -> list[Chi
                                                       strict=True)):
             argv = [python, "-m", "zjobs", "serve", spec.job, "--requests", requests,
                     "--responses", responses, "--name", spec.name,
-                    "--app-dir", str(system.app_dir)]
+                    "--app-dir", str(system.app_dir), "--log-format", log_format]
             if spec.resources:
                 argv += ["--resources", spec.resources]
             if spec.cache:
                 argv += ["--cache", str(spec.cache)]
+            if spec.metrics:
+                argv += ["--metrics", spec.metrics[i]]
             name = spec.replica_name(i)
             children.append(ChildSpec(
                 name, argv, probe=_ping(requests, responses),
@@ -512,15 +534,16 @@ def processor_children(system: System, python: str = sys.executable) -> list[Chi
     return children
 
 
-def link_children(system: System, python: str = sys.executable) -> list[ChildSpec]:
+def link_children(system: System, python: str = sys.executable, *,
+                  log_format: str = "text") -> list[ChildSpec]:
     """One ``zjobs link`` child per link this host runs; each is ready once it printed
-    that its subscriptions are live."""
+    that its subscriptions are live. ``log_format`` is passed on (``--log-format``)."""
     children = []
     for link in system.links:
         if not system.runs(link.name):
             continue
         argv = [python, "-m", "zjobs", "link", "--name", link.name, "--topic", link.topic,
-                "--app-dir", str(system.app_dir)]
+                "--app-dir", str(system.app_dir), "--log-format", log_format]
         for key in link.sources:
             source = system.processors[key]
             for requests, responses in zip(source.requests, source.responses, strict=True):
@@ -541,9 +564,10 @@ def link_children(system: System, python: str = sys.executable) -> list[ChildSpe
     return children
 
 
-def start_system(system: System, supervisor: Supervisor) -> None:
+def start_system(system: System, supervisor: Supervisor, *, log_format: str = "text") -> None:
     """Start this host's processors, wait until each answers, then start its links and wait
-    until each is subscribed. Folders of ipc endpoints are created first.
+    until each is subscribed. Folders of ipc endpoints are created first. The children
+    log as ``log_format`` says (text or json).
 
     Raises:
         StartError: a child exited or was not ready in time (call ``supervisor.stop()``).
@@ -553,5 +577,5 @@ def start_system(system: System, supervisor: Supervisor) -> None:
             for endpoint in (*spec.requests, *spec.responses):
                 if endpoint.startswith("ipc://"):
                     Path(endpoint[len("ipc://"):]).parent.mkdir(parents=True, exist_ok=True)
-    supervisor.start(processor_children(system))
-    supervisor.start(link_children(system))
+    supervisor.start(processor_children(system, log_format=log_format))
+    supervisor.start(link_children(system, log_format=log_format))

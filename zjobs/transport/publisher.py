@@ -3,7 +3,9 @@
 A :class:`Publisher` wraps a processor's PUB socket. :meth:`Publisher.publish` adds the
 next ``"seq"`` to each message's header; a background thread publishes a
 :class:`~zjobs.wire.heartbeat.Heartbeat` every interval, also while a long job runs, so that
-receivers can tell a busy processor from a dead one. Both share the socket under a lock
+receivers can tell a busy processor from a dead one; each heartbeat also says where the
+processor runs (host, pid) and its load over the interval since the previous one (requests
+in flight, jobs finished, their p50/p99 durations). Both share the socket under a lock
 (ZeroMQ sockets may change threads behind a full memory barrier), so the numbers leave
 in order.
 
@@ -20,7 +22,9 @@ the time they are published anyway (and lost if still nobody listens), counted i
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket as _socket
 import threading
 import time
 from collections import deque
@@ -29,6 +33,7 @@ from typing import Final
 
 import zmq
 
+from zjobs.core.load import LoadSnapshot
 from zjobs.transport.sockets import send_multipart
 from zjobs.wire.heartbeat import RUNNING, STOPPED, Heartbeat, with_seq
 
@@ -69,6 +74,8 @@ class Publisher:
         counters: returns the counters to put in each heartbeat.
         hold_s: on an XPUB socket, how long a message whose topic nobody subscribed to
             waits for a subscriber (0: never hold).
+        load: returns the processor's load (:meth:`zjobs.core.load.LoadMeter.snapshot`);
+            each heartbeat carries the difference since the previous one. None sends no load.
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class Publisher:
         heartbeat_interval_s: float | None = 1.0,
         counters: Callable[[], Mapping[str, int]] = dict,
         hold_s: float = DEFAULT_HOLD_S,
+        load: Callable[[], LoadSnapshot] | None = None,
     ) -> None:
         if heartbeat_interval_s is not None and heartbeat_interval_s <= 0:
             raise ValueError("heartbeat_interval_s must be positive (or None)")
@@ -95,6 +103,10 @@ class Publisher:
         """Held messages published with still nobody subscribed (after hold_s, or past
         the bound on held messages): lost to a subscriber that never came."""
         self._counters = counters
+        self._load = load
+        self._host = _socket.gethostname()
+        self._last_load = LoadSnapshot()
+        self._last_beat = time.monotonic()
         self._lock = threading.Lock()
         self._hold_s = hold_s
         self._xpub = socket.type == zmq.XPUB
@@ -191,10 +203,15 @@ class Publisher:
             self._release_oldest()
 
     def heartbeat(self, state: str = RUNNING) -> None:
-        """Publish a heartbeat now."""
+        """Publish a heartbeat now (from one thread at a time: the window is per call)."""
         interval_s = self.heartbeat_interval_s or 0.0
+        load = None
+        if self._load is not None:
+            now, snapshot = time.monotonic(), self._load()
+            load = snapshot.since(self._last_load).heartbeat_load(now - self._last_beat)
+            self._last_load, self._last_beat = snapshot, now
         beat = Heartbeat(self.name, self.instance, max(1, round(interval_s * 1000)), state,
-                         self._counters())
+                         self._counters(), host=self._host, pid=os.getpid(), load=load)
         self.publish(beat.to_frames())
 
     def start(self) -> None:

@@ -143,9 +143,11 @@ class ZmqReceiver(SocketPeer[zmq.Socket[bytes]]):
         sock = self._live()
         # One blocking receive bounded by ZMQ_RCVTIMEO: cheaper than failing a non-blocking
         # receive and polling before receiving again.
-        wait_ms = -1 if deadline is None else math.ceil((deadline - time.monotonic()) * 1000)
+        # A deadline already passed is a non-blocking look (never -1: that waits forever).
+        wait_ms = (-1 if deadline is None
+                   else max(0, math.ceil((deadline - time.monotonic()) * 1000)))
         try:
-            if wait_ms == 0 or wait_ms < -1:
+            if wait_ms == 0:
                 return sock.recv_multipart(zmq.NOBLOCK)
             if wait_ms != self._rcvtimeo:
                 sock.rcvtimeo = self._rcvtimeo = wait_ms
