@@ -18,13 +18,15 @@ Job runs and forwards are children of the context in the meta, i.e. of the call:
 shows a pipeline call with its stages and links in order. The caller decides what is
 traced: work that arrives without a ``traceparent`` starts no span. Without the API (or
 without a provider: the API's default tracer records nothing and injects nothing), meta
-is left as it is and nothing else changes. The API is imported on first use, so that
+is left as it is and nothing else changes; a provider set after calls began is used
+within a second (zjobs looks for one once a second, not on every call). The API is imported on first use, so that
 ``import zjobs`` does not pay for it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from concurrent.futures import Future as ThreadFuture
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -52,11 +54,23 @@ class _Settles(Protocol):
     def exception(self) -> BaseException | None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Otel:
     tracer: Tracer
     propagator: TraceContextTextMapPropagator
     trace: Any  # the opentelemetry.trace module
+    proxy: type  # the API's stand-in provider, until an SDK sets a real one
+    configured: bool = False
+    checked_at: float = -1.0
+
+    def recording(self) -> bool:
+        """True once a tracer provider is set; looked at once a second, since a call
+        costs less than asking the API every time."""
+        now = time.monotonic()
+        if not self.configured and now - self.checked_at >= 1.0:
+            self.checked_at = now
+            self.configured = not isinstance(self.trace.get_tracer_provider(), self.proxy)
+        return self.configured
 
 
 _NO_SPAN: Final = contextlib.nullcontext()
@@ -67,6 +81,7 @@ def _otel() -> _Otel | None:
     if not _loaded:
         try:
             from opentelemetry import trace
+            from opentelemetry.trace import ProxyTracerProvider
             from opentelemetry.trace.propagation.tracecontext import (
                 TraceContextTextMapPropagator,
             )
@@ -74,7 +89,7 @@ def _otel() -> _Otel | None:
             _loaded.append(None)
         else:
             _loaded.append(_Otel(trace.get_tracer("zjobs"), TraceContextTextMapPropagator(),
-                                 trace))
+                                 trace, ProxyTracerProvider))
     return _loaded[0]
 
 
@@ -82,7 +97,7 @@ def traced_call(meta: Meta | None, future: _Settles | ThreadFuture[Any]) -> Meta
     """Start a client span for a call, ended when ``future`` settles, and return ``meta``
     with its trace context added (``meta`` itself when nothing is traced)."""
     otel = _otel()
-    if otel is None:
+    if otel is None or not otel.recording():
         return meta
     span = otel.tracer.start_span("zjobs call", kind=otel.trace.SpanKind.CLIENT)
     if not span.get_span_context().is_valid:  # no tracer provider: nothing to carry
