@@ -424,3 +424,73 @@ def test_link_command_usage_errors(tmp_path: Path, jobs_module: str) -> None:
     result = runner.invoke(main, [*base, "--from-requests", "tcp://127.0.0.1:3",
                                   "--from-requests", "tcp://127.0.0.1:4"])
     assert result.exit_code == 2 and "once per --from" in result.output
+
+
+# -- zjobs up: a supervisor that supervises -------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.timeout(120)
+def test_children_of_up_die_with_it_when_it_is_killed_with_sigkill(
+        up_chain: tuple[Up, Path]) -> None:
+    up, _ = up_chain
+    children = up.pids()
+    assert len(children) == 5 and all(_alive(pid) for pid in children.values())
+    up.process.kill()
+    up.process.wait(10)
+    deadline = time.monotonic() + 2.0
+    left = dict(children)
+    while left and time.monotonic() < deadline:
+        left = {name: pid for name, pid in left.items() if _alive(pid)}
+        time.sleep(0.02)
+    assert left == {}, f"{len(left)} of {len(children)} children outlived zjobs up"
+
+
+@pytest.mark.timeout(120)
+def test_up_over_endpoints_another_daemon_serves_exits_nonzero_naming_them(
+        tmp_path: Path, jobs_module: str, ipc_dir: Path) -> None:
+    # Another daemon answers pings on both endpoints that processor a wants: its pongs
+    # must not count as a's readiness, and a's bind failure must end `zjobs up`.
+    other = subprocess.Popen(
+        [sys.executable, "-m", "zjobs", "serve", f"{jobs_module}:inc", "--requests",
+         "tcp://127.0.0.1:*", "--responses", "tcp://127.0.0.1:*", "--app-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert other.stdout is not None
+        listening = re.match(r"listening requests=(\S+) responses=(\S+)",
+                             other.stdout.readline())
+        assert listening is not None
+        held_requests, held_responses = listening[1], listening[2]
+        path = tmp_path / "system.toml"
+        path.write_text(chain_toml(jobs_module, ipc_dir)
+                        .replace(f"ipc://{ipc_dir}/a.req", held_requests)
+                        .replace(f"ipc://{ipc_dir}/a.pub", held_responses))
+        up = subprocess.Popen([sys.executable, "-m", "zjobs", "up", str(path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=tmp_path)
+        try:
+            out, err = up.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            out, err = up.communicate()
+        finally:
+            for match in re.finditer(r"started \S+ \(pid (\d+)\)", out if up.poll() is not None
+                                     else ""):
+                if _alive(int(match[1])):
+                    os.kill(int(match[1]), signal.SIGKILL)
+        assert not any(line.startswith("ready:") for line in out.splitlines()), out
+        assert up.returncode not in (0, None), (up.returncode, out, err)
+        assert f"cannot bind {held_requests}: address already in use" in err, (out, err)
+    finally:
+        other.terminate()
+        other.wait(30)
+        if other.stdout is not None:
+            other.stdout.close()

@@ -43,8 +43,14 @@ from zjobs.processor.sync import Endpoints
 from zjobs.run.daemon import Daemon, ServedProcessor, ServeSettings
 from zjobs.run.export import write_systemd
 from zjobs.run.loader import add_app_dir, load_callable
-from zjobs.run.supervisor import Supervisor
-from zjobs.run.system import LINK_READY, SystemFileError, load_system, start_system
+from zjobs.run.supervisor import LIFELINE_ENV, Supervisor, watch_lifeline
+from zjobs.run.system import (
+    LINK_READY,
+    SERVE_READY,
+    SystemFileError,
+    load_system,
+    start_system,
+)
 from zjobs.transport.receiver import ZmqReceiver
 from zjobs.transport.security import CurveClient, CurveServer, write_key_pair
 from zjobs.transport.sockets import DEFAULT_MAX_MESSAGE_SIZE, connectable, is_dns_endpoint
@@ -279,6 +285,17 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT)
 
 
+def _stop_with_supervisor(stop: Callable[[], object]) -> None:
+    """Under ``zjobs up``: call ``stop`` once the supervisor is gone (see its lifeline)."""
+    fd = os.environ.pop(LIFELINE_ENV, None)
+    if fd is None:
+        return
+    try:
+        watch_lifeline(int(fd), stop)
+    except ValueError as exc:
+        raise CliError(f"{LIFELINE_ENV}={fd!r}: {exc}", RET_USAGE) from exc
+
+
 @main.command()
 @click.argument("job", metavar="MODULE:OBJECT")
 @option("--requests", required=True, metavar="EP",
@@ -321,9 +338,11 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
 
     MODULE:OBJECT is a function f(request, resources), a class with a run method
     (instantiated with no arguments), or an instance. Once bound it prints one line to
-    stdout: listening requests=EP responses=EP name=NAME, with wildcards resolved. Logs
-    go to stderr. SIGTERM or SIGINT stops it gracefully: the job in progress finishes and
-    its response is published, then it exits with status 0.
+    stdout: listening requests=EP responses=EP name=NAME instance=ID, with wildcards
+    resolved (ID is the instance id its responses carry). Logs go to stderr. SIGTERM or
+    SIGINT stops it gracefully: the job in progress finishes and its response is
+    published, then it exits with status 0. Under zjobs up it also stops when zjobs up is
+    gone, even killed with SIGKILL.
 
     With --secret-key both sockets use CURVE (see zjobs keygen); the log says whether
     clients are authenticated and how many keys are allowed.
@@ -349,10 +368,12 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
 
     def ready(processor: ServedProcessor) -> None:
         ep = processor.endpoints
-        _echo(f"listening requests={ep.requests} responses={ep.responses} "
-              f"name={processor.name}")
+        _echo(f"{SERVE_READY}requests={ep.requests} responses={ep.responses} "
+              f"name={processor.name} instance={processor.instance}")
 
-    Daemon(settings, handle_signals=True).run(on_ready=ready)
+    daemon = Daemon(settings, handle_signals=True)
+    _stop_with_supervisor(lambda: daemon.request_stop("supervisor gone"))
+    daemon.run(on_ready=ready)
 
 
 # -- send ---------------------------------------------------------------------------------
@@ -575,6 +596,7 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
     membership = _dns_membership(downstream, [], dns_server)
     first = None if membership is None else membership.members()
     stop = _StopFlag()
+    _stop_with_supervisor(lambda: stop(signal.SIGTERM, None))
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     watcher: MembershipWatcher | None = None
     try:

@@ -42,20 +42,24 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from zjobs.client.sync import Client
-from zjobs.errors import LoadError, ZJobsError
+from zjobs.errors import LoadError, NotReady, ReceiveTimeout, SendTimeout, StartError, ZJobsError
 from zjobs.run.loader import add_app_dir, load_factory, load_job, load_object
-from zjobs.run.supervisor import ChildSpec, Supervisor
+from zjobs.run.supervisor import ChildSpec, Probe, Supervisor
+from zjobs.transport.receiver import ZmqReceiver
+from zjobs.transport.sender import IdGenerator, ZmqSender
 from zjobs.transport.sockets import connectable
+from zjobs.wire.protocol import PONG, Id
 
 __all__ = [
     "LINK_READY",
+    "SERVE_READY",
     "LinkSpec",
     "Problem",
     "ProcessorSpec",
@@ -69,6 +73,12 @@ __all__ = [
 
 LINK_READY = "forwarding "
 """``zjobs link`` prints a line starting with this once its subscriptions are live."""
+
+SERVE_READY = "listening "
+"""``zjobs serve`` prints a line starting with this once bound, ending with
+``instance=ID``: the instance id its responses carry."""
+
+_INSTANCE = re.compile(r"\binstance=(\S+)")
 
 _TOP_KEYS = ("system", "processors", "links")
 _SYSTEM_KEYS = ("app_dir", "name")
@@ -481,17 +491,47 @@ def _check_unique_endpoints(check: _Checker, processors: dict[str, ProcessorSpec
 # -- running a system -----------------------------------------------------------------------
 
 
-def _ping(requests: str, responses: str) -> Any:
-    def probe(timeout_s: float) -> None:
-        with Client.connect(connectable(requests), connectable(responses),
-                            ready_timeout_s=timeout_s) as client:
-            client.wait_ready()
+def _ping_instance(requests: str, responses: str) -> Probe:
+    """A probe that pings a ``zjobs serve`` child until a pong from *its* instance (named on
+    its listening line) comes back: another process answering on these endpoints, for
+    example one left over from an earlier run, does not make the child ready."""
+
+    def probe(line: str, timeout_s: float) -> None:
+        found = _INSTANCE.search(line)
+        if found is None:
+            raise StartError(f"no instance id on the listening line {line!r}")
+        instance = found[1]
+        ids = IdGenerator()
+        sent: set[Id] = set()
+        deadline = time.monotonic() + timeout_s
+        interval = 0.002
+        with (ZmqSender(connectable(requests), send_timeout_s=0, linger_ms=0) as sender,
+              ZmqReceiver(connectable(responses), topics=()) as receiver):
+            topic = f"zjobs.up-ready.{ids()}"
+            receiver.subscribe(topic)
+            while time.monotonic() < deadline:
+                try:
+                    sent.add(sender.send(None, id=ids(), reply_to=topic, ping=True))
+                except SendTimeout:
+                    pass  # not connected yet
+                until = min(deadline, time.monotonic() + interval)
+                while (left := until - time.monotonic()) > 0:
+                    try:
+                        response = receiver.receive(timeout=left)
+                    except ReceiveTimeout:
+                        break
+                    if (response.status == PONG and response.id in sent
+                            and response.instance == instance):
+                        return
+                interval = min(interval * 1.5, 0.1)
+        raise NotReady([requests], timeout_s, 0, 1)
+
     return probe
 
 
 def processor_children(system: System, python: str = sys.executable) -> list[ChildSpec]:
     """One ``zjobs serve`` child per replica of each processor this host runs; each is
-    ready once it answers a ping."""
+    ready once it printed that it is listening and answered a ping from that instance."""
     children = []
     for spec in system.processors.values():
         if not system.runs(spec.key):
@@ -507,7 +547,7 @@ def processor_children(system: System, python: str = sys.executable) -> list[Chi
                 argv += ["--cache", str(spec.cache)]
             name = spec.replica_name(i)
             children.append(ChildSpec(
-                name, argv, probe=_ping(requests, responses),
+                name, argv, ready_line=SERVE_READY, probe=_ping_instance(requests, responses),
                 describe=f"processor {name}: requests={requests} responses={responses}"))
     return children
 
