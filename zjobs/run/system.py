@@ -23,6 +23,8 @@ A system file declares processors and the links between them::
     # transform = "jobs:f"   value -> value, applied before sending on
     # filter = "jobs:keep"   value -> bool; false ends the work there
     # name = "parse->store"
+    # retries = 0            send work again that the target did not answer (a target
+    # retry_timeout_s = 5.0  that restarted lost it), after this many seconds
 
 Endpoints must be fixed (no ``*`` or ``0`` port): links and callers, maybe on other hosts,
 connect to them. ``inproc://`` cannot cross processes and is refused.
@@ -83,7 +85,8 @@ _INSTANCE = re.compile(r"\binstance=(\S+)")
 _TOP_KEYS = ("system", "processors", "links")
 _SYSTEM_KEYS = ("app_dir", "name")
 _PROCESSOR_KEYS = ("job", "requests", "responses", "name", "resources", "cache", "replicas")
-_LINK_KEYS = ("from", "to", "topic", "transform", "filter", "name")
+_LINK_KEYS = ("from", "to", "topic", "transform", "filter", "name", "retries",
+              "retry_timeout_s")
 _TCP = re.compile(r"^tcp://(?P<host>\[[^\]]*\]|[^:/\[\]]+):(?P<port>[^:/]+)$")
 _IPC = re.compile(r"^ipc://.+$")
 
@@ -144,6 +147,10 @@ class LinkSpec:
     transform: str | None = None
     filter: str | None = None
     line: int | None = None
+    retries: int = 0
+    """Times the link sends work again that its target did not answer (see ``Link``)."""
+    retry_timeout_s: float = 5.0
+    """Seconds the link waits for the target's answer before sending again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +398,15 @@ def _link(check: _Checker, index: int, data: Any, declared: Iterable[str]) -> Li
         topic = ""
     transform = check.string(table, data, "transform", what)
     keep = check.string(table, data, "filter", what)
+    retries = data.get("retries", 0)
+    if type(retries) is not int or retries < 0:
+        check.report(table, "retries", f"{what}: retries must be a whole number >= 0")
+        retries = 0
+    retry_timeout_s = data.get("retry_timeout_s", 5.0)
+    if type(retry_timeout_s) not in (int, float) or not retry_timeout_s > 0:
+        check.report(table, "retry_timeout_s", f"{what}: retry_timeout_s must be a number "
+                                               "of seconds > 0")
+        retry_timeout_s = 5.0
     name = check.string(table, data, "name", what)
     if sources and targets:
         name = name or f"{'+'.join(sources)}->{'+'.join(targets)}"
@@ -398,7 +414,8 @@ def _link(check: _Checker, index: int, data: Any, declared: Iterable[str]) -> Li
     check.reference(table, "filter", keep, what, "filter", name)
     if not sources or not targets or name is None:
         return None
-    return LinkSpec(name, sources, targets, topic, transform, keep, check.index.line(table))
+    return LinkSpec(name, sources, targets, topic, transform, keep, check.index.line(table),
+                    retries, float(retry_timeout_s))
 
 
 def load_system(path: str | Path, *, check_imports: bool = True,
@@ -567,17 +584,23 @@ def link_children(system: System, python: str = sys.executable) -> list[ChildSpe
                 argv += ["--from", connectable(responses), "--from-requests",
                          connectable(requests)]
         for key in link.targets:
-            argv += [arg for ep in system.processors[key].requests
-                     for arg in ("--to-requests", connectable(ep))]
+            target = system.processors[key]
+            for requests, responses in zip(target.requests, target.responses, strict=True):
+                argv += ["--to-requests", connectable(requests), "--to-responses",
+                         connectable(responses)]
+        if link.retries:
+            argv += ["--retries", str(link.retries), "--retry-timeout",
+                     repr(link.retry_timeout_s)]
         if link.transform:
             argv += ["--transform", link.transform]
         if link.filter:
             argv += ["--filter", link.filter]
-        topic = f" topic={link.topic!r}" if link.topic else ""
+        extra = f" topic={link.topic!r}" if link.topic else ""
+        extra += f" retries={link.retries}" if link.retries else ""
         children.append(ChildSpec(
             link.name, argv, ready_line=LINK_READY,
             describe=f"link {link.name}: {'+'.join(link.sources)} -> "
-                     f"{'+'.join(link.targets)}{topic}"))
+                     f"{'+'.join(link.targets)}{extra}"))
     return children
 
 
