@@ -350,8 +350,9 @@ def _describe_exit(code: int) -> str:
 
 
 def watch_lifeline(fd: int, on_gone: Callable[[], object], *, grace_s: float = 1.0) -> None:
-    """In a supervised child: call ``on_gone`` once the supervisor is gone, then end the
-    process if it still runs ``grace_s`` later.
+    """In a supervised child: call ``on_gone`` once the supervisor is gone, and let the
+    kernel end the process if it still runs ``grace_s`` later (a SIGALRM timer: a process
+    that handles SIGALRM itself must exit on it).
 
     Call it early with the descriptor named by :data:`LIFELINE_ENV`; ``on_gone`` should
     begin a graceful stop (it is called from a background thread). The grace is short on
@@ -377,11 +378,10 @@ def watch_lifeline(fd: int, on_gone: Callable[[], object], *, grace_s: float = 1
             pass  # also an end: nothing can be read from the supervisor any more
         finally:
             os.close(fd)
+        # The kernel ends the process when the timer fires (SIGALRM's default action),
+        # whatever Python is doing by then: finalizing, or stuck in a job.
+        signal.setitimer(signal.ITIMER_REAL, grace_s)
         log.warning("the supervisor is gone: stopping (at most %ss)", grace_s)
         on_gone()
-        time.sleep(grace_s)
-        os.write(2, f"zjobs: the supervisor is gone and this process did not stop within "
-                    f"{grace_s}s: exiting\n".encode())
-        os._exit(1)
 
     threading.Thread(target=watch, name="zjobs-lifeline", daemon=True).start()
