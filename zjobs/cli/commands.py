@@ -620,7 +620,7 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
     first = None if membership is None else membership.members()
     downstreams: list[Endpoints | str] = (
         [Endpoints(r, connectable(s)) for r, s in zip(downstream, answers, strict=True)]
-        if answers else downstream if first is None else list(first.requests))
+        if answers else [*(downstream if first is None else first.requests)])
     stop = _StopFlag()
     _stop_with_supervisor(lambda: stop(signal.SIGTERM, None))
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
