@@ -22,7 +22,7 @@ from pathlib import Path
 
 from zjobs import Client, SendTimeout, ZmqSender
 
-LISTENING = re.compile(r"^listening requests=(\S+) responses=(\S+) name=(\S+)$")
+LISTENING = re.compile(r"^listening requests=(\S+) responses=(\S+) name=(\S+)(?: instance=\S+)?$")
 KIB = 1024
 
 

@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-LISTENING = re.compile(r"^listening requests=(\S+) responses=(\S+) name=(\S+)$")
+LISTENING = re.compile(r"^listening requests=(\S+) responses=(\S+) name=(\S+)(?: instance=\S+)?$")
 CALL_TIMEOUT_S = 30.0
 
 

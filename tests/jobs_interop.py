@@ -66,7 +66,7 @@ def serve_command(requests: str, responses: str, name: str) -> list[str]:
             "--requests", requests, "--responses", responses, "--name", name]
 
 
-LISTENING = re.compile(r"^listening requests=(\S+) responses=(\S+) name=(\S+)$")
+LISTENING = re.compile(r"^listening requests=(\S+) responses=(\S+) name=(\S+)(?: instance=\S+)?$")
 
 
 class Peer:

@@ -179,3 +179,18 @@ def test_the_exported_commands_run_the_system(tmp_path: Path, ipc_dir: Path,
         assert [chain.call(n) for n in range(4)] == [(n + 1) * 2 for n in range(4)]
     # KillSignal=SIGTERM: each stops gracefully with 0.
     assert [peer.stop() for peer in started] == [0, 0, 0, 0]
+
+
+def test_link_retries_reach_the_exported_link_command(tmp_path: Path, ipc_dir: Path) -> None:
+    path = small_system(tmp_path, ipc_dir)
+    path.write_text(path.read_text().replace('name = "inc to double 100%"\n',
+                                             'name = "inc to double 100%"\nretries = 2\n'))
+    folder = tmp_path / "units"
+    export(path, folder)
+    link = next(p.name for p in folder.iterdir() if p.name.startswith("small-link-"))
+    argv, _ = unit_command(folder, link)
+    assert argv[argv.index("--retries"):argv.index("--retries") + 4] == [
+        "--retries", "2", "--retry-timeout", "5.0"]
+    assert argv[argv.index("--to-requests"):argv.index("--to-requests") + 4] == [
+        "--to-requests", f"ipc://{ipc_dir}/double.req", "--to-responses",
+        f"ipc://{ipc_dir}/double.pub"]

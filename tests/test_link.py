@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import collections
 import secrets
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from zjobs import Endpoints, ZmqProcessor, ZmqReceiver, ZmqSender
 from zjobs.compose.link import Link
 from zjobs.errors import ClosedError, NotReady, ReceiveTimeout
-from zjobs.testing import wait_subscribed
+from zjobs.testing import wait_subscribed, wait_until
 from zjobs.wire.chain import DEAD_LETTER_TOPIC, ERROR_KEY, LINK_FAILED, PATH_KEY, full_path
-from zjobs.wire.protocol import PONG, Response
+from zjobs.wire.protocol import PONG, Request, Response, topic_bytes
 
 
 def inc(x: int, resources: Any) -> int:
@@ -312,3 +315,77 @@ def test_lifecycle_repr_and_restart_refused(processors: dict[str, ZmqProcessor])
         link.start()
     with pytest.raises(ValueError):
         Link([], processors["B"])
+
+
+class Swallower:
+    """A downstream that answers pings and loses every request, as a processor that dies
+    with work in its queue does; it keeps the requests it lost."""
+
+    def __init__(self, endpoints: Endpoints) -> None:
+        context = zmq.Context.instance()
+        self.pull = context.socket(zmq.PULL)
+        self.pub = context.socket(zmq.PUB)
+        self.pull.bind(endpoints.requests)
+        self.pub.bind(endpoints.responses)
+        self.lost: list[Request] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="test-swallower")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if not self.pull.poll(20):
+                continue
+            request = Request.from_frames(self.pull.recv_multipart())
+            if request.ping:
+                self.pub.send_multipart(Response(request.id, PONG, processor="swallower",
+                                                 instance="swallower",
+                                                 topic=topic_bytes(request.reply_to))
+                                        .to_frames())
+            else:
+                self.lost.append(request)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.pull.close(linger=0)
+        self.pub.close(linger=0)
+
+
+def test_a_link_with_retries_sends_again_what_a_dead_downstream_lost(ipc_dir: Path) -> None:
+    work = topic()
+    ran: list[int] = []
+
+    def record(x: int, resources: Any) -> int:
+        ran.append(x)
+        return x * 2
+
+    b = Endpoints(f"ipc://{ipc_dir}/b.req", f"ipc://{ipc_dir}/b.pub")
+    swallower = Swallower(b)
+    with (ZmqProcessor(inc, name="A") as a, a.sender() as entry,
+          Link(a, b, name="A->B", topic=work, retries=50, retry_timeout_s=0.1) as link):
+        try:
+            entry.send(9, id="nine", reply_to=work)
+            wait_until(lambda: len(swallower.lost) >= 1, timeout_s=30)
+        finally:
+            swallower.close()
+        # A restarted downstream on the same endpoints gets the work again.
+        with ZmqProcessor(record, requests=b.requests, responses=b.responses,
+                          name="B") as restarted:
+            wait_until(lambda: ran != [] and link.unanswered == 0, timeout_s=30)
+        counters = restarted.counters  # final: it stopped
+    assert ran == [10]  # once: the repeats the link sent meanwhile were replays
+    assert counters.received == counters.ok
+    assert counters.replays == counters.received - 1
+    assert swallower.lost[0].id == "nine" and swallower.lost[0].dedup
+    assert link.counters.resent >= 1 and link.counters.gave_up == 0
+    assert link.counters.forwarded == 1
+
+
+def test_link_retries_need_the_targets_response_endpoints(
+        processors: dict[str, ZmqProcessor]) -> None:
+    requests_only = processors["B"].connect_endpoints.requests
+    with pytest.raises(ValueError, match="retries need every target's response endpoint"):
+        Link(processors["A"], requests_only, retries=1)
+    link = Link(processors["A"], processors["B"], retries=2)
+    assert "retries=2" in repr(link) and link.unanswered == 0

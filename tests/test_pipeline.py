@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,7 +13,7 @@ import pytest
 from zjobs import Endpoints, Pipeline, RemoteError, Stage, StageError, ZmqProcessor, ZmqReceiver
 from zjobs.compose.link import Link
 from zjobs.errors import CallTimeout, ClosedError, NotReady, ReceiveTimeout
-from zjobs.testing import wait_subscribed
+from zjobs.testing import wait_subscribed, wait_until
 from zjobs.wire.chain import PATH_KEY, full_path
 
 
@@ -224,3 +226,35 @@ def test_a_raw_listener_on_the_last_stage_sees_only_final_results(
             assert response.id == "raw-1" and response.value == expected(1)
             with pytest.raises(ReceiveTimeout):
                 out.receive(timeout=0.2)
+
+
+def test_retried_calls_run_every_stage_once_through_the_links() -> None:
+    ran: collections.Counter[str] = collections.Counter()
+
+    def stage(name: str, step: Any, pause_s: float = 0.0) -> Any:
+        def job(x: int, resources: Any) -> int:
+            ran[name] += 1
+            time.sleep(pause_s)
+            return step(x)
+        return job
+
+    # C takes longer than an attempt may: the caller sends the call again (same id) while
+    # C still runs it; A and B must answer those repeats from their replay windows, so the
+    # links have to forward them marked "dedup".
+    procs = [ZmqProcessor(stage("A", lambda x: x + 1), name="A"),
+             ZmqProcessor(stage("B", lambda x: x * 2), name="B"),
+             ZmqProcessor(stage("C", lambda x: -x, pause_s=0.5), name="C")]
+    try:
+        for proc in procs:
+            proc.start()
+        with Pipeline(procs, timeout_s=0.15, retries=20) as pipeline:
+            assert pipeline.call(5) == expected(5)
+            resent = pipeline.resent
+            # Every repeat sent reaches every stage and is answered there from memory.
+            wait_until(lambda: all(p.counters.replays == resent for p in procs),
+                       timeout_s=30)
+    finally:
+        for proc in procs:
+            proc.stop()
+    assert resent >= 1
+    assert ran == {"A": 1, "B": 1, "C": 1}

@@ -3,6 +3,9 @@ security; SocketPeer's connect bookkeeping and closing."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,3 +102,30 @@ def test_socket_peer_lists_connected_endpoints_and_closes_on_exit() -> None:
     peer.close()  # idempotent
     with pytest.raises(ClosedError, match="peer is closed"):
         peer.connect("inproc://test-socket-peer-2")
+
+
+def test_an_ipc_path_another_process_listens_on_is_in_use(ipc_dir: Path) -> None:
+    # libzmq alone would unlink the live socket file and bind anew, silently cutting the
+    # other process off from new peers.
+    path = ipc_dir / "held"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import socket, sys, time; s = socket.socket(socket.AF_UNIX);"
+         f" s.bind({str(path)!r}); s.listen(); print('up', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "up\n"
+        with pytest.raises(BindError) as info:
+            open_sockets(responses=f"ipc://{path}")
+        assert info.value.endpoint == f"ipc://{path}"
+        assert "address already in use" in str(info.value)
+    finally:
+        holder.communicate("")
+    # The file is left behind, nobody listens: a restarted processor binds it.
+    assert path.exists()
+    open_sockets(responses=f"ipc://{path}").close()
+
+
+def test_an_ipc_path_is_bound_again_right_after_its_socket_closed(ipc_dir: Path) -> None:
+    endpoint = f"ipc://{ipc_dir}/again"
+    for _ in range(20):
+        open_sockets(responses=endpoint).close()

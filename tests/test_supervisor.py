@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -96,3 +97,49 @@ def test_a_child_ignoring_sigterm_is_killed_after_the_stop_timeout() -> None:
     assert supervisor.stop() == 1
     assert out.matching(r"stopped stubborn \(pid \d+, signal SIGKILL\)")
     assert supervisor.stop() == 0  # idempotent
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.timeout(60)
+def test_each_child_gets_a_lifeline_pipe_and_restarts_leak_none() -> None:
+    out = Lines()
+    code = ("import os, stat; fd = int(os.environ['ZJOBS_LIFELINE']); "
+            "print('lifeline pipe', stat.S_ISFIFO(os.fstat(fd).st_mode), flush=True)")
+    before = open_fds()
+    supervisor = Supervisor(out=out, backoff_s=0.01, max_backoff_s=0.01, stable_s=60)
+    supervisor.start([ChildSpec("short", python(code), ready_line="lifeline")])
+    run_until(supervisor, lambda: len(out.matching("restarting in")) >= 10)
+    found = [m[1] for m in out.matching(r"short \| lifeline pipe (\w+)")]
+    assert len(found) >= 10 and set(found) == {"True"}
+    assert open_fds() == before
+
+
+def test_a_failed_start_names_the_childs_own_error() -> None:
+    out = Lines()
+    supervisor = Supervisor(out=out)
+    code = "import sys; print('Error: cannot bind tcp://127.0.0.1:1: busy'); sys.exit(2)"
+    with pytest.raises(StartError, match=r"^bad exited with code 2 while starting: cannot "
+                                         r"bind tcp://127.0.0.1:1: busy$"):
+        supervisor.start([ChildSpec("bad", python(code), ready_line="never")])
+    supervisor.stop()
+
+
+def test_a_probe_gets_the_ready_line_and_readiness_waits_for_it() -> None:
+    out = Lines()
+    seen: list[str] = []
+
+    def probe(line: str, timeout_s: float) -> None:
+        seen.append(line)
+        if len(seen) < 3:
+            raise TimeoutError("not yet")
+
+    supervisor = Supervisor(out=out)
+    code = "import time; print('serving instance=abc', flush=True); time.sleep(60)"
+    try:
+        supervisor.start([ChildSpec("svc", python(code), ready_line="serving", probe=probe)])
+        assert seen == ["serving instance=abc"] * 3
+    finally:
+        supervisor.stop()

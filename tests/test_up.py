@@ -4,26 +4,26 @@ supervised processes (kill -9 and restart, graceful stop), the example pipeline.
 from __future__ import annotations
 
 import os
-import queue
 import re
 import secrets
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from jobs_up import Up, alive
 
 from zjobs import Pipeline, StageError, ZmqProcessor
 from zjobs.cli.commands import main
-from zjobs.run.system import SystemFileError, load_system
+from zjobs.run.system import SystemFileError, link_children, load_system
 from zjobs.testing import wait_subscribed
 from zjobs.wire.chain import PATH_KEY
+from zjobs.wire.protocol import PONG
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -198,79 +198,35 @@ def test_only_does_not_import_the_code_other_hosts_run(tmp_path: Path, jobs_modu
     assert result.exit_code == 0, result.output
 
 
+def test_link_retries_in_the_system_file_reach_zjobs_link(tmp_path: Path, jobs_module: str,
+                                                          ipc_dir: Path) -> None:
+    path = tmp_path / "system.toml"
+    path.write_text(chain_toml(jobs_module, ipc_dir).replace(
+        'to = "c"\n', 'to = "c"\nretries = 3\nretry_timeout_s = 0.5\n'))
+    system = load_system(path)
+    plain, retrying = link_children(system)
+    assert "--retries" not in plain.argv
+    argv = list(retrying.argv)
+    assert argv[argv.index("--retries") + 1] == "3"
+    assert argv[argv.index("--retry-timeout") + 1] == "0.5"
+    assert argv[argv.index("--to-requests") + 1:argv.index("--to-requests") + 4] == [
+        f"ipc://{ipc_dir}/c.req", "--to-responses", f"ipc://{ipc_dir}/c.pub"]
+    assert retrying.describe == "link b->c: b -> c retries=3"
+
+
+def test_check_reports_bad_link_retries_with_their_lines(tmp_path: Path, jobs_module: str,
+                                                          ipc_dir: Path) -> None:
+    path = tmp_path / "system.toml"
+    path.write_text(chain_toml(jobs_module, ipc_dir).replace(
+        'to = "c"\n', 'to = "c"\nretries = -1\nretry_timeout_s = 0\n'))
+    code, lines = check(path)
+    assert code == 2
+    assert lines == [f"Error: {path}:26: link #2: retries must be a whole number >= 0",
+                     f"Error: {path}:27: link #2: retry_timeout_s must be a number of "
+                     "seconds > 0"]
+
+
 # -- zjobs up, running ------------------------------------------------------------------------
-
-
-class Up:
-    """``zjobs up`` as a subprocess, its output lines collected by a reader thread."""
-
-    def __init__(self, path: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "zjobs", "up", *args, str(path)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=path.parent,
-            env={**os.environ, **(env or {})})
-        self._reader = threading.Thread(target=self._read, name="test-up-reader")
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        with self.process.stdout:
-            for line in self.process.stdout:
-                self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, predicate: Callable[[str], bool], timeout_s: float = 60.0) -> str:
-        """The first new line matching ``predicate``."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"no matching line within {timeout_s}s:\n" + "\n".join(self.lines))
-            if line is None:
-                pytest.fail("zjobs up exited:\n" + "\n".join(self.lines))
-            self.lines.append(line)
-            if predicate(line):
-                return line
-
-    def pids(self) -> dict[str, int]:
-        """The pid of every child started, by name (the latest one per name)."""
-        found = (re.match(r"started (\S+) \(pid (\d+)\)", line) for line in self.lines)
-        return {m[1]: int(m[2]) for m in found if m}
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Send ``sig``, wait for the exit code, and collect the remaining lines."""
-        self.process.send_signal(sig)
-        code = self.process.wait(60)
-        self.stop_reading()
-        return code
-
-    def stop_reading(self) -> None:
-        """Collect every line left, once the process has exited."""
-        self._reader.join(10)
-        while (line := self._queue.get()) is not None:
-            self.lines.append(line)
-
-    def cleanup(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._reader.join(10)
-        for pid in self.pids().values():  # children left behind by a failed test
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 @pytest.fixture
@@ -319,7 +275,7 @@ def test_up_restarts_a_killed_processor_and_serves_after_the_restart(
     assert up.lines[-1] == "stopped chain"
     for name, pid in children.items():
         assert any(line.startswith(f"stopped {name} (pid {pid}, code 0)") for line in up.lines)
-        assert _gone(pid)
+        assert not alive(pid)
 
 
 @pytest.mark.timeout(120)
@@ -342,7 +298,7 @@ def test_up_exits_1_and_stops_everything_when_a_child_cannot_start(
     for name, pid in up.pids().items():
         assert name == "c" or any(line.startswith(f"stopped {name} (pid {pid}")
                                   for line in up.lines)
-        assert _gone(pid)
+        assert not alive(pid)
 
 
 @pytest.mark.timeout(120)
@@ -400,6 +356,8 @@ def test_link_command_forwards_until_sigterm(tmp_path: Path, jobs_module: str) -
                 wait_subscribed(probe, out, topic=topic)
                 entry.send(9, id="nine", reply_to=topic)
                 response = out.receive(timeout=10)
+                while response.status == PONG:  # a late answer to one of the probe's pings
+                    response = out.receive(timeout=10)
             assert response.id == "nine" and response.value == -5
             assert response.meta == {PATH_KEY: ["up"]}
             child.send_signal(signal.SIGTERM)
@@ -424,3 +382,69 @@ def test_link_command_usage_errors(tmp_path: Path, jobs_module: str) -> None:
     result = runner.invoke(main, [*base, "--from-requests", "tcp://127.0.0.1:3",
                                   "--from-requests", "tcp://127.0.0.1:4"])
     assert result.exit_code == 2 and "once per --from" in result.output
+    result = runner.invoke(main, [*base, "--retries", "2"])
+    assert result.exit_code == 2 and "--retries needs --to-responses" in result.output
+    result = runner.invoke(main, [*base, "--to-responses", "tcp://127.0.0.1:3",
+                                  "--to-responses", "tcp://127.0.0.1:4"])
+    assert result.exit_code == 2 and "once per --to-requests" in result.output
+
+
+# -- zjobs up: a supervisor that supervises -------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_children_of_up_die_with_it_when_it_is_killed_with_sigkill(
+        up_chain: tuple[Up, Path]) -> None:
+    up, _ = up_chain
+    children = up.pids()
+    assert len(children) == 5 and all(alive(pid) for pid in children.values())
+    up.process.kill()
+    up.process.wait(10)
+    deadline = time.monotonic() + 2.0
+    left = dict(children)
+    while left and time.monotonic() < deadline:
+        left = {name: pid for name, pid in left.items() if alive(pid)}
+        time.sleep(0.02)
+    assert left == {}, f"{len(left)} of {len(children)} children outlived zjobs up"
+
+
+@pytest.mark.timeout(120)
+def test_up_over_endpoints_another_daemon_serves_exits_nonzero_naming_them(
+        tmp_path: Path, jobs_module: str, ipc_dir: Path) -> None:
+    # Another daemon answers pings on both endpoints that processor a wants: its pongs
+    # must not count as a's readiness, and a's bind failure must end `zjobs up`.
+    other = subprocess.Popen(
+        [sys.executable, "-m", "zjobs", "serve", f"{jobs_module}:inc", "--requests",
+         "tcp://127.0.0.1:*", "--responses", "tcp://127.0.0.1:*", "--app-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert other.stdout is not None
+        listening = re.match(r"listening requests=(\S+) responses=(\S+)",
+                             other.stdout.readline())
+        assert listening is not None
+        held_requests, held_responses = listening[1], listening[2]
+        path = tmp_path / "system.toml"
+        path.write_text(chain_toml(jobs_module, ipc_dir)
+                        .replace(f"ipc://{ipc_dir}/a.req", held_requests)
+                        .replace(f"ipc://{ipc_dir}/a.pub", held_responses))
+        up = subprocess.Popen([sys.executable, "-m", "zjobs", "up", str(path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=tmp_path)
+        try:
+            out, err = up.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            out, err = up.communicate()
+        finally:
+            for match in re.finditer(r"started \S+ \(pid (\d+)\)", out if up.poll() is not None
+                                     else ""):
+                if alive(int(match[1])):
+                    os.kill(int(match[1]), signal.SIGKILL)
+        assert not any(line.startswith("ready:") for line in out.splitlines()), out
+        assert up.returncode not in (0, None), (up.returncode, out, err)
+        assert f"cannot bind {held_requests}: address already in use" in err, (out, err)
+    finally:
+        other.terminate()
+        other.wait(30)
+        if other.stdout is not None:
+            other.stdout.close()

@@ -19,7 +19,9 @@ EXIT = "ipc:///tmp/zjobs-pipeline/store.pub"    # the last stage's responses
 
 def main(texts: list[str]) -> int:
     failed = 0
-    with zjobs.Pipeline.connect(ENTRY, EXIT, timeout_s=10) as pipeline:
+    # retries: a stage that zjobs up restarts meanwhile costs a retry, not a result; the
+    # stages' replay windows answer repeats, so every text is stored once.
+    with zjobs.Pipeline.connect(ENTRY, EXIT, timeout_s=10, retries=3) as pipeline:
         for text in texts:
             try:
                 print(f"{text!r} -> {pipeline.call(text)}")

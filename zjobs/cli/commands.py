@@ -45,8 +45,14 @@ from zjobs.processor.sync import Endpoints
 from zjobs.run.daemon import Daemon, ServedProcessor, ServeSettings
 from zjobs.run.export import write_systemd
 from zjobs.run.loader import add_app_dir, load_callable
-from zjobs.run.supervisor import Supervisor
-from zjobs.run.system import LINK_READY, SystemFileError, load_system, start_system
+from zjobs.run.supervisor import LIFELINE_ENV, Supervisor, watch_lifeline
+from zjobs.run.system import (
+    LINK_READY,
+    SERVE_READY,
+    SystemFileError,
+    load_system,
+    start_system,
+)
 from zjobs.transport.receiver import ZmqReceiver
 from zjobs.transport.security import CurveClient, CurveServer, write_key_pair
 from zjobs.transport.sockets import DEFAULT_MAX_MESSAGE_SIZE, connectable, is_dns_endpoint
@@ -286,6 +292,17 @@ _LOG_FORMAT = option("--log-format", type=click.Choice(FORMATS), default="text",
                           "logger, message, pid).")
 
 
+def _stop_with_supervisor(stop: Callable[[], object]) -> None:
+    """Under ``zjobs up``: call ``stop`` once the supervisor is gone (see its lifeline)."""
+    fd = os.environ.pop(LIFELINE_ENV, None)
+    if fd is None:
+        return
+    try:
+        watch_lifeline(int(fd), stop)
+    except ValueError as exc:
+        raise CliError(f"{LIFELINE_ENV}={fd!r}: {exc}", RET_USAGE) from exc
+
+
 @main.command()
 @click.argument("job", metavar="MODULE:OBJECT")
 @option("--requests", required=True, metavar="EP",
@@ -333,9 +350,11 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
 
     MODULE:OBJECT is a function f(request, resources), a class with a run method
     (instantiated with no arguments), or an instance. Once bound it prints one line to
-    stdout: listening requests=EP responses=EP name=NAME, with wildcards resolved. Logs
-    go to stderr. SIGTERM or SIGINT stops it gracefully: the job in progress finishes and
-    its response is published, then it exits with status 0.
+    stdout: listening requests=EP responses=EP name=NAME instance=ID, with wildcards
+    resolved (ID is the instance id its responses carry). Logs go to stderr. SIGTERM or
+    SIGINT stops it gracefully: the job in progress finishes and its response is
+    published, then it exits with status 0. Under zjobs up it also stops when zjobs up is
+    gone, even killed with SIGKILL.
 
     With --secret-key both sockets use CURVE (see zjobs keygen); the log says whether
     clients are authenticated and how many keys are allowed.
@@ -362,11 +381,13 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
 
     def ready(processor: ServedProcessor) -> None:
         ep = processor.endpoints
-        _echo(f"listening requests={ep.requests} responses={ep.responses} "
-              f"name={processor.name}")
+        _echo(f"{SERVE_READY}requests={ep.requests} responses={ep.responses} "
+              f"name={processor.name} instance={processor.instance}")
 
+    daemon = Daemon(settings, handle_signals=True)
+    _stop_with_supervisor(lambda: daemon.request_stop("supervisor gone"))
     try:
-        Daemon(settings, handle_signals=True).run(on_ready=ready)
+        daemon.run(on_ready=ready)
     except (ImportError, ValueError) as exc:  # the metrics extra, a malformed address
         raise CliError(str(exc), RET_USAGE) from exc
 
@@ -542,6 +563,14 @@ _LOG_LEVEL = option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"
              "work. dns://NAME:PORT or srv://NAME: every processor behind the name, read "
              "again every 5 s (run the link beside its upstream, e.g. as a sidecar).")
 @_DNS_SERVER
+@option("--to-responses", "answers", multiple=True, metavar="EP",
+        help="That downstream's response endpoint, once per --to-requests in the same order: "
+             "needed by --retries, to see which requests it answered.")
+@option("--retries", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+        help="Send a request again (same id, marked for the replay window) when the "
+             "downstream published no answer within --retry-timeout, up to N times.")
+@option("--retry-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
+        show_default=True, metavar="S", help="Seconds to wait for the downstream's answer.")
 @option("--topic", default="", metavar="T",
         help="Only forward work whose topic starts with T [default: all].")
 @option("--transform", metavar="MODULE:FUNC",
@@ -558,7 +587,8 @@ _LOG_LEVEL = option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"
         metavar="DIR", help="Folder to import MODULE from.")
 @curve_client_options
 def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, ...],
-         dns_server: str | None, topic: str, transform: str | None, keep: str | None,
+         dns_server: str | None, answers: tuple[str, ...], retries: int,
+         retry_timeout: float, topic: str, transform: str | None, keep: str | None,
          name: str, ready_timeout: float, log_level: str, log_format: str, app_dir: str,
          security: CurveClient | None) -> None:
     """Forward the results of processors as requests to another, until SIGTERM or Ctrl-C.
@@ -569,6 +599,11 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
     to the end of the chain; errors of work with no topic go to the topic
     zjobs.dead-letter. Once subscribed it prints one line: forwarding name=NAME ...
 
+    With --retries N it also listens to the downstream's responses (--to-responses) and
+    sends a request again when no answer came within --retry-timeout: a downstream that
+    was restarted runs the work its predecessor lost. Work its caller retries (a Pipeline
+    with retries) is forwarded marked for the replay windows with or without this.
+
     \b
     Example:
       zjobs link --from tcp://127.0.0.1:5556 --from-requests tcp://127.0.0.1:5555 \\
@@ -578,6 +613,12 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
     if probes and len(probes) != len(sources):
         raise CliError("give --from-requests once per --from (in the same order), or not "
                        "at all", RET_USAGE)
+    if answers and len(answers) != len(targets):
+        raise CliError("give --to-responses once per --to-requests (in the same order), or "
+                       "not at all", RET_USAGE)
+    if retries and not answers:
+        raise CliError("--retries needs --to-responses (where the downstream answers)",
+                       RET_USAGE)
     add_app_dir(app_dir)
     transform_fn = None if transform is None else load_callable(transform, "transform")
     keep_fn = None if keep is None else load_callable(keep, "filter")
@@ -590,14 +631,21 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
         if probes else [connectable(s) for s in sources])
     downstream = [connectable(t) for t in targets]
     membership = _dns_membership(downstream, [], dns_server)
+    if membership is not None and answers:
+        raise CliError("--to-responses (and so --retries) needs fixed --to-requests "
+                       "endpoints, not dns:// or srv://", RET_USAGE)
     first = None if membership is None else membership.members()
+    downstreams: list[Endpoints | str] = (
+        [Endpoints(r, connectable(s)) for r, s in zip(downstream, answers, strict=True)]
+        if answers else [*(downstream if first is None else first.requests)])
     stop = _StopFlag()
+    _stop_with_supervisor(lambda: stop(signal.SIGTERM, None))
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     watcher: MembershipWatcher | None = None
     try:
-        running = Link(upstreams, downstream if first is None else first.requests, name=name,
-                       topic=topic, transform=transform_fn, keep=keep_fn,
-                       ready_timeout_s=ready_timeout, security=security)
+        running = Link(upstreams, downstreams, name=name, topic=topic,
+                       transform=transform_fn, keep=keep_fn, ready_timeout_s=ready_timeout,
+                       security=security, retries=retries, retry_timeout_s=retry_timeout)
         with running:
             if membership is not None:
                 watcher = MembershipWatcher(membership,

@@ -13,6 +13,18 @@ live and no early response is missed. That needs the upstream *request* endpoint
 upstreams as :class:`~zjobs.Endpoints` (or processors). With a bare response endpoint the
 link cannot probe it and logs a warning.
 
+Retries: the results a link forwarded into a downstream processor that dies are lost
+with it (its queue, the job in progress). A link with ``retries`` also subscribes to the
+downstream's *response* endpoints, and sends a request again, with the same id and marked
+``"dedup"``, when the downstream published no answer to it within ``retry_timeout_s``:
+a restarted downstream runs what its predecessor lost, and answers a repeat of what it
+already ran from its replay window. What a link cannot see is the next hop: responses a
+restarted downstream publishes before the *next* link has reconnected to it are lost to
+that link, yet answered as far as this one can tell. Only the chain's caller sees the
+whole chain: give the caller retries (``Pipeline(..., retries=N)``) for no loss end to end;
+links forward the work it marks as retried (``zjobs.dedup``) marked ``"dedup"`` at every
+hop, so each stage's replay window keeps its effects once.
+
 Back-pressure and high-water marks: a PUB socket never blocks; it drops messages for a
 subscriber whose queue is full (the processor's ``sndhwm``, then the kernel's socket
 buffers, then the subscriber's ``rcvhwm``). A link that falls behind a fast upstream, for
@@ -29,6 +41,8 @@ of 3,000 responses lost up to a third of them even to a link that kept reading.
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -51,10 +65,11 @@ from zjobs.wire.chain import (
     chained_meta,
     error_meta,
     is_chained,
+    is_retried,
 )
 from zjobs.wire.protocol import ERROR, OK, PONG, ErrorInfo, Id, Meta, Request, Response
 
-__all__ = ["Link", "LinkCounters", "Transform", "Upstream"]
+__all__ = ["Downstream", "Link", "LinkCounters", "Transform", "Upstream"]
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +79,9 @@ _READY_TOPIC = "zjobs.link-ready"
 Upstream = Endpoints | ZmqProcessor | str
 """An upstream processor: its endpoints, the processor itself, or its response endpoint."""
 
-Downstream = ZmqProcessor | str
-"""A downstream processor: the processor itself or its request endpoint."""
+Downstream = Endpoints | ZmqProcessor | str
+"""A downstream processor: its endpoints, the processor itself, or its request endpoint
+(a link with retries needs the response endpoint too)."""
 
 Transform = Callable[[Any], Any]
 """A function from the upstream response value to the downstream request value."""
@@ -80,6 +96,9 @@ class LinkCounters:
     not forward: its filter or transform raised; sent on as errors), ``errors`` (error
     responses sent on as chain pings), ``dead_letters`` (errors of work nobody waits for),
     ``pings`` (chain pings sent on) or ``ignored`` (other pongs, responses without an id).
+
+    With retries, ``resent`` counts requests sent again because the downstream published
+    no answer in time, and ``gave_up`` those still unanswered after the last retry.
     """
 
     received: int = 0
@@ -90,6 +109,8 @@ class LinkCounters:
     dead_letters: int = 0
     pings: int = 0
     ignored: int = 0
+    resent: int = 0
+    gave_up: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict (for logs and JSON)."""
@@ -104,10 +125,23 @@ def _upstream(source: Upstream) -> tuple[str | None, str]:
     return None, source
 
 
-def _downstream(target: Downstream) -> str:
+def _downstream(target: Downstream) -> tuple[str, str | None]:
     if isinstance(target, ZmqProcessor):
-        return target.connect_endpoints.requests
-    return target
+        target = target.connect_endpoints
+    if isinstance(target, Endpoints):
+        return target.requests, target.responses
+    return target, None
+
+
+class _Unanswered:
+    """A request the link sent downstream and saw no answer to yet (with retries)."""
+
+    __slots__ = ("deadline", "frames", "retries")
+
+    def __init__(self, frames: list[bytes], deadline: float, retries: int) -> None:
+        self.frames = frames
+        self.deadline = deadline
+        self.retries = retries  # sends left
 
 
 def _many(value: Any, single: type | tuple[type, ...]) -> list[Any]:
@@ -121,8 +155,9 @@ class Link:
         sources: the upstream processor(s): :class:`~zjobs.Endpoints` or processors (the
             link can then verify its subscription, see the module docstring), or bare
             response endpoints.
-        targets: the downstream processor(s), or their request endpoints; several are a
-            group that shares the work (each request goes to one of them).
+        targets: the downstream processor(s): :class:`~zjobs.Endpoints` or processors
+            (needed for ``retries``), or their request endpoints; several are a group that
+            shares the work (each request goes to one of them).
         name: names the link in logs and in the errors it raises itself.
         topic: the topic prefix to take work from (``""``: every response of the sources).
             Callers that share processors with other traffic give their work topics under
@@ -136,9 +171,15 @@ class Link:
         ready_timeout_s: how long :meth:`start` waits for the upstream pongs.
         rcvhwm: the SUB high-water mark; 0 (the default) buffers without limit rather than
             letting the upstream drop responses (see the module docstring).
+        retries: how many times a request the downstream published no answer to is sent
+            again (same id, marked ``"dedup"``); 0 sends each once. See the module docstring
+            for what link retries cover and what only the caller's retries do.
+        retry_timeout_s: how long the link waits for the downstream's answer to each send.
 
     Raises:
         ConnectError: an endpoint is malformed (names it).
+        ValueError: no source or target; negative ``retries``; retries with a target given
+            without its response endpoint.
     """
 
     def __init__(
@@ -154,8 +195,11 @@ class Link:
         security: ClientSecurity | None = None,
         ready_timeout_s: float = 10.0,
         rcvhwm: int = 0,
+        retries: int = 0,
+        retry_timeout_s: float = 5.0,
     ) -> None:
         pairs = [_upstream(s) for s in _many(sources, (str, Endpoints, ZmqProcessor))]
+        downs = [_downstream(t) for t in _many(targets, (str, Endpoints, ZmqProcessor))]
         self.name = name
         self.topic = as_topic(topic)
         self.transform = transform
@@ -164,9 +208,17 @@ class Link:
         self.context = context or zmq.Context.instance()
         self.sources = [responses for _, responses in pairs]
         self.probes = [requests for requests, _ in pairs if requests is not None]
-        self.targets = [_downstream(t) for t in _many(targets, (str, ZmqProcessor))]
+        self.targets = [requests for requests, _ in downs]
+        self.target_responses = [responses for _, responses in downs if responses is not None]
         if not self.sources or not self.targets:
             raise ValueError(f"link {name!r} needs at least one source and one target")
+        if retries < 0 or retry_timeout_s <= 0:
+            raise ValueError(f"link {name!r}: retries must be >= 0 and retry_timeout_s > 0")
+        if retries and len(self.target_responses) < len(self.targets):
+            raise ValueError(f"link {name!r}: retries need every target's response endpoint, "
+                             "to see its answers (give targets as Endpoints)")
+        self.retries = retries
+        self.retry_timeout_s = retry_timeout_s
         self._security = security
         self._rcvhwm = rcvhwm
         self._state = "created"
@@ -175,13 +227,18 @@ class Link:
         self._thread: threading.Thread | None = None
         self._receiver: ZmqReceiver | None = None
         self._sender: ZmqSender | None = None
+        self._answers: ZmqReceiver | None = None  # the targets' responses (with retries)
+        self._unanswered: dict[tuple[bytes, Id], _Unanswered] = {}
+        self._expiry: list[tuple[float, int, tuple[bytes, Id]]] = []
+        self._order = itertools.count()  # heap tie-breaker: ids of both types never compare
         self._backlog: collections.deque[Response] = collections.deque()
         self._tally = collections.Counter[str]()
         self._last_dead_log = 0.0
 
     def __repr__(self) -> str:
+        retries = f" retries={self.retries}" if self.retries else ""
         return (f"<Link {self.name!r} {self._state} from={self.sources} to={self.targets} "
-                f"topic={self.topic!r}>")
+                f"topic={self.topic!r}{retries}>")
 
     def __enter__(self) -> Self:
         return self.start()
@@ -198,6 +255,11 @@ class Link:
     def forwarding(self) -> bool:
         """True while the link thread runs (false before start, after stop, or if it died)."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def unanswered(self) -> int:
+        """With retries: requests sent downstream whose answer the link has not seen yet."""
+        return len(self._unanswered)
 
     @property
     def counters(self) -> LinkCounters:
@@ -227,6 +289,11 @@ class Link:
             self._sender = ZmqSender(self.targets, context=self.context,
                                      send_timeout_s=_TICK_S, security=self._security)
             self._wait_subscribed()
+            if self.retries:
+                self._answers = ZmqReceiver(self.target_responses, topics=(self.topic,),
+                                            context=self.context, rcvhwm=self._rcvhwm,
+                                            security=self._security)
+                self._wait_pongs(self.targets, self._answers, keep=False)
         except BaseException:
             self._close_sockets()
             self._state = "stopped"
@@ -245,21 +312,24 @@ class Link:
                         len(self.sources) - len(self.probes))
         if not self.probes:
             return
-        receiver = self._receiver
-        assert receiver is not None
+        assert self._receiver is not None
+        self._wait_pongs(self.probes, self._receiver, keep=True)
+
+    def _wait_pongs(self, probes: list[str], receiver: ZmqReceiver, *, keep: bool) -> None:
+        """Ping the processors at ``probes`` on the link's topic until a pong of each
+        arrives on ``receiver``; other responses go to the backlog when ``keep``."""
         reply_to = self.topic if self.topic else _READY_TOPIC.encode()
         ids = IdGenerator()
         sent: set[Id] = set()
         seen: set[str] = set()
         deadline = time.monotonic() + self.ready_timeout_s
         interval = 0.002
-        with ZmqSender(self.probes, context=self.context, send_timeout_s=0,
+        with ZmqSender(probes, context=self.context, send_timeout_s=0,
                        linger_ms=0, security=self._security) as pinger:
-            while len(seen) < len(self.probes):
+            while len(seen) < len(probes):
                 now = time.monotonic()
                 if now >= deadline:
-                    raise NotReady(self.probes, self.ready_timeout_s, len(seen),
-                                   len(self.probes))
+                    raise NotReady(probes, self.ready_timeout_s, len(seen), len(probes))
                 try:
                     sent.add(pinger.send(None, id=ids(), reply_to=reply_to, ping=True))
                 except SendTimeout:
@@ -272,7 +342,7 @@ class Link:
                         break
                     if response.status == PONG and response.id in sent:
                         seen.add(response.instance or response.processor)
-                    else:
+                    elif keep:
                         self._backlog.append(response)  # real traffic: forward it later
                 interval = min(interval * 1.5, 0.1)
 
@@ -282,8 +352,11 @@ class Link:
         receiver = self._receiver
         assert receiver is not None
         stopping, backlog = self._stopping, self._backlog
+        retrying = self._answers is not None
         try:
             while not stopping.is_set():
+                if retrying:
+                    self._settle()
                 if backlog:
                     response = backlog.popleft()
                 else:
@@ -302,6 +375,46 @@ class Link:
             return
         except Exception:
             log.exception("link %s crashed", self.name)
+        finally:
+            if self._unanswered:
+                log.warning("link %s: stopped with %d request(s) the downstream has not "
+                            "answered", self.name, len(self._unanswered))
+
+    def _settle(self) -> None:
+        """Retries: take note of the downstream's answers, resend what is overdue."""
+        answers = self._answers
+        assert answers is not None
+        unanswered = self._unanswered
+        while True:
+            try:
+                response = answers.receive(0)
+            except ReceiveTimeout:
+                break
+            if response.id is not None:
+                unanswered.pop((response.topic, response.id), None)
+        now = time.monotonic()
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            _, _, key = heapq.heappop(expiry)
+            entry = unanswered.get(key)
+            if entry is None or entry.deadline > now:
+                continue  # answered, or sent again since (a later deadline is queued)
+            if entry.retries == 0:
+                del unanswered[key]
+                self._tally["gave_up"] += 1
+                log.warning("link %s: no answer from %s to %r after %d attempt(s); giving up",
+                            self.name, self.targets, key[1], self.retries + 1)
+                continue
+            entry.retries -= 1
+            self._expect(key, entry, now)
+            self._tally["resent"] += 1
+            if not self._send_frames(entry.frames):
+                return
+
+    def _expect(self, key: tuple[bytes, Id], entry: _Unanswered, now: float) -> None:
+        entry.deadline = now + self.retry_timeout_s
+        self._unanswered[key] = entry
+        heapq.heappush(self._expiry, (entry.deadline, next(self._order), key))
 
     def _handle(self, response: Response) -> None:
         self._tally["received"] += 1
@@ -338,7 +451,10 @@ class Link:
                 self._tally["filtered"] += 1
                 return
             value = response.value if self.transform is None else self.transform(response.value)
-            frames = Request(rid, value, response.topic or None, False, None, meta).to_frames()
+            # Work its caller may retry stays marked, so every stage remembers its answer.
+            dedup = self.retries > 0 or is_retried(meta)
+            frames = Request(rid, value, response.topic or None, False, None, meta,
+                             dedup).to_frames()
         except Exception as exc:
             self._tally["failed"] += 1
             log.debug("link %s: cannot forward %r", self.name, rid, exc_info=exc)
@@ -348,7 +464,7 @@ class Link:
             error = ErrorInfo(LINK_FAILED, f"{kind}: {exc}", {"exception": kind})
             self._forward_error(response, rid, self.name, error, meta)
             return
-        if self._send_frames(frames):
+        if self._deliver(response.topic, rid, frames):
             self._tally["forwarded"] += 1
 
     def _forward_error(self, response: Response, rid: Id, stage: str, error: ErrorInfo,
@@ -365,7 +481,15 @@ class Link:
         self._send(rid, None, topic, error_meta(meta, stage, error), ping=True)
 
     def _send(self, rid: Id, value: Any, topic: bytes, meta: Meta, *, ping: bool) -> None:
-        self._send_frames(Request(rid, value, topic or None, ping, None, meta).to_frames())
+        self._deliver(topic, rid, Request(rid, value, topic or None, ping, None,
+                                          meta).to_frames())
+
+    def _deliver(self, topic: bytes, rid: Id, frames: list[bytes]) -> bool:
+        # The downstream answers on the work's topic with its id: wait for that (retries).
+        if self.retries:
+            self._expect((topic, rid), _Unanswered(frames, 0.0, self.retries),
+                         time.monotonic())
+        return self._send_frames(frames)
 
     def _send_frames(self, frames: list[bytes]) -> bool:
         # Block while the downstream is full (back-pressure), but keep noticing stop().
@@ -391,10 +515,14 @@ class Link:
         Raises:
             ConnectError: an endpoint is malformed (the others are applied).
             ClosedError: the link is not running.
+            ValueError: the link has retries (it watches fixed targets' responses).
         """
         sender = self._sender
         if sender is None or self._state != "running":
             raise ClosedError(f"link {self.name!r} is {self._state}")
+        if self.retries:
+            raise ValueError(f"link {self.name!r} has retries: its targets are fixed (it "
+                             "watches their response endpoints)")
         wanted = list(dict.fromkeys(requests))
         try:
             for endpoint in wanted:
@@ -436,7 +564,7 @@ class Link:
     close = stop
 
     def _close_sockets(self) -> None:
-        for owner in (self._receiver, self._sender):
+        for owner in (self._receiver, self._sender, self._answers):
             if owner is not None:
                 owner.close()
-        self._receiver = self._sender = None
+        self._receiver = self._sender = self._answers = None

@@ -13,6 +13,15 @@ subscribed to that topic only, so:
   and other pipelines (or clients) over the same processors use other topics, so their
   links never see each other's work.
 
+Retries: with ``retries=N`` a call unanswered within ``timeout_s`` is sent into the first
+stage again, with the *same id*, up to N more times (the client's Lazy Pirate, end to end).
+Every attempt is marked for the replay windows (``"dedup"``, and ``zjobs.dedup`` in meta so
+that links keep forwarding it marked): a stage that already ran the work answers the repeat
+from its window and the chain carries that answer on, so a stage that was restarted, or a
+message lost on the way, costs a retry and not a result, and each stage's effects happen
+once. A stage killed with SIGKILL loses its window with it: work it finished but whose
+result never left it runs again in its successor.
+
 When the links already run elsewhere (as ``zjobs link`` daemons or under ``zjobs up``),
 :meth:`Pipeline.connect` builds the caller alone. The first ``call`` (or :meth:`start`)
 sends a ping through the whole chain and waits for it to come back from the last stage,
@@ -40,7 +49,7 @@ from zjobs.processor.sync import Endpoints, ZmqProcessor
 from zjobs.transport.receiver import ZmqReceiver
 from zjobs.transport.sender import USE_SENDER_DEFAULT, UseSenderDefault, ZmqSender
 from zjobs.transport.sockets import ClientSecurity, endpoint_list
-from zjobs.wire.chain import PATH_KEY, carried_error, full_path
+from zjobs.wire.chain import DEDUP_KEY, PATH_KEY, carried_error, full_path
 from zjobs.wire.protocol import Id, Meta, Response
 
 __all__ = ["Pipeline", "Stage"]
@@ -81,7 +90,8 @@ def _stage(item: Stage | ZmqProcessor | Endpoints, index: int) -> Stage:
 
 
 class _ChainEntry:
-    """An MpSend that marks everything it sends as chained work (``zjobs.path = []``)."""
+    """An MpSend that marks everything it sends as chained work (``zjobs.path = []``), and
+    work that may be sent again as retried (``zjobs.dedup``) for the links on the way."""
 
     def __init__(self, sender: ZmqSender) -> None:
         self.sender = sender
@@ -91,11 +101,12 @@ class _ChainEntry:
         return repr(self.sender)
 
     def send(self, request: Any, *, id: Id | None = None, reply_to: str | bytes | None = None,
-             meta: Meta | None = None, deadline_ms: int | None = None,
-             ping: bool = False,
+             meta: Meta | None = None, deadline_ms: int | None = None, ping: bool = False,
              timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
              dedup: bool = False) -> Id:
         meta = {**(meta or {}), PATH_KEY: []}
+        if dedup:
+            meta[DEDUP_KEY] = True
         return self.sender.send(request, id=id, reply_to=reply_to, meta=meta,
                                 deadline_ms=deadline_ms, ping=ping, timeout_s=timeout_s,
                                 dedup=dedup)
@@ -145,11 +156,13 @@ class Pipeline:
             :class:`~zjobs.Endpoints` of running processors.
         context: the zmq context (the shared instance by default).
         security: client-side security for every socket.
-        timeout_s: the default time a call may take end to end.
+        timeout_s: the default time one attempt of a call may take end to end.
         ready_timeout_s: how long starting (links' and the caller's handshakes) may take.
+        retries: the default number of times a call unanswered within ``timeout_s`` is
+            sent again with the same id (see the module docstring); 0 sends it once.
 
     Raises:
-        ValueError: no stages.
+        ValueError: no stages; negative ``retries``.
     """
 
     def __init__(
@@ -160,6 +173,7 @@ class Pipeline:
         security: ClientSecurity | None = None,
         timeout_s: float = 30.0,
         ready_timeout_s: float = 10.0,
+        retries: int = 0,
     ) -> None:
         listed = [_stage(item, i) for i, item in enumerate(stages)]
         if not listed:
@@ -173,7 +187,8 @@ class Pipeline:
         ]
         client = _chain_client(listed[0].endpoints.requests, listed[-1].endpoints.responses,
                                topic=topic, context=context, security=security,
-                               timeout_s=timeout_s, ready_timeout_s=ready_timeout_s)
+                               timeout_s=timeout_s, ready_timeout_s=ready_timeout_s,
+                               retries=retries)
         self._assemble(listed, links, client)
 
     def _assemble(self, stages: list[Stage], links: list[Link], client: Client) -> None:
@@ -193,6 +208,7 @@ class Pipeline:
         security: ClientSecurity | None = None,
         timeout_s: float = 30.0,
         ready_timeout_s: float = 10.0,
+        retries: int = 0,
     ) -> Pipeline:
         """A caller of a chain whose links run elsewhere (``zjobs link``, ``zjobs up``).
 
@@ -202,11 +218,14 @@ class Pipeline:
                 is ready once a ping through the chain came back from each of them.
             topic_prefix: the prefix the links take work from (their ``topic``); the
                 caller's topic is this prefix plus 32 random hex characters.
+
+        The other arguments are those of :class:`Pipeline`.
         """
         pipeline = cls.__new__(cls)
         pipeline._assemble([], [], _chain_client(
             requests, responses, topic=topic_prefix + secrets.token_hex(16), context=context,
-            security=security, timeout_s=timeout_s, ready_timeout_s=ready_timeout_s))
+            security=security, timeout_s=timeout_s, ready_timeout_s=ready_timeout_s,
+            retries=retries))
         return pipeline
 
     def __repr__(self) -> str:
@@ -229,6 +248,11 @@ class Pipeline:
         """Responses that reached the caller but answered none of its calls (late ones)."""
         return self._client.unmatched
 
+    @property
+    def resent(self) -> int:
+        """Calls sent into the chain again because an attempt got no answer in time."""
+        return self._client.resent
+
     def start(self, timeout_s: float | None = None) -> Self:
         """Start the links, then ping through the whole chain until the pong comes back.
 
@@ -247,16 +271,17 @@ class Pipeline:
         return self
 
     def submit(self, value: Any, *, timeout_s: float | None = None,
-               meta: Meta | None = None) -> Future[Any]:
+               meta: Meta | None = None, retries: int | None = None) -> Future[Any]:
         """Send ``value`` into the first stage; return a future for the last stage's result.
 
         The future fails with :class:`~zjobs.StageError` (``.stage`` names the processor or
         link that failed) for the first error on the way, :class:`~zjobs.CallTimeout` when
-        no answer came within ``timeout_s``, :class:`~zjobs.ClosedError` when the pipeline
+        none of its attempts (1 + ``retries``, the pipeline's default when None) was
+        answered within ``timeout_s``, :class:`~zjobs.ClosedError` when the pipeline
         closes first.
         """
         self.start()
-        inner = self._client.submit(value, timeout_s=timeout_s, meta=meta)
+        inner = self._client.submit(value, timeout_s=timeout_s, meta=meta, retries=retries)
         outer: Future[Any] = Future()
 
         def settle(done: Future[Any]) -> None:
@@ -277,21 +302,22 @@ class Pipeline:
         return outer
 
     def call(self, value: Any, *, timeout_s: float | None = None,
-             meta: Meta | None = None) -> Any:
+             meta: Meta | None = None, retries: int | None = None) -> Any:
         """C(B(A(value))): the last stage's result.
 
         Raises:
             StageError: a stage failed (``.stage`` names it); later stages never ran.
-            CallTimeout: no answer within ``timeout_s``.
+            CallTimeout: no answer to any attempt within ``timeout_s``.
         """
-        return self.submit(value, timeout_s=timeout_s, meta=meta).result()
+        return self.submit(value, timeout_s=timeout_s, meta=meta, retries=retries).result()
 
     def call_response(self, value: Any, *, timeout_s: float | None = None,
-                      meta: Meta | None = None) -> Response:
+                      meta: Meta | None = None, retries: int | None = None) -> Response:
         """The last stage's whole response (its meta has the path), or the carried error
         as an error response whose ``processor`` is the failing stage."""
         self.start()
-        return self._client.call_response(value, timeout_s=timeout_s, meta=meta)
+        return self._client.call_response(value, timeout_s=timeout_s, meta=meta,
+                                          retries=retries)
 
     def ping(self, timeout_s: float | None = None) -> float:
         """Send a ping through the whole chain; return the round-trip seconds.
@@ -314,7 +340,7 @@ def _chain_client(requests: str | Sequence[str], responses: str | Sequence[str],
                   topic: str,
                   context: zmq.Context[zmq.Socket[bytes]] | None,
                   security: ClientSecurity | None, timeout_s: float,
-                  ready_timeout_s: float) -> Client:
+                  ready_timeout_s: float, retries: int) -> Client:
     exits = endpoint_list(responses)
     sender = ZmqSender(endpoint_list(requests), context=context, security=security)
     try:
@@ -324,5 +350,11 @@ def _chain_client(requests: str | Sequence[str], responses: str | Sequence[str],
         raise
     # Chain pings reach the last stage's replicas in turn (the last link load-balances):
     # count distinct pongs until every replica answered, as Client does for a group.
-    return Client(_ChainEntry(sender), _ChainExit(receiver), topic=topic, timeout_s=timeout_s,
-                  ready_timeout_s=ready_timeout_s, expect_processors=max(1, len(exits)))
+    try:
+        return Client(_ChainEntry(sender), _ChainExit(receiver), topic=topic,
+                      timeout_s=timeout_s, ready_timeout_s=ready_timeout_s,
+                      expect_processors=max(1, len(exits)), retries=retries)
+    except BaseException:  # bad options: the client never took the sockets
+        sender.close()
+        receiver.close()
+        raise

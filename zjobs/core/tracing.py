@@ -19,8 +19,8 @@ shows a pipeline call with its stages and links in order. The caller decides wha
 traced: work that arrives without a ``traceparent`` starts no span. Without the API (or
 without a provider: the API's default tracer records nothing and injects nothing), meta
 is left as it is and nothing else changes; a provider set after calls began is used
-within a second (zjobs looks for one once a second, not on every call). The API is imported on first use, so that
-``import zjobs`` does not pay for it.
+within a second (zjobs looks for one once a second, not on every call). The API is
+imported on first use, so that ``import zjobs`` does not pay for it.
 """
 
 from __future__ import annotations

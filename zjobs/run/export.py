@@ -192,9 +192,15 @@ def systemd_units(system: System, *, command: Sequence[str] | None = None,
                           connectable(requests)]
             after += names.instances(source)
         for key in link.targets:
-            words += [w for ep in system.processors[key].requests
-                      for w in ("--to-requests", connectable(ep))]
-            after += names.instances(system.processors[key])
+            target = system.processors[key]
+            for requests, responses in zip(target.requests, target.responses, strict=True):
+                words += ["--to-requests", connectable(requests)]
+                if link.retries:  # the link watches the target's answers
+                    words += ["--to-responses", connectable(responses)]
+            after += names.instances(target)
+        if link.retries:
+            words += ["--retries", str(link.retries), "--retry-timeout",
+                      repr(link.retry_timeout_s)]
         if link.transform:
             words += ["--transform", link.transform]
         if link.filter:

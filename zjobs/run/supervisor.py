@@ -11,29 +11,46 @@ stops them all gracefully: SIGTERM, then SIGKILL for those still alive after
 Children run in their own session, so a Ctrl-C in the terminal reaches only the
 supervisor, which then stops them in order. The supervisor installs no signal handlers:
 its caller does (``zjobs up`` calls :meth:`Supervisor.request_stop` from SIGINT/SIGTERM).
-If the supervisor itself is killed with SIGKILL its children keep running; stop them by
-their pids, which it prints.
+
+The lifeline: every child inherits the read end of a pipe whose write end only the
+supervisor holds, and finds its number in the ``ZJOBS_LIFELINE`` environment variable.
+The supervisor never writes to it, so the child reads end-of-file exactly when the kernel
+closed the supervisor's end: it exited or was killed, SIGKILL included. A child that
+watches it (:func:`watch_lifeline`; ``zjobs serve`` and ``zjobs link`` do) stops then, so
+no child outlives its supervisor. A pipe rather than Linux's parent-death signal: that
+signal follows the *thread* that started the child, and it exists on Linux only.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Final
 
 from zjobs.errors import StartError
 
-__all__ = ["ChildSpec", "Supervisor"]
+__all__ = ["LIFELINE_ENV", "ChildSpec", "Probe", "Supervisor", "watch_lifeline"]
 
 log = logging.getLogger(__name__)
 
 _TICK_S = 0.05
+_RECENT_LINES = 20  # output lines kept per child, to explain a failed start
+
+LIFELINE_ENV: Final = "ZJOBS_LIFELINE"
+"""Environment variable naming a child's lifeline: the file descriptor that reaches
+end-of-file once the supervisor is gone."""
+
+Probe = Callable[[str, float], object]
+"""``probe(line, timeout_s)``: returns once the child answers, raises when it did not in
+time; ``line`` is the child's ready line (``""`` when its spec has none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +60,11 @@ class ChildSpec:
     Args:
         name: the child's name in output lines and messages.
         argv: the command and its arguments.
-        ready_line: the child is ready once a line of its output contains this text.
-        probe: alternatively, a function ``probe(timeout_s)`` that returns once the child
-            answers (raising when it does not in time).
+        ready_line: the child is ready once a line of its output contains this text (and,
+            with a probe, once the probe succeeded).
+        probe: a :data:`Probe`, called (again until it succeeds) with the ready line once
+            the child printed it, or at once without a ready line. A probe may check the
+            line, for example that what answers is the child that printed it.
         describe: a line saying where the child listens, printed once it is ready.
         env: extra environment variables.
     """
@@ -53,7 +72,7 @@ class ChildSpec:
     name: str
     argv: Sequence[str]
     ready_line: str | None = None
-    probe: Callable[[float], object] | None = None
+    probe: Probe | None = None
     describe: str = ""
     env: dict[str, str] = field(default_factory=dict)
 
@@ -68,6 +87,21 @@ class _Child:
         self.restart_at: float | None = None
         self.ready = threading.Event()
         self.reader: threading.Thread | None = None
+        self.lifeline: int | None = None  # the write end of the child's lifeline pipe
+        self.recent: collections.deque[str] = collections.deque(maxlen=_RECENT_LINES)
+
+    def reaped(self) -> None:
+        """The child exited: close its lifeline (a restart gets a new one)."""
+        lifeline, self.lifeline = self.lifeline, None
+        if lifeline is not None:
+            os.close(lifeline)
+
+    def failure(self) -> str:
+        """The child's own account of why it stopped: its last ``Error:`` line, if any."""
+        for line in reversed(self.recent):
+            if line.startswith("Error: "):
+                return line[len("Error: "):]
+        return ""
 
 
 class Supervisor:
@@ -145,43 +179,65 @@ class Supervisor:
     def _launch(self, child: _Child) -> None:
         spec = child.spec
         child.ready.clear()
-        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
-        child.process = subprocess.Popen(
-            list(spec.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        child.reaped()
+        # The pipe's ends are not inheritable: only the child gets the read end (pass_fds),
+        # so the write end stays with the supervisor alone and closes when it dies.
+        read_end, write_end = os.pipe()
+        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1", LIFELINE_ENV: str(read_end)}
+        try:
+            process = subprocess.Popen(
+                list(spec.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                pass_fds=(read_end,))
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        child.process, child.lifeline = process, write_end
         child.started_at = time.monotonic()
         child.restart_at = None
-        self.say(f"started {spec.name} (pid {child.process.pid})")
-        assert child.process.stdout is not None
-        child.reader = threading.Thread(target=self._forward, args=(child, child.process.stdout),
+        self.say(f"started {spec.name} (pid {process.pid})")
+        assert process.stdout is not None
+        child.reader = threading.Thread(target=self._forward, args=(child, process),
                                         name=f"zjobs-up-{spec.name}", daemon=True)
         child.reader.start()
-        if spec.probe is not None:
-            threading.Thread(target=self._probe, args=(child, child.process),
-                             name=f"zjobs-up-probe-{spec.name}", daemon=True).start()
+        if spec.probe is not None and spec.ready_line is None:
+            self._start_probe(child, process, "")
         elif spec.ready_line is None:
             child.ready.set()
 
-    def _forward(self, child: _Child, stream: IO[bytes]) -> None:
+    def _forward(self, child: _Child, process: subprocess.Popen[bytes]) -> None:
         marker = child.spec.ready_line
+        stream: IO[bytes] | None = process.stdout
+        assert stream is not None
         with stream:
             for raw in stream:
                 line = raw.decode(errors="replace").rstrip("\n")
+                child.recent.append(line)
                 if self._child_out is None:
                     self.say(f"{child.spec.name} | {line}")
                 else:
                     with self._out_lock:
                         self._child_out(child.spec.name, line)
                 if marker is not None and marker in line:
-                    child.ready.set()
+                    marker = None  # the first ready line counts
+                    if child.spec.probe is None:
+                        child.ready.set()
+                    else:
+                        self._start_probe(child, process, line)
 
-    def _probe(self, child: _Child, process: subprocess.Popen[bytes]) -> None:
+    def _start_probe(self, child: _Child, process: subprocess.Popen[bytes], line: str) -> None:
+        threading.Thread(target=self._probe, args=(child, process, line),
+                         name=f"zjobs-up-probe-{child.spec.name}", daemon=True).start()
+
+    def _probe(self, child: _Child, process: subprocess.Popen[bytes], line: str) -> None:
         probe = child.spec.probe
         assert probe is not None
         deadline = time.monotonic() + self.ready_timeout_s
         while process.poll() is None and not self._stop_requested:
             try:
-                probe(min(1.0, max(0.05, deadline - time.monotonic())))
+                probe(line, min(1.0, max(0.05, deadline - time.monotonic())))
             except Exception as exc:
                 if time.monotonic() >= deadline:
                     log.warning("%s did not answer within %ss: %s", child.spec.name,
@@ -199,8 +255,9 @@ class Supervisor:
             if code is not None:
                 if child.reader is not None:
                     child.reader.join(1.0)  # let its last words be printed first
+                reason = child.failure()
                 raise StartError(f"{child.spec.name} exited with {_describe_exit(code)} "
-                                 "while starting")
+                                 f"while starting{': ' + reason if reason else ''}")
             if self._stop_requested:
                 raise StartError(f"stopped while {child.spec.name} was starting")
             if time.monotonic() >= deadline:
@@ -239,6 +296,7 @@ class Supervisor:
             return
         if process is None or (code := process.poll()) is None:
             return
+        child.reaped()
         ran_s = now - child.started_at
         child.failures = 1 if ran_s >= self.stable_s else child.failures + 1
         delay = min(self.max_backoff_s, self.backoff_s * 2 ** (child.failures - 1))
@@ -283,6 +341,8 @@ class Supervisor:
                 child.reader.join(2.0)
             self.say(f"stopped {child.spec.name} (pid {process.pid}, {_describe_exit(code)})")
         for child in self.children:
+            if child.process is not None and child.process.poll() is not None:
+                child.reaped()
             if child.reader is not None:
                 child.reader.join(2.0)
         return killed
@@ -295,3 +355,41 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"code {code}"
+
+
+def watch_lifeline(fd: int, on_gone: Callable[[], object], *, grace_s: float = 1.0) -> None:
+    """In a supervised child: call ``on_gone`` once the supervisor is gone, and let the
+    kernel end the process if it still runs ``grace_s`` later (a SIGALRM timer: a process
+    that handles SIGALRM itself must exit on it).
+
+    Call it early with the descriptor named by :data:`LIFELINE_ENV`; ``on_gone`` should
+    begin a graceful stop (it is called from a background thread). The grace is short on
+    purpose: nobody supervises the child any more, and a new supervisor may be starting
+    and need its endpoints.
+
+    Raises:
+        ValueError: ``fd`` is not a pipe (it cannot be a lifeline).
+    """
+    try:
+        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError as exc:
+        raise ValueError(f"lifeline {fd} is not an open file descriptor: {exc}") from exc
+    if not is_pipe:
+        raise ValueError(f"lifeline {fd} is not a pipe")
+    os.set_inheritable(fd, False)  # not passed on to processes the job may start
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 64):
+                pass  # the supervisor writes nothing; only end-of-file matters
+        except OSError:
+            pass  # also an end: nothing can be read from the supervisor any more
+        finally:
+            os.close(fd)
+        # The kernel ends the process when the timer fires (SIGALRM's default action),
+        # whatever Python is doing by then: finalizing, or stuck in a job.
+        signal.setitimer(signal.ITIMER_REAL, grace_s)
+        log.warning("the supervisor is gone: stopping (at most %ss)", grace_s)
+        on_gone()
+
+    threading.Thread(target=watch, name="zjobs-lifeline", daemon=True).start()

@@ -25,6 +25,8 @@ A system file declares processors and the links between them::
     # transform = "jobs:f"   value -> value, applied before sending on
     # filter = "jobs:keep"   value -> bool; false ends the work there
     # name = "parse->store"
+    # retries = 0            send work again that the target did not answer (a target
+    # retry_timeout_s = 5.0  that restarted lost it), after this many seconds
 
 Endpoints must be fixed (no ``*`` or ``0`` port): links and callers, maybe on other hosts,
 connect to them. ``inproc://`` cannot cross processes and is refused.
@@ -44,21 +46,25 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from zjobs.client.sync import Client
-from zjobs.errors import LoadError, ZJobsError
+from zjobs.errors import LoadError, NotReady, ReceiveTimeout, SendTimeout, StartError, ZJobsError
 from zjobs.run.loader import add_app_dir, load_factory, load_job, load_object
-from zjobs.run.supervisor import ChildSpec, Supervisor
+from zjobs.run.supervisor import ChildSpec, Probe, Supervisor
 from zjobs.transport.http import parse_address
+from zjobs.transport.receiver import ZmqReceiver
+from zjobs.transport.sender import IdGenerator, ZmqSender
 from zjobs.transport.sockets import connectable
+from zjobs.wire.protocol import PONG, Id
 
 __all__ = [
     "LINK_READY",
+    "SERVE_READY",
     "LinkSpec",
     "Problem",
     "ProcessorSpec",
@@ -73,11 +79,18 @@ __all__ = [
 LINK_READY = "forwarding "
 """``zjobs link`` prints a line starting with this once its subscriptions are live."""
 
+SERVE_READY = "listening "
+"""``zjobs serve`` prints a line starting with this once bound, ending with
+``instance=ID``: the instance id its responses carry."""
+
+_INSTANCE = re.compile(r"\binstance=(\S+)")
+
 _TOP_KEYS = ("system", "processors", "links")
 _SYSTEM_KEYS = ("app_dir", "name")
 _PROCESSOR_KEYS = ("job", "requests", "responses", "name", "resources", "cache", "replicas",
                    "metrics")
-_LINK_KEYS = ("from", "to", "topic", "transform", "filter", "name")
+_LINK_KEYS = ("from", "to", "topic", "transform", "filter", "name", "retries",
+              "retry_timeout_s")
 _TCP = re.compile(r"^tcp://(?P<host>\[[^\]]*\]|[^:/\[\]]+):(?P<port>[^:/]+)$")
 _IPC = re.compile(r"^ipc://.+$")
 
@@ -140,6 +153,10 @@ class LinkSpec:
     transform: str | None = None
     filter: str | None = None
     line: int | None = None
+    retries: int = 0
+    """Times the link sends work again that its target did not answer (see ``Link``)."""
+    retry_timeout_s: float = 5.0
+    """Seconds the link waits for the target's answer before sending again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +417,15 @@ def _link(check: _Checker, index: int, data: Any, declared: Iterable[str]) -> Li
         topic = ""
     transform = check.string(table, data, "transform", what)
     keep = check.string(table, data, "filter", what)
+    retries = data.get("retries", 0)
+    if type(retries) is not int or retries < 0:
+        check.report(table, "retries", f"{what}: retries must be a whole number >= 0")
+        retries = 0
+    retry_timeout_s = data.get("retry_timeout_s", 5.0)
+    if type(retry_timeout_s) not in (int, float) or not retry_timeout_s > 0:
+        check.report(table, "retry_timeout_s", f"{what}: retry_timeout_s must be a number "
+                                               "of seconds > 0")
+        retry_timeout_s = 5.0
     name = check.string(table, data, "name", what)
     if sources and targets:
         name = name or f"{'+'.join(sources)}->{'+'.join(targets)}"
@@ -407,7 +433,8 @@ def _link(check: _Checker, index: int, data: Any, declared: Iterable[str]) -> Li
     check.reference(table, "filter", keep, what, "filter", name)
     if not sources or not targets or name is None:
         return None
-    return LinkSpec(name, sources, targets, topic, transform, keep, check.index.line(table))
+    return LinkSpec(name, sources, targets, topic, transform, keep, check.index.line(table),
+                    retries, float(retry_timeout_s))
 
 
 def load_system(path: str | Path, *, check_imports: bool = True,
@@ -500,18 +527,49 @@ def _check_unique_endpoints(check: _Checker, processors: dict[str, ProcessorSpec
 # -- running a system -----------------------------------------------------------------------
 
 
-def _ping(requests: str, responses: str) -> Any:
-    def probe(timeout_s: float) -> None:
-        with Client.connect(connectable(requests), connectable(responses),
-                            ready_timeout_s=timeout_s) as client:
-            client.wait_ready()
+def _ping_instance(requests: str, responses: str) -> Probe:
+    """A probe that pings a ``zjobs serve`` child until a pong from *its* instance (named on
+    its listening line) comes back: another process answering on these endpoints, for
+    example one left over from an earlier run, does not make the child ready."""
+
+    def probe(line: str, timeout_s: float) -> None:
+        found = _INSTANCE.search(line)
+        if found is None:
+            raise StartError(f"no instance id on the listening line {line!r}")
+        instance = found[1]
+        ids = IdGenerator()
+        sent: set[Id] = set()
+        deadline = time.monotonic() + timeout_s
+        interval = 0.002
+        with (ZmqSender(connectable(requests), send_timeout_s=0, linger_ms=0) as sender,
+              ZmqReceiver(connectable(responses), topics=()) as receiver):
+            topic = f"zjobs.up-ready.{ids()}"
+            receiver.subscribe(topic)
+            while time.monotonic() < deadline:
+                try:
+                    sent.add(sender.send(None, id=ids(), reply_to=topic, ping=True))
+                except SendTimeout:
+                    pass  # not connected yet
+                until = min(deadline, time.monotonic() + interval)
+                while (left := until - time.monotonic()) > 0:
+                    try:
+                        response = receiver.receive(timeout=left)
+                    except ReceiveTimeout:
+                        break
+                    if (response.status == PONG and response.id in sent
+                            and response.instance == instance):
+                        return
+                interval = min(interval * 1.5, 0.1)
+        raise NotReady([requests], timeout_s, 0, 1)
+
     return probe
 
 
 def processor_children(system: System, python: str = sys.executable, *,
                        log_format: str = "text") -> list[ChildSpec]:
     """One ``zjobs serve`` child per replica of each processor this host runs; each is
-    ready once it answers a ping. ``log_format`` is passed on (``--log-format``)."""
+    ready once it printed that it is listening and answered a ping from that instance.
+    ``log_format`` is passed on (``--log-format``)."""
     children = []
     for spec in system.processors.values():
         if not system.runs(spec.key):
@@ -529,7 +587,7 @@ def processor_children(system: System, python: str = sys.executable, *,
                 argv += ["--metrics", spec.metrics[i]]
             name = spec.replica_name(i)
             children.append(ChildSpec(
-                name, argv, probe=_ping(requests, responses),
+                name, argv, ready_line=SERVE_READY, probe=_ping_instance(requests, responses),
                 describe=f"processor {name}: requests={requests} responses={responses}"))
     return children
 
@@ -550,17 +608,23 @@ def link_children(system: System, python: str = sys.executable, *,
                 argv += ["--from", connectable(responses), "--from-requests",
                          connectable(requests)]
         for key in link.targets:
-            argv += [arg for ep in system.processors[key].requests
-                     for arg in ("--to-requests", connectable(ep))]
+            target = system.processors[key]
+            for requests, responses in zip(target.requests, target.responses, strict=True):
+                argv += ["--to-requests", connectable(requests), "--to-responses",
+                         connectable(responses)]
+        if link.retries:
+            argv += ["--retries", str(link.retries), "--retry-timeout",
+                     repr(link.retry_timeout_s)]
         if link.transform:
             argv += ["--transform", link.transform]
         if link.filter:
             argv += ["--filter", link.filter]
-        topic = f" topic={link.topic!r}" if link.topic else ""
+        extra = f" topic={link.topic!r}" if link.topic else ""
+        extra += f" retries={link.retries}" if link.retries else ""
         children.append(ChildSpec(
             link.name, argv, ready_line=LINK_READY,
             describe=f"link {link.name}: {'+'.join(link.sources)} -> "
-                     f"{'+'.join(link.targets)}{topic}"))
+                     f"{'+'.join(link.targets)}{extra}"))
     return children
 
 

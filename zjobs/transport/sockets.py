@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import re
+import socket as _os_socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -94,9 +95,15 @@ def endpoint_list(endpoints: str | Iterable[str] | None) -> list[str]:
 def bind(socket: zmq.Socket[bytes], endpoint: str) -> str:
     """Bind ``endpoint`` and return the endpoint actually bound (wildcards resolved).
 
+    An ``ipc://`` path where another socket still accepts connections is refused as in
+    use, as a tcp port would be: libzmq would silently take the path over, leaving the
+    other process unreachable to new peers. A file left by a process that died is reused.
+
     Raises:
         BindError: naming the endpoint and the reason (in use, malformed, not permitted).
     """
+    if endpoint.startswith("ipc://") and _ipc_held(endpoint[len("ipc://"):]):
+        raise BindError(endpoint, "address already in use (another socket listens there)")
     try:
         socket.bind(endpoint)
     except zmq.ZMQError as exc:
@@ -104,6 +111,29 @@ def bind(socket: zmq.Socket[bytes], endpoint: str) -> str:
         raise BindError(endpoint, reason) from exc
     last = socket.getsockopt(zmq.LAST_ENDPOINT)
     return last.decode() if isinstance(last, bytes) and last else endpoint
+
+
+_IPC_PROBES = 10  # a socket being closed (close is asynchronous) stops listening within ms
+_IPC_PROBE_INTERVAL_S = 0.02
+
+
+def _ipc_held(path: str) -> bool:
+    """True when something accepts connections on the unix socket at ``path``."""
+    if not path or path == "*" or path.startswith("@"):
+        return False  # a wildcard, or Linux's abstract namespace (libzmq refuses those itself)
+    for attempt in range(_IPC_PROBES):
+        if attempt:
+            time.sleep(_IPC_PROBE_INTERVAL_S)
+        with _os_socket.socket(_os_socket.AF_UNIX, _os_socket.SOCK_STREAM) as probe:
+            probe.setblocking(False)
+            try:
+                probe.connect(path)
+            except BlockingIOError:
+                pass  # its backlog is full: it listens
+            except OSError:
+                return False  # no such file, or nobody listens (a stale file): free
+        # Connected (or queued): someone listens; it may be a socket closing right now.
+    return True
 
 
 def connect(socket: zmq.Socket[bytes], endpoint: str) -> None:

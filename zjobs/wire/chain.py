@@ -21,6 +21,10 @@ peer, in any language, can take part in a chain by following them:
   the meta, so the error reaches the end of the chain on the work's topic, exactly where
   its result would have gone. :func:`carried_error` turns such a pong back into an error
   response.
+* **Retried work stays retryable.** A caller that may send the work again with the same id
+  (a retry) marks its request ``"dedup": true`` and its meta ``zjobs.dedup = true``; links
+  forward such work marked ``"dedup"`` too, so that every stage's replay window answers a
+  retry from memory and each stage's effects happen once.
 * **Dead letters.** Work with no topic (its first request had no ``reply_to``) has nobody
   waiting; its errors travel on :data:`DEAD_LETTER_TOPIC` instead, and the link logs a
   warning. Watch them with ``zjobs listen --responses EP --topic zjobs.dead-letter``.
@@ -34,6 +38,7 @@ from zjobs.wire.protocol import ERROR, PONG, ErrorInfo, Meta, Response
 
 __all__ = [
     "DEAD_LETTER_TOPIC",
+    "DEDUP_KEY",
     "ERROR_KEY",
     "LINK_FAILED",
     "PATH_KEY",
@@ -42,6 +47,7 @@ __all__ = [
     "error_meta",
     "full_path",
     "is_chained",
+    "is_retried",
 ]
 
 PATH_KEY: Final = "zjobs.path"
@@ -49,6 +55,10 @@ PATH_KEY: Final = "zjobs.path"
 
 ERROR_KEY: Final = "zjobs.error"
 """Meta key of a chain ping carrying an upstream error: the error map plus ``"stage"``."""
+
+DEDUP_KEY: Final = "zjobs.dedup"
+"""Meta key, true when the chain's caller may send the work again with the same id: links
+then forward it marked ``"dedup"``."""
 
 DEAD_LETTER_TOPIC: Final = "zjobs.dead-letter"
 """Topic of the errors of work that has no topic, so nobody waits for it."""
@@ -61,6 +71,11 @@ transformed value cannot be encoded)."""
 def is_chained(meta: Meta | None) -> bool:
     """True when ``meta`` marks chained work (it has a ``zjobs.path`` list)."""
     return meta is not None and isinstance(meta.get(PATH_KEY), list)
+
+
+def is_retried(meta: Meta | None) -> bool:
+    """True when ``meta`` marks work its caller may send again (``zjobs.dedup`` is true)."""
+    return meta is not None and meta.get(DEDUP_KEY) is True
 
 
 def chained_meta(meta: Meta | None, processor: str) -> Meta:
