@@ -6,6 +6,7 @@ stopped by PID through :class:`jobs_interop.Peer`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -13,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from jobs_interop import Peer, zjobs_command
+from jobs_interop import REPO, Peer, zjobs_command
 
 
 def double(request: Any, resources: Any) -> Any:
@@ -47,6 +48,21 @@ def rss_kib(pid: int | None = None) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS in /proc status")
+
+
+def load_benchmark(name: str) -> Any:
+    """``benchmarks/<name>.py`` as a module (benchmarks are scripts, not a package), so a
+    test runs a short version of a benchmark."""
+    spec = importlib.util.spec_from_file_location(f"zjobs_{name}",
+                                                  REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
 
 
 def blob(request: Any, resources: Any) -> Any:

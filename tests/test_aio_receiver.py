@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from typing import Any
 
 import msgpack
 import pytest
 import zmq
+import zmq.asyncio
 
-from zjobs import ClosedError, ConnectError, ReceiveTimeout, Response
-from zjobs.aio import AsyncZmqProcessor, AsyncZmqReceiver, AsyncZmqSender
+from zjobs import ClosedError, ConnectError, ReceiveTimeout, Response, SendTimeout
+from zjobs.aio import (
+    AsyncMcReceive,
+    AsyncMpSend,
+    AsyncZmqProcessor,
+    AsyncZmqReceiver,
+    AsyncZmqSender,
+)
 from zjobs.aio.testing import wait_subscribed
 
 
@@ -113,3 +122,78 @@ async def test_subscribe_and_unsubscribe() -> None:
             await sender.send(2, reply_to="b")
             response = await receiver.receive(timeout=10)
             assert response.value == 2 and receiver.topics == [b"b"]
+
+
+async def test_a_deadline_that_just_passed_returns_at_once() -> None:
+    async with AsyncZmqReceiver("tcp://127.0.0.1:1") as receiver:
+        loop = asyncio.get_running_loop()
+        assert await receiver.receive_frames(loop.time() - 0.0015) is None
+
+
+async def test_a_terminated_context_closes_receiver_and_sender() -> None:
+    # pyzmq does not wake an asyncio receive already waiting when the context terminates
+    # (its own callback gets the error), so these look without waiting, until ETERM shows.
+    ctx: zmq.Context[Any] = zmq.asyncio.Context()
+    receiver = AsyncZmqReceiver("tcp://127.0.0.1:1", context=ctx)
+    sender = AsyncZmqSender("tcp://127.0.0.1:1", context=ctx, immediate=True)
+    term = threading.Thread(target=ctx.term)  # blocks until every socket is closed
+    term.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        with pytest.raises(ClosedError, match="context was terminated"):
+            while loop.time() < deadline:
+                with contextlib.suppress(ReceiveTimeout):
+                    await receiver.receive(timeout=0)
+                await asyncio.sleep(0.01)
+        with pytest.raises(ClosedError):
+            await sender.send("x", timeout_s=0)
+        assert receiver.closed and sender.closed
+        term.join(10)
+        assert not term.is_alive()
+    finally:
+        receiver.close()
+        sender.close()
+        term.join(10)
+
+
+async def test_sender_timeout_per_send_and_the_declared_protocols() -> None:
+    async with AsyncZmqSender("tcp://127.0.0.1:1", immediate=True,
+                              send_timeout_s=30) as sender, AsyncZmqReceiver() as receiver:
+        assert isinstance(sender, AsyncMpSend) and isinstance(receiver, AsyncMcReceive)
+        for timeout_s in (0, 0.1):  # nothing is connected: it cannot be queued
+            with pytest.raises(SendTimeout) as info:
+                await sender.send("x", timeout_s=timeout_s)
+            assert info.value.timeout_s == timeout_s
+        sender.disconnect("tcp://127.0.0.1:1")
+        assert sender.endpoints == []
+
+
+async def test_receiver_counts_gaps_like_the_sync_one() -> None:
+    # inproc with tiny high-water marks (no kernel buffers): the publisher drops what the
+    # receiver, not reading while the requests go out, cannot hold.
+    ctx = zmq.asyncio.Context.instance()
+    async with AsyncZmqProcessor(echo, requests="inproc://agaps-req",
+                                 responses="inproc://agaps-rep", context=ctx, sndhwm=5,
+                                 heartbeat_interval_s=None):
+        async with AsyncZmqSender("inproc://agaps-req", context=ctx) as sender, \
+                AsyncZmqReceiver("inproc://agaps-rep", rcvhwm=5, context=ctx) as receiver:
+            await wait_subscribed(sender, receiver)
+            while True:  # drain the handshake's pongs
+                try:
+                    await receiver.receive(timeout=0.2)
+                except ReceiveTimeout:
+                    break
+            for i in range(300):
+                await sender.send(i, reply_to="x")
+            got = 0
+            while got < 300:
+                try:
+                    got += (await receiver.receive(timeout=1.0)).status == "ok"
+                except ReceiveTimeout:
+                    break
+            await sender.send("last", reply_to="x")  # a gap shows once a later one arrives
+            while (await receiver.receive(timeout=10)).value != "last":
+                pass
+            assert 0 < got < 300
+            assert receiver.gaps == 300 - got

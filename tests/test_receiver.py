@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,8 +18,10 @@ from zjobs import (
     ReceiveTimeout,
     ZmqProcessor,
     ZmqReceiver,
+    ZmqSender,
 )
-from zjobs.testing import wait_subscribed
+from zjobs.testing import wait_subscribed, wait_until
+from zjobs.transport.receiver import wait_ms
 
 WAIT_S = 10.0
 
@@ -215,3 +218,103 @@ def test_two_receivers_both_get_a_broadcast() -> None:
             while (got := receiver.receive(timeout=WAIT_S)).status != "ok":
                 pass
             assert (got.id, got.value, got.topic) == (rid, 42, b"news")
+
+
+def test_a_deadline_that_just_passed_does_not_wait_forever(
+        pub: tuple[zmq.Socket[bytes], str]) -> None:
+    # A receive loop that skipped a heartbeat comes back with a deadline passed 1-2 ms ago;
+    # ceil() of that gave ZMQ_RCVTIMEO -1, "wait forever" (until some message came).
+    sock, endpoint = pub
+    with ZmqReceiver(endpoint, topics=["t"]) as receiver:
+        subscribed(sock, receiver)
+        later = threading.Timer(1.0, sock.send_multipart, [response("late")])
+        later.start()
+        try:
+            start = time.monotonic()
+            assert receiver.receive_frames(time.monotonic() - 0.0015) is None
+            assert time.monotonic() - start < 0.9  # did not wait for the late message
+        finally:
+            later.join()
+        assert receiver.receive(timeout=WAIT_S).id == "late"
+
+
+def test_wait_ms_is_never_minus_one_for_a_deadline() -> None:
+    now = 100.0
+    assert wait_ms(None, now) == -1
+    assert [wait_ms(now - d, now) for d in (0.0, 0.0004, 0.0015, 0.002, 5.0)] == [0] * 5
+    assert wait_ms(now + 0.0001, now) == 1
+    assert wait_ms(now + 0.25, now) == 250
+
+
+def test_a_terminated_context_closes_the_receiver_instead_of_failing_forever() -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    receiver = ZmqReceiver("tcp://127.0.0.1:1", context=ctx)
+    term = threading.Thread(target=ctx.term)  # blocks until every socket is closed
+    term.start()
+    try:
+        with pytest.raises(ClosedError, match="context was terminated"):
+            receiver.receive(timeout=WAIT_S)  # ETERM at once, as soon as term() began
+        assert receiver.closed  # its socket closed, so term() could finish
+        term.join(WAIT_S)
+        assert not term.is_alive()
+        with pytest.raises(ClosedError):
+            receiver.receive(timeout=0)
+    finally:
+        receiver.close()
+        term.join(WAIT_S)
+
+
+def test_disconnect_stops_receiving_from_one_processor() -> None:
+    with ZmqProcessor(lambda r, res: "one", name="one") as p1, \
+         ZmqProcessor(lambda r, res: "two", name="two") as p2, \
+         p1.sender() as s1, p2.sender() as s2, \
+         ZmqReceiver([p1.endpoints.responses, p2.endpoints.responses],
+                     topics=["x"]) as receiver:
+        wait_subscribed(s1, receiver, topic="x")
+        wait_subscribed(s2, receiver, topic="x")
+        receiver.disconnect(p1.endpoints.responses)
+        assert receiver.endpoints == [p2.endpoints.responses]
+        s1.send(None, reply_to="x", id="from-1")  # published, but no longer to us
+        wait_until(lambda: p1.counters.ok == 1)
+        s2.send(None, reply_to="x", id="from-2")
+        while (got := receiver.receive(timeout=WAIT_S)).status != "ok":
+            pass
+        assert got.id == "from-2"
+        with pytest.raises(ReceiveTimeout):
+            while receiver.receive(timeout=0.3).status != "ok":
+                pass
+        receiver.disconnect(p1.endpoints.responses)  # not connected any more: nothing to do
+        assert receiver.endpoints == [p2.endpoints.responses]
+    with pytest.raises(ClosedError):
+        receiver.disconnect(p2.endpoints.responses)
+
+
+def test_gaps_count_what_a_full_queue_dropped_without_a_monitor_given() -> None:
+    ctx = zmq.Context.instance()
+    with ZmqProcessor(lambda r, res: r, requests="inproc://rgaps-req",
+                      responses="inproc://rgaps-rep", sndhwm=5, heartbeat_interval_s=None,
+                      context=ctx) as proc, \
+            ZmqReceiver("inproc://rgaps-rep", rcvhwm=5, context=ctx) as receiver, \
+            ZmqSender("inproc://rgaps-req", context=ctx) as sender:
+        wait_subscribed(sender, receiver)
+        while True:  # drain the handshake's pongs
+            try:
+                receiver.receive(timeout=0.2)
+            except ReceiveTimeout:
+                break
+        assert receiver.gaps == 0
+        for i in range(300):
+            sender.send(i, reply_to="x")
+        wait_until(lambda: proc.counters.ok == 300)
+        got = 0
+        while True:
+            try:
+                got += receiver.receive(timeout=0.5).status == "ok"
+            except ReceiveTimeout:
+                break
+        sender.send("last", reply_to="x")  # a gap shows once a later message arrives
+        while receiver.receive(timeout=WAIT_S).value != "last":
+            pass
+        assert 0 < got < 300
+        assert receiver.gaps == 300 - got == receiver.monitor.gaps
+        assert f"gaps={receiver.gaps}" in repr(receiver)

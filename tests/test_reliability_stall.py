@@ -1,5 +1,8 @@
 """A processor daemon stalled with SIGSTOP: calls time out and are retried on the other one;
-after SIGCONT its late responses reach the client and are ignored, never delivered twice."""
+after SIGCONT its late responses reach the client and are ignored, never delivered twice.
+A receiver stalled with its queue full, longer than any keepalive timeout, then resumed:
+its process lives, its memory stays within the high-water mark's bound, and what it missed
+is counted."""
 
 from __future__ import annotations
 
@@ -12,11 +15,12 @@ from typing import Any
 
 import pytest
 import zmq
-from jobs_reliability import serve
+from jobs_reliability import load_benchmark, serve
 from zmq.utils.monitor import recv_monitor_message
 
 from zjobs import Client, Keepalive, ReceiveTimeout, ZmqReceiver
 from zjobs.testing import wait_until
+from zjobs.transport.sockets import DEFAULT_RCVHWM
 
 CALLS = 400
 
@@ -25,9 +29,10 @@ CALLS = 400
 def test_sigstop_then_sigcont_retries_elsewhere_and_ignores_late_answers() -> None:
     a, b = serve("sleepy", name="a"), serve("sleepy", name="b")
     stopped = False
-    # Fast ZMTP keepalive: a stalled peer's connections are dropped after about a second,
-    # so the retries go to the processor that still answers.
-    keepalive = Keepalive(interval_ms=200, timeout_ms=1000, ttl_ms=1000)
+    # ZMTP heartbeats on the client's sender (opt-in: they also cut a merely busy peer): a
+    # stalled peer's connection is dropped after about a second, so the retries go to the
+    # processor that still answers.
+    keepalive = Keepalive(zmtp_interval_ms=200, zmtp_timeout_ms=1000)
     try:
         with Client.connect([a.requests, b.requests], [a.responses, b.responses],
                             timeout_s=2.0, retries=15, keepalive=keepalive) as client, \
@@ -96,7 +101,7 @@ def test_keepalive_drops_the_connection_to_a_stalled_peer_and_reconnects() -> No
     daemon = serve("double", name="stalled")
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.linger = 0
-    Keepalive(interval_ms=100, timeout_ms=500, ttl_ms=500).apply(push)
+    Keepalive(zmtp_interval_ms=100, zmtp_timeout_ms=500).apply(push)
     events = push.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
     stopped = False
 
@@ -122,3 +127,21 @@ def test_keepalive_drops_the_connection_to_a_stalled_peer_and_reconnects() -> No
         push.disable_monitor()
         push.close()
         assert daemon.stop() == 0, daemon.diagnostics()
+
+
+RCVHWM_BOUND_KIB = DEFAULT_RCVHWM * 2 + 16 * 1024  # 2 KiB per small response, plus slack
+
+
+@pytest.mark.timeout(180)
+def test_a_receiver_stalled_past_the_keepalive_timeouts_lives_and_counts_what_it_missed() -> None:
+    # benchmarks/stall.py for 8 s (30 s runs there): a child ZmqReceiver with default options
+    # takes one message, stops reading while 300,000 are published, stays stalled 8 s
+    # more, then reads. Before, its ZMTP heartbeat timed the full connection out, and on
+    # resuming libzmq aborted the child (SIGABRT, "Assertion failed: _input_stopped"); its
+    # 100,000-message queue had grown it by 180 MiB.
+    result = load_benchmark("stall").run_stall(stall_s=8.0, messages=300_000)
+    print("\n" + result.summary())
+    assert result.exit_code == 0  # alive, and ended normally
+    assert result.gaps > 0  # the publisher dropped for it: the stall was real
+    assert result.accounted  # every message received or counted missed
+    assert result.rss_stalled_kib - result.rss_before_kib < RCVHWM_BOUND_KIB

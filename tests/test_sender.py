@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Iterator
@@ -12,8 +13,21 @@ import msgpack
 import pytest
 import zmq
 
-from zjobs import ClosedError, ConnectError, EncodeError, MpSend, SendTimeout, ZmqSender
-from zjobs.transport.sender import IdGenerator
+from zjobs import (
+    ClosedError,
+    ConnectError,
+    EncodeError,
+    Keepalive,
+    MemoryProcessor,
+    MemorySender,
+    MpSend,
+    Reconnect,
+    SendTimeout,
+    ZmqSender,
+)
+from zjobs.transport.keepalive import DEFAULT_KEEPALIVE
+from zjobs.transport.reconnect import DEFAULT_RECONNECT
+from zjobs.transport.sender import USE_SENDER_DEFAULT, IdGenerator
 
 WAIT_MS = 10_000
 
@@ -219,3 +233,92 @@ def test_close_from_another_thread_ends_a_send_blocked_for_ever(ipc_dir: Path) -
     thread.join(10)
     assert not thread.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], ClosedError)
+
+
+def test_the_mp_send_protocol_declares_what_clients_pass() -> None:
+    # Clients pass these to any MpSend; every sender of zjobs takes them.
+    def defaults(method: Any) -> dict[str, Any]:
+        params = inspect.signature(method).parameters
+        return {name: p.default for name, p in params.items() if name != "self"}
+
+    declared = defaults(MpSend.send)
+    assert (declared["timeout_s"], declared["dedup"]) == (USE_SENDER_DEFAULT, False)
+    for sender_class in (ZmqSender, MemorySender):
+        assert defaults(sender_class.send) == declared
+
+
+def test_memory_sender_takes_a_timeout_and_dedup() -> None:
+    with MemoryProcessor(lambda r, res: r) as proc, proc.sender() as sender, \
+            proc.receiver() as receiver:
+        sender.send(1, id="d1", reply_to="x", dedup=True, timeout_s=1.0)
+        assert receiver.receive(timeout=WAIT_MS / 1000).id == "d1"
+
+
+def test_disconnect_sends_only_to_the_processors_left() -> None:
+    ctx = zmq.Context.instance()
+    pulls = [ctx.socket(zmq.PULL) for _ in range(2)]
+
+    def bodies(sock: zmq.Socket[bytes], wait_ms: int) -> list[Any]:
+        got = []
+        while sock.poll(wait_ms):
+            got.append(msgpack.unpackb(sock.recv_multipart()[1]))
+        return [body for body in got if body != "probe"]
+
+    try:
+        endpoints = []
+        for sock in pulls:
+            sock.linger = 0
+            sock.bind("tcp://127.0.0.1:*")
+            endpoints.append(sock.getsockopt(zmq.LAST_ENDPOINT).decode())  # type: ignore[union-attr]
+        with ZmqSender(endpoints, immediate=True, send_timeout_s=10) as sender:
+            # Both connections up and busy: libzmq then still hands the next requests to
+            # the one being closed (and drops them), unless disconnect waits for it.
+            seen = [False, False]
+            while not all(seen):
+                sender.send("probe")
+                seen = [seen[n] or bool(sock.poll(5)) for n, sock in enumerate(pulls)]
+            sender.disconnect(endpoints[0])
+            assert sender.endpoints == [endpoints[1]]
+            for i in range(20):
+                sender.send(i)
+            assert sorted(bodies(pulls[1], 500)) == list(range(20))
+            assert bodies(pulls[0], 10) == []
+            sender.disconnect(endpoints[0])  # not connected any more: nothing to do
+            assert sender.endpoints == [endpoints[1]]
+    finally:
+        for sock in pulls:
+            sock.close()
+
+
+def test_a_terminated_context_closes_the_sender_instead_of_failing_forever() -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sender = ZmqSender("tcp://127.0.0.1:1", context=ctx, immediate=True)
+    term = threading.Thread(target=ctx.term)  # blocks until every socket is closed
+    term.start()
+    try:
+        for timeout_s in (USE_SENDER_DEFAULT, 5.0):  # both send paths
+            with pytest.raises(ClosedError):
+                sender.send("x", timeout_s=timeout_s)
+        assert sender.closed
+        term.join(WAIT_MS / 1000)
+        assert not term.is_alive()
+    finally:
+        sender.close()
+        term.join(WAIT_MS / 1000)
+
+
+def test_sender_sockets_get_keepalive_and_reconnect_settings() -> None:
+    with ZmqSender(reconnect=Reconnect(connect_timeout_ms=300, interval_ms=50,
+                                       max_interval_ms=200),
+                   keepalive=Keepalive(idle_s=7, interval_s=2, count=3)) as sender:
+        sock = sender._live()
+        assert [sock.getsockopt(o) for o in (zmq.CONNECT_TIMEOUT, zmq.RECONNECT_IVL,
+                                             zmq.RECONNECT_IVL_MAX)] == [300, 50, 200]
+        assert [sock.getsockopt(o) for o in (zmq.TCP_KEEPALIVE, zmq.TCP_KEEPALIVE_IDLE,
+                                             zmq.TCP_KEEPALIVE_INTVL,
+                                             zmq.TCP_KEEPALIVE_CNT)] == [1, 7, 2, 3]
+        assert sock.getsockopt(zmq.HEARTBEAT_IVL) == 0
+    with ZmqSender() as sender:
+        sock = sender._live()
+        assert sock.getsockopt(zmq.CONNECT_TIMEOUT) == DEFAULT_RECONNECT.connect_timeout_ms
+        assert sock.getsockopt(zmq.TCP_KEEPALIVE_IDLE) == DEFAULT_KEEPALIVE.idle_s

@@ -48,7 +48,10 @@ def test_binds_both_with_the_options_and_resolves_wildcards() -> None:
         assert (sockets.pull.type, sockets.pub.type) == (zmq.PULL, zmq.XPUB)
         assert (sockets.pull.linger, sockets.pull.rcvhwm, sockets.pull.maxmsgsize) == (0, 11, 1024)
         assert (sockets.pub.linger, sockets.pub.sndhwm) == (7, 13)
-        assert sockets.pub.getsockopt(zmq.HEARTBEAT_IVL) == DEFAULT_KEEPALIVE.interval_ms
+        for sock in (sockets.pull, sockets.pub):  # TCP keepalive, no ZMTP heartbeats
+            assert sock.getsockopt(zmq.TCP_KEEPALIVE) == 1
+            assert sock.getsockopt(zmq.TCP_KEEPALIVE_IDLE) == DEFAULT_KEEPALIVE.idle_s
+            assert sock.getsockopt(zmq.HEARTBEAT_IVL) == 0
     finally:
         sockets.close()
     assert sockets.pull is None and sockets.pub is None

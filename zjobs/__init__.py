@@ -44,6 +44,7 @@ from zjobs.run.runner import ProcessorProcess
 from zjobs.transport.keepalive import Keepalive
 from zjobs.transport.memory import MemoryProcessor, MemoryReceiver, MemorySender
 from zjobs.transport.receiver import McReceive, ZmqReceiver
+from zjobs.transport.reconnect import Reconnect
 from zjobs.transport.security import CurveClient, CurveServer, KeyPair
 from zjobs.transport.sender import MpSend, ZmqSender
 from zjobs.wire.protocol import ErrorInfo, Request, Response
@@ -135,6 +136,7 @@ __all__ = [
     "ProtocolError",
     "PutCache",
     "ReceiveTimeout",
+    "Reconnect",
     "RemoteError",
     "Request",
     "Response",

@@ -19,13 +19,15 @@ from zjobs.client.async_watcher import AsyncMembershipWatcher
 from zjobs.core.async_resources import AsyncResources
 from zjobs.processor.aio import AsyncZmqProcessor
 from zjobs.processor.async_job import AsyncGetCache, AsyncPutCache, AsyncRun, is_async_job
-from zjobs.transport.async_receiver import AsyncZmqReceiver
-from zjobs.transport.async_sender import AsyncZmqSender
+from zjobs.transport.async_receiver import AsyncMcReceive, AsyncZmqReceiver
+from zjobs.transport.async_sender import AsyncMpSend, AsyncZmqSender
 
 __all__ = [
     "AsyncClient",
     "AsyncGetCache",
+    "AsyncMcReceive",
     "AsyncMembershipWatcher",
+    "AsyncMpSend",
     "AsyncPutCache",
     "AsyncResources",
     "AsyncRun",

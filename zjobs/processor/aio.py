@@ -96,7 +96,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         dedup_ttl_s: how long after a request was taken up a repeat of it is answered from
             that window.
         heartbeat_interval_s: seconds between heartbeats; None sends none.
-        keepalive: ZMTP heartbeats on both sockets, dropping dead peers' connections.
+        keepalive: TCP keepalive on both sockets, dropping dead peers' connections.
         metrics: ``HOST:PORT`` to serve Prometheus metrics on (needs ``zjobs[metrics]``).
 
     The options shared with :class:`~zjobs.ZmqProcessor` mean the same there and here.

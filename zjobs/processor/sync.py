@@ -9,7 +9,7 @@ graceful: the job in progress finishes and its response is published first.
 Reliability (see the README's "Reliability and delivery guarantees"): every published
 message carries a sequence number and heartbeats go out every second (even while a job
 runs), a repeated request id is answered from a replay window instead of running the job
-twice, and ZMTP keepalive drops connections to peers that vanished.
+twice, and TCP keepalive drops connections to peers that vanished.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ class ZmqProcessor(BaseZmqProcessor):
             that window.
         heartbeat_interval_s: seconds between heartbeats on the reserved heartbeat topic;
             None sends none.
-        keepalive: ZMTP heartbeats on both sockets, dropping dead peers' connections.
+        keepalive: TCP keepalive on both sockets, dropping dead peers' connections.
         security: server-side security (e.g. CURVE) for both sockets. If it has a
             ``release_server(socket)`` method, that is called after each socket is closed.
         metrics: ``HOST:PORT`` to serve Prometheus metrics on (``/metrics``; port 0 picks

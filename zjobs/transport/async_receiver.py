@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any, Self, cast
+from typing import Any, Protocol, Self, cast, runtime_checkable
 
 import zmq
 import zmq.asyncio
@@ -20,12 +20,30 @@ import zmq.asyncio
 from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import ClosedError, ReceiveTimeout
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
-from zjobs.transport.receiver import as_topic
-from zjobs.transport.sockets import ClientSecurity, SocketPeer, sub_options
-from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
+from zjobs.transport.receiver import as_topic, parse_counted
+from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
+from zjobs.transport.sockets import DEFAULT_RCVHWM, ClientSecurity, SocketPeer, sub_options
 from zjobs.wire.protocol import Response, parse_response
 
-__all__ = ["AsyncZmqReceiver", "recv_nowait"]
+__all__ = ["AsyncMcReceive", "AsyncZmqReceiver", "recv_nowait"]
+
+
+@runtime_checkable
+class AsyncMcReceive(Protocol):
+    """Receives the responses broadcast by processors, from coroutines: the asyncio
+    counterpart of :class:`~zjobs.McReceive`."""
+
+    async def receive(self, timeout: float | None = None) -> Response:
+        """Return the next response; raise :class:`ReceiveTimeout` after ``timeout`` seconds."""
+        ...
+
+    def subscribe(self, topic: str | bytes) -> None:
+        """Also receive responses whose topic starts with ``topic``."""
+        ...
+
+    def close(self) -> None:
+        """Release the receiver; idempotent."""
+        ...
 
 
 def recv_nowait(sock: zmq.asyncio.Socket) -> list[bytes] | None:
@@ -58,11 +76,16 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
         endpoints: response endpoint(s) to connect to; more with :meth:`connect`.
         topics: topic prefixes to subscribe to; ``("",)`` is everything, ``()`` nothing yet.
         context: the zmq context (the shared instance by default).
-        rcvhwm: responses buffered before the publisher starts dropping for this receiver.
+        rcvhwm: responses held unread per connection before the publisher drops for this
+            receiver: the bound on its memory (see
+            :data:`~zjobs.transport.sockets.DEFAULT_RCVHWM`); 0: no bound.
         security: client-side security (e.g. CURVE), applied before connecting.
-        keepalive: ZMTP heartbeats that drop dead or half-open connections (None: off).
-        monitor: when given, fed with the heartbeats received and the sequence number of
-            every response (as :class:`~zjobs.ZmqReceiver`'s).
+        keepalive: how dead connections are dropped (TCP keepalive; see
+            :class:`~zjobs.Keepalive`); None: the kernel's defaults.
+        reconnect: connect timeout and reconnect interval (see
+            :class:`~zjobs.transport.reconnect.Reconnect`); None: libzmq's defaults.
+        monitor: fed with heartbeats and sequence numbers, as for :class:`~zjobs.ZmqReceiver`;
+            a new :class:`~zjobs.ProcessorMonitor` by default.
     """
 
     _role = "receiver"
@@ -73,13 +96,15 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
         *,
         topics: Iterable[str | bytes] = ("",),
         context: zmq.Context[Any] | None = None,
-        rcvhwm: int = 100_000,
+        rcvhwm: int = DEFAULT_RCVHWM,
         security: ClientSecurity | None = None,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+        reconnect: Reconnect | None = DEFAULT_RECONNECT,
         monitor: ProcessorMonitor | None = None,
     ) -> None:
         self.context = context or zmq.Context.instance()
-        self.monitor = monitor
+        # Typed as HeartbeatReceive declares it; None only if a user sets it so.
+        self.monitor: ProcessorMonitor | None = monitor or ProcessorMonitor()
         self.topics: list[bytes] = []
         self.skipped = 0
         """Messages received that were not responses (malformed, unknown status, reserved)."""
@@ -91,11 +116,19 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
             for topic in topics:
                 self.subscribe(topic)
 
-        self._setup(endpoints, options, keepalive=keepalive, security=security)
+        self._setup(endpoints, options, keepalive=keepalive, reconnect=reconnect,
+                    security=security)
 
     def __repr__(self) -> str:
         state = "closed" if self._socket is None else "open"
-        return f"<AsyncZmqReceiver {state} responses={self.endpoints} topics={self.topics}>"
+        return (f"<AsyncZmqReceiver {state} responses={self.endpoints} topics={self.topics} "
+                f"gaps={self.gaps}>")
+
+    @property
+    def gaps(self) -> int:
+        """Messages this receiver missed, judged by sequence numbers (as
+        :attr:`zjobs.ZmqReceiver.gaps`)."""
+        return 0 if self.monitor is None else self.monitor.gaps
 
     async def __aenter__(self) -> Self:
         return self
@@ -130,7 +163,9 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
 
         Raises:
             ReceiveTimeout: nothing arrived in time.
-            ClosedError: the receiver is (or got) closed.
+            ClosedError: the receiver is (or got) closed, or its zmq context was terminated
+                (pyzmq does not wake a receive already waiting when the context terminates:
+                that one ends at its timeout, and the next raises this).
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -145,10 +180,10 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
     async def receive_frames(self, deadline: float | None) -> list[bytes] | None:
         """The next raw message (any topic), or None once ``deadline`` (loop time) passed."""
         sock = self._live()
-        frames = recv_nowait(sock)
-        if frames is not None:
-            return frames
         try:
+            frames = recv_nowait(sock)
+            if frames is not None:
+                return frames
             if deadline is None:
                 return await sock.recv_multipart()
             wait_s = deadline - asyncio.get_running_loop().time()
@@ -162,17 +197,17 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
             if cancelled_by_close(self._socket is None):
                 raise ClosedError("receiver is closed") from None
             raise
+        except zmq.ZMQError as exc:
+            self._raise_if_unusable(exc)
+            raise
 
     def parse(self, frames: list[bytes]) -> Response | None:
         """The response in ``frames``, or None (counted in ``skipped``) if it is not one
-        (see :func:`~zjobs.wire.protocol.parse_response`)."""
+        (see :func:`~zjobs.wire.protocol.parse_response`); sequence numbers and heartbeats
+        go to :attr:`monitor`."""
         monitor = self.monitor
-        if monitor is None:
-            response = parse_response(frames)
-        else:
-            if frames and frames[0] == HEARTBEAT_TOPIC:
-                monitor.heartbeat(frames)
-            response = parse_response(frames, monitor.sequence)
+        response = (parse_response(frames) if monitor is None
+                    else parse_counted(frames, monitor))
         if response is None:
             self.skipped += 1
         return response

@@ -9,18 +9,45 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from functools import partial
-from typing import Any, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 import zmq
 import zmq.asyncio
 
 from zjobs.errors import ClosedError, SendTimeout
+from zjobs.transport.async_receiver import cancelled_by_close
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
+from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
 from zjobs.transport.sender import USE_SENDER_DEFAULT, IdGenerator, UseSenderDefault
 from zjobs.transport.sockets import ClientSecurity, SocketPeer, push_options
 from zjobs.wire.protocol import Id, Meta, Request
 
-__all__ = ["AsyncZmqSender"]
+__all__ = ["AsyncMpSend", "AsyncZmqSender"]
+
+
+@runtime_checkable
+class AsyncMpSend(Protocol):
+    """Sends requests to processors from coroutines: the asyncio counterpart of
+    :class:`~zjobs.MpSend`, taking the same arguments."""
+
+    async def send(
+        self,
+        request: Any,
+        *,
+        id: Id | None = None,
+        reply_to: str | bytes | None = None,
+        meta: Meta | None = None,
+        deadline_ms: int | None = None,
+        ping: bool = False,
+        timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
+        dedup: bool = False,
+    ) -> Id:
+        """Send one request and return its id (see :meth:`zjobs.MpSend.send`)."""
+        ...
+
+    def close(self) -> None:
+        """Release the sender; idempotent."""
+        ...
 
 
 class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
@@ -37,8 +64,11 @@ class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
         linger_ms: how long queued requests may still be delivered after ``close``.
         sndhwm: requests queued per connection before ``send`` waits.
         security: client-side security (e.g. CURVE), applied before connecting.
-        keepalive: ZMTP heartbeats that drop dead or half-open connections (None: off).
+        keepalive: how dead connections are dropped (TCP keepalive; see
+            :class:`~zjobs.Keepalive`); None: the kernel's defaults.
         ids: the id generator for requests sent without an id.
+        reconnect: connect timeout and reconnect interval (see
+            :class:`~zjobs.transport.reconnect.Reconnect`); None: libzmq's defaults.
     """
 
     _role = "sender"
@@ -55,15 +85,17 @@ class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
         security: ClientSecurity | None = None,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
         ids: IdGenerator | None = None,
+        reconnect: Reconnect | None = DEFAULT_RECONNECT,
     ) -> None:
         self.context = context or zmq.Context.instance()
         self.send_timeout_s = send_timeout_s
         self.ids = ids or IdGenerator()
         sock = self.context.socket(zmq.PUSH, socket_class=zmq.asyncio.Socket)
         super().__init__(sock)
+        # No ZMQ_SNDTIMEO: send_frames applies the limit, so one send may wait longer.
         self._setup(endpoints, partial(push_options, linger_ms=linger_ms, sndhwm=sndhwm,
-                                       immediate=immediate, send_timeout_s=send_timeout_s),
-                    keepalive=keepalive, security=security)
+                                       immediate=immediate, send_timeout_s=None),
+                    keepalive=keepalive, reconnect=reconnect, security=security)
 
     def __repr__(self) -> str:
         state = "closed" if self._socket is None else "open"
@@ -84,19 +116,19 @@ class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
         meta: Meta | None = None,
         deadline_ms: int | None = None,
         ping: bool = False,
-        dedup: bool = False,
         timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
+        dedup: bool = False,
     ) -> Id:
         """Encode and send one request; return its id.
 
+        ``timeout_s`` overrides ``send_timeout_s`` for this send (0: do not wait at all).
         ``dedup`` marks a request that may be sent again with the same id (a retry): a
         processor with a replay window answers a repeat without running the job again.
-        ``timeout_s`` overrides ``send_timeout_s`` for this send (0: do not wait at all).
 
         Raises:
             EncodeError: the request (or meta) cannot be encoded as msgpack.
             SendTimeout: no processor took it within the timeout.
-            ClosedError: the sender is closed.
+            ClosedError: the sender is closed, or its zmq context was terminated.
         """
         rid = id if id is not None else self.ids()
         frames = Request(rid, request, reply_to, ping, deadline_ms, meta, dedup).to_frames()
@@ -104,20 +136,25 @@ class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
         return rid
 
     async def send_frames(self, frames: list[bytes], *,
-                          timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT
+                          timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
                           ) -> None:
-        """Send already encoded request frames (waiting at most ``timeout_s``)."""
+        """Send already encoded request frames (``timeout_s`` as for :meth:`send`)."""
         limit = self.send_timeout_s if timeout_s is USE_SENDER_DEFAULT else timeout_s
         try:
-            # pyzmq tries the send at once and returns a done future when there was room.
-            sent = self._live().send_multipart(frames)
-            if timeout_s is USE_SENDER_DEFAULT or limit is None:
-                await sent  # the socket's own SNDTIMEO (send_timeout_s) applies
+            sock = self._live()
+            if limit is None:
+                await sock.send_multipart(frames)
+            elif limit <= 0:
+                await sock.send_multipart(frames, zmq.NOBLOCK)
             else:
-                await asyncio.wait_for(sent, limit)
+                # pyzmq never sends a message whose send was cancelled before it went out.
+                await asyncio.wait_for(sock.send_multipart(frames), limit)
         except (zmq.Again, TimeoutError) as exc:
             raise SendTimeout(self.endpoints, limit) from exc
+        except asyncio.CancelledError:
+            if cancelled_by_close(self._socket is None):
+                raise ClosedError("sender is closed") from None
+            raise
         except zmq.ZMQError as exc:
-            if exc.errno == zmq.ENOTSOCK or self._socket is None:
-                raise ClosedError("sender is closed") from exc
+            self._raise_if_unusable(exc)
             raise

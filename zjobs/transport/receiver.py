@@ -17,11 +17,12 @@ import zmq
 from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import ReceiveTimeout
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
-from zjobs.transport.sockets import ClientSecurity, SocketPeer, sub_options
+from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
+from zjobs.transport.sockets import DEFAULT_RCVHWM, ClientSecurity, SocketPeer, sub_options
 from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
 from zjobs.wire.protocol import Response, parse_response
 
-__all__ = ["HeartbeatReceive", "McReceive", "ZmqReceiver", "as_topic"]
+__all__ = ["HeartbeatReceive", "McReceive", "ZmqReceiver", "as_topic", "parse_counted", "wait_ms"]
 
 
 @runtime_checkable
@@ -55,6 +56,25 @@ def as_topic(topic: str | bytes) -> bytes:
     return topic.encode() if isinstance(topic, str) else topic
 
 
+def wait_ms(deadline: float | None, now: float) -> int:
+    """Milliseconds left until ``deadline`` for a ZeroMQ timeout: -1 (no limit) only when
+    there is no deadline, 0 once it has passed, and at least 1 while any time is left."""
+    if deadline is None:
+        return -1
+    left = deadline - now
+    # ceil() of a passed deadline would give -1, which ZeroMQ reads as "wait forever".
+    return math.ceil(left * 1000) if left > 0 else 0
+
+
+def parse_counted(frames: list[bytes], monitor: ProcessorMonitor) -> Response | None:
+    """The response in ``frames`` or None (see :func:`~zjobs.wire.protocol.parse_response`),
+    after feeding ``monitor`` with heartbeats and every sequence number, so that it counts
+    the messages missed (``monitor.gaps``)."""
+    if frames and frames[0] == HEARTBEAT_TOPIC:
+        monitor.heartbeat(frames)
+    return parse_response(frames, monitor.sequence)
+
+
 class ZmqReceiver(SocketPeer[zmq.Socket[bytes]]):
     """An :class:`McReceive` over a ZeroMQ SUB socket. Use it from one thread at a time.
 
@@ -62,12 +82,18 @@ class ZmqReceiver(SocketPeer[zmq.Socket[bytes]]):
         endpoints: response endpoint(s) to connect to; more with :meth:`connect`.
         topics: topic prefixes to subscribe to; ``("",)`` is everything, ``()`` nothing yet.
         context: the zmq context (the shared instance by default).
-        rcvhwm: responses buffered before the publisher starts dropping for this receiver.
+        rcvhwm: responses held unread per connection before the publisher drops for this
+            receiver: the bound on its memory (see
+            :data:`~zjobs.transport.sockets.DEFAULT_RCVHWM`); 0: no bound.
         security: client-side security (e.g. CURVE), applied before connecting.
-        keepalive: ZMTP heartbeats that drop dead or half-open connections (None: off).
-        monitor: when given, fed with the heartbeats received (subscribe to
+        keepalive: how dead connections are dropped (TCP keepalive; see
+            :class:`~zjobs.Keepalive`); None: the kernel's defaults.
+        reconnect: connect timeout and reconnect interval (see
+            :class:`~zjobs.transport.reconnect.Reconnect`); None: libzmq's defaults.
+        monitor: fed with the heartbeats received (subscribe to
             :data:`~zjobs.wire.heartbeat.HEARTBEAT_TOPIC` to get them) and the sequence number of
-            every response, so it knows which processors are alive and counts gaps.
+            every response, so it knows which processors are alive and counts the messages
+            missed (:attr:`gaps`); a new :class:`~zjobs.ProcessorMonitor` by default.
     """
 
     _role = "receiver"
@@ -78,13 +104,15 @@ class ZmqReceiver(SocketPeer[zmq.Socket[bytes]]):
         *,
         topics: Iterable[str | bytes] = ("",),
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
-        rcvhwm: int = 100_000,
+        rcvhwm: int = DEFAULT_RCVHWM,
         security: ClientSecurity | None = None,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+        reconnect: Reconnect | None = DEFAULT_RECONNECT,
         monitor: ProcessorMonitor | None = None,
     ) -> None:
         self.context = context or zmq.Context.instance()
-        self.monitor = monitor
+        # Typed as HeartbeatReceive declares it; None only if a user sets it so.
+        self.monitor: ProcessorMonitor | None = monitor or ProcessorMonitor()
         self.topics: list[bytes] = []
         self.skipped = 0
         """Messages received that were not responses (malformed, unknown status, reserved)."""
@@ -97,11 +125,21 @@ class ZmqReceiver(SocketPeer[zmq.Socket[bytes]]):
             for topic in topics:
                 self.subscribe(topic)
 
-        self._setup(endpoints, options, keepalive=keepalive, security=security)
+        self._setup(endpoints, options, keepalive=keepalive, reconnect=reconnect,
+                    security=security)
 
     def __repr__(self) -> str:
         state = "closed" if self._socket is None else "open"
-        return f"<ZmqReceiver {state} responses={self.endpoints} topics={self.topics}>"
+        return (f"<ZmqReceiver {state} responses={self.endpoints} topics={self.topics} "
+                f"gaps={self.gaps}>")
+
+    @property
+    def gaps(self) -> int:
+        """Messages this receiver missed, judged by the processors' sequence numbers: the
+        publisher dropped them while this receiver's queue was full (``rcvhwm``), or its
+        connection dropped. Exact for a receiver subscribed to everything (``""``); one
+        subscribed to some topics also counts the messages of the others."""
+        return 0 if self.monitor is None else self.monitor.gaps
 
     def __iter__(self) -> Iterator[Response]:
         """Responses as they come, forever (until closed)."""
@@ -127,7 +165,7 @@ class ZmqReceiver(SocketPeer[zmq.Socket[bytes]]):
 
         Raises:
             ReceiveTimeout: nothing arrived in time.
-            ClosedError: the receiver is closed.
+            ClosedError: the receiver is closed, or its zmq context was terminated.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -139,32 +177,34 @@ class ZmqReceiver(SocketPeer[zmq.Socket[bytes]]):
                 return response
 
     def receive_frames(self, deadline: float | None) -> list[bytes] | None:
-        """The next raw message (any topic), or None once ``deadline`` (monotonic s) passed."""
+        """The next raw message (any topic), or None once ``deadline`` (monotonic s) passed.
+
+        Raises:
+            ClosedError: the receiver is closed, or its zmq context was terminated.
+        """
         sock = self._live()
         # One blocking receive bounded by ZMQ_RCVTIMEO: cheaper than failing a non-blocking
         # receive and polling before receiving again.
-        # A deadline already passed is a non-blocking look (never -1: that waits forever).
-        wait_ms = (-1 if deadline is None
-                   else max(0, math.ceil((deadline - time.monotonic()) * 1000)))
+        left_ms = wait_ms(deadline, time.monotonic())
         try:
-            if wait_ms == 0:
+            if left_ms == 0:
                 return sock.recv_multipart(zmq.NOBLOCK)
-            if wait_ms != self._rcvtimeo:
-                sock.rcvtimeo = self._rcvtimeo = wait_ms
+            if left_ms != self._rcvtimeo:
+                sock.rcvtimeo = self._rcvtimeo = left_ms
             return sock.recv_multipart()
         except zmq.Again:
             return None
+        except zmq.ZMQError as exc:
+            self._raise_if_unusable(exc)
+            raise
 
     def parse(self, frames: list[bytes]) -> Response | None:
         """The response in ``frames``, or None (counted in ``skipped``) if it is not one
-        (see :func:`~zjobs.wire.protocol.parse_response`)."""
+        (see :func:`~zjobs.wire.protocol.parse_response`); sequence numbers and heartbeats
+        go to :attr:`monitor`."""
         monitor = self.monitor
-        if monitor is None:
-            response = parse_response(frames)
-        else:
-            if frames and frames[0] == HEARTBEAT_TOPIC:
-                monitor.heartbeat(frames)
-            response = parse_response(frames, monitor.sequence)
+        response = (parse_response(frames) if monitor is None
+                    else parse_counted(frames, monitor))
         if response is None:
             self.skipped += 1
         return response

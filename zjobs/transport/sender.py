@@ -18,6 +18,7 @@ import zmq
 
 from zjobs.errors import ClosedError, SendTimeout
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
+from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
 from zjobs.transport.sockets import ClientSecurity, SocketPeer, push_options, send_multipart
 from zjobs.wire.protocol import Id, Meta, RequestEncoder
 
@@ -42,7 +43,10 @@ blocking), as distinct from an explicit None."""
 
 @runtime_checkable
 class MpSend(Protocol):
-    """Sends requests to one or more processors ("multi-producer send")."""
+    """Sends requests to one or more processors ("multi-producer send").
+
+    Everything a client passes is declared here; a sender takes all of it.
+    """
 
     def send(
         self,
@@ -58,9 +62,15 @@ class MpSend(Protocol):
     ) -> Id:
         """Send one request and return its id (generated when not given).
 
-        ``timeout_s`` bounds the wait for room (0: do not wait; None: forever; by default
-        the sender's own setting) and raises :class:`~zjobs.SendTimeout` past it. ``dedup``
-        marks a request that may be sent again with the same id (a retry).
+        Args:
+            timeout_s: how long this send may wait for room (0: not at all; None: no
+                limit); by default the sender's own limit.
+            dedup: the request may be sent again with the same id (a retry): a processor
+                with a replay window answers a repeat without running the job again.
+
+        Raises:
+            SendTimeout: no processor took the request within the timeout.
+            ClosedError: the sender is closed.
         """
         ...
 
@@ -96,7 +106,10 @@ class ZmqSender(SocketPeer[zmq.Socket[bytes]]):
         linger_ms: how long queued requests may still be delivered after ``close``.
         sndhwm: requests queued per connection before ``send`` blocks.
         security: client-side security (e.g. CURVE), applied before connecting.
-        keepalive: ZMTP heartbeats that drop dead or half-open connections (None: off).
+        keepalive: how dead connections are dropped (TCP keepalive; see
+            :class:`~zjobs.Keepalive`); None: the kernel's defaults.
+        reconnect: connect timeout and reconnect interval (see
+            :class:`~zjobs.transport.reconnect.Reconnect`); None: libzmq's defaults.
     """
 
     _role = "sender"
@@ -113,6 +126,7 @@ class ZmqSender(SocketPeer[zmq.Socket[bytes]]):
         security: ClientSecurity | None = None,
         ids: IdGenerator | None = None,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+        reconnect: Reconnect | None = DEFAULT_RECONNECT,
     ) -> None:
         self.context = context or zmq.Context.instance()
         self.send_timeout_s = send_timeout_s
@@ -122,7 +136,7 @@ class ZmqSender(SocketPeer[zmq.Socket[bytes]]):
         super().__init__(sock)
         self._setup(endpoints, partial(push_options, linger_ms=linger_ms, sndhwm=sndhwm,
                                        immediate=immediate, send_timeout_s=send_timeout_s),
-                    keepalive=keepalive, security=security)
+                    keepalive=keepalive, reconnect=reconnect, security=security)
 
     def __repr__(self) -> str:
         state = "closed" if self._socket is None else "open"
@@ -149,7 +163,7 @@ class ZmqSender(SocketPeer[zmq.Socket[bytes]]):
         Raises:
             EncodeError: the request (or meta) cannot be encoded as msgpack.
             SendTimeout: no processor took it within the timeout.
-            ClosedError: the sender is closed.
+            ClosedError: the sender is closed, or its zmq context was terminated.
         """
         rid = id if id is not None else self.ids()
         frames = self._encoder.frames(rid, request, reply_to, ping, deadline_ms, meta, dedup)
@@ -167,22 +181,29 @@ class ZmqSender(SocketPeer[zmq.Socket[bytes]]):
         if not self._lock.acquire(timeout=-1 if limit is None else limit):
             raise SendTimeout(self.endpoints, limit)
         try:
-            sock = self._live()
-            while True:
-                try:
-                    send_multipart(sock, frames, block=False)  # the usual case: room now
-                    return
-                except zmq.Again as exc:
-                    # Wait for room in slices, so that close() from another thread (which
-                    # needs this lock) ends a long wait within one slice.
-                    wait_ms = _SLICE_MS
-                    if deadline is not None:
-                        left_ms = int((deadline - time.monotonic()) * 1000)
-                        if left_ms <= 0:
-                            raise SendTimeout(self.endpoints, limit) from exc
-                        wait_ms = min(wait_ms, left_ms)
-                    if self._closing:
-                        raise ClosedError("sender is closed") from exc
-                    sock.poll(wait_ms, zmq.POLLOUT)
+            self._send_within(frames, deadline, limit)
+        except zmq.ZMQError as exc:
+            self._raise_if_unusable(exc)
+            raise
         finally:
             self._lock.release()
+
+    def _send_within(self, frames: list[bytes], deadline: float | None,
+                     limit: float | None) -> None:
+        sock = self._live()
+        while True:
+            try:
+                send_multipart(sock, frames, block=False)  # the usual case: room now
+                return
+            except zmq.Again as exc:
+                # Wait for room in slices, so that close() from another thread (which
+                # needs this lock) ends a long wait within one slice.
+                wait_ms = _SLICE_MS
+                if deadline is not None:
+                    left_ms = int((deadline - time.monotonic()) * 1000)
+                    if left_ms <= 0:
+                        raise SendTimeout(self.endpoints, limit) from exc
+                    wait_ms = min(wait_ms, left_ms)
+                if self._closing:
+                    raise ClosedError("sender is closed") from exc
+                sock.poll(wait_ms, zmq.POLLOUT)

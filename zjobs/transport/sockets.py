@@ -19,9 +19,11 @@ import zmq
 
 from zjobs.errors import BindError, ClosedError, ConnectError
 from zjobs.transport.keepalive import Keepalive
+from zjobs.transport.reconnect import Reconnect
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_RCVHWM",
     "DNS_SCHEMES",
     "ClientSecurity",
     "ProcessorSockets",
@@ -38,6 +40,14 @@ __all__ = [
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 """Largest frame a processor accepts (ZMQ_MAXMSGSIZE); a peer sending more is disconnected."""
+
+DEFAULT_RCVHWM = 10_000
+"""Responses a receiver holds unread per connection before its publisher drops for it.
+
+That bounds a stalled receiver's memory: measured 11 to 16 MiB for 10,000 small responses
+queued (libzmq's message and allocation overhead, about 1.1 to 1.6 KiB each), per processor
+connected, plus the responses' own size beyond a few hundred bytes; what the publisher
+dropped meanwhile is counted from ``seq`` gaps (``ZmqReceiver.gaps``)."""
 
 
 class ServerSecurity(Protocol):
@@ -180,7 +190,8 @@ class ProcessorSockets:
         linger_ms: linger of the PUB socket (the PULL socket's is 0).
         rcvhwm: receive high-water mark of the PULL socket.
         sndhwm: send high-water mark of the PUB socket.
-        keepalive: ZMTP heartbeats on both sockets (None: off).
+        keepalive: TCP keepalive on both sockets (ZMTP heartbeats, if asked for, on the PUB
+            only); None: the kernel's defaults.
         security: server-side security for both sockets.
         pull_class: the PULL socket's class (e.g. ``zmq.asyncio.Socket``); None: the
             context's own.
@@ -317,14 +328,18 @@ class SocketPeer(Generic[S]):
         return self._socket
 
     def _setup(self, endpoints: str | Iterable[str] | None, options: Callable[[S], None], *,
-               keepalive: Keepalive | None, security: ClientSecurity | None) -> None:
-        """A constructor's last step: apply ``options`` to the socket, then keepalive and
-        security, then connect ``endpoints``; if any of it fails, close and re-raise."""
+               keepalive: Keepalive | None, reconnect: Reconnect | None,
+               security: ClientSecurity | None) -> None:
+        """A constructor's last step: apply ``options`` to the socket, then keepalive,
+        reconnect and security, then connect ``endpoints``; if any of it fails, close and
+        re-raise."""
         sock = self._live()
         try:
             options(sock)
             if keepalive is not None:
                 keepalive.apply(sock)
+            if reconnect is not None:
+                reconnect.apply(sock)
             if security is not None:
                 security.configure_client(sock)
             for endpoint in endpoint_list(endpoints):
@@ -370,6 +385,19 @@ class SocketPeer(Generic[S]):
                 time.sleep(0.001)
                 sock.getsockopt(zmq.EVENTS)
             self.endpoints.remove(endpoint)
+
+    def _raise_if_unusable(self, exc: zmq.ZMQError) -> None:
+        """Raise :class:`ClosedError` from ``exc`` if no retry can cure it (the context was
+        terminated, the socket closed under us), after closing the socket, so that callers
+        stop instead of looping; return for any other error. Call it with the lock held,
+        or from the one thread that uses this socket."""
+        if exc.errno not in (zmq.ETERM, zmq.ENOTSOCK) and self._socket is not None:
+            return
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()  # lets a zmq_ctx_term that is waiting for this socket finish
+        reason = "its zmq context was terminated" if exc.errno == zmq.ETERM else "it was closed"
+        raise ClosedError(f"{self._role} is closed: {reason}") from exc
 
     def close(self) -> None:
         """Close the socket; idempotent. Queued messages get the socket's linger time
