@@ -25,6 +25,7 @@ from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, Timeout
 from zjobs.transport.async_receiver import AsyncZmqReceiver
 from zjobs.transport.async_sender import AsyncZmqSender
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
+from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
 from zjobs.transport.sender import IdGenerator
 from zjobs.transport.sockets import ClientSecurity, change_endpoints, endpoint_list
 from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
@@ -105,20 +106,23 @@ class AsyncClient:
         expect_processors: int | None = None,
         immediate: bool = True,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+        reconnect: Reconnect | None = DEFAULT_RECONNECT,
         **options: Any,
     ) -> AsyncClient:
         """A client over ZeroMQ, connected to processors' request and response endpoints.
 
         By default the readiness handshake waits for as many processors as there are
-        request endpoints. ``immediate`` and ``keepalive`` are those of
+        request endpoints. ``immediate``, ``keepalive`` and ``reconnect`` are those of
         :meth:`zjobs.Client.connect`; other options those of :class:`AsyncClient`.
         """
         request_eps, response_eps = endpoint_list(requests), endpoint_list(responses)
         sender = AsyncZmqSender(request_eps, context=context, security=security,
-                                immediate=immediate, keepalive=keepalive)
+                                immediate=immediate, keepalive=keepalive,
+                                reconnect=reconnect)
         try:
             receiver = AsyncZmqReceiver(response_eps, topics=(), context=context,
-                                        security=security, keepalive=keepalive)
+                                        security=security, keepalive=keepalive,
+                                        reconnect=reconnect)
         except BaseException:
             sender.close()
             raise

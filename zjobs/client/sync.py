@@ -33,6 +33,7 @@ from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, Timeout, ZJobsError
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.receiver import HeartbeatReceive, McReceive, ZmqReceiver
+from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
 from zjobs.transport.sender import IdGenerator, MpSend, ZmqSender
 from zjobs.transport.sockets import ClientSecurity, SocketPeer, endpoint_list
 from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
@@ -250,6 +251,7 @@ class Client:
         expect_processors: int | None = None,
         immediate: bool = True,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
+        reconnect: Reconnect | None = DEFAULT_RECONNECT,
         **options: Any,
     ) -> Client:
         """A client over ZeroMQ, connected to processors' request and response endpoints.
@@ -267,7 +269,10 @@ class Client:
                 processors whose connection is up, so a processor that died is skipped at
                 once instead of collecting requests (and retries) until it comes back.
                 While no processor is connected, sends wait (see ``send_timeout_s``).
-            keepalive: connection keepalive on both sockets (None: off).
+            keepalive: TCP keepalive on both sockets, so a vanished host's connections
+                are dropped (None: off; see :class:`~zjobs.Keepalive`).
+            reconnect: connect timeout and reconnect interval of both sockets, so a
+                healed host is used again quickly (None: libzmq's defaults).
 
         Other options are those of :class:`Client`.
         """
@@ -279,10 +284,11 @@ class Client:
             requests, responses = first.requests, first.responses
         request_eps, response_eps = endpoint_list(requests), endpoint_list(responses)
         sender = ZmqSender(request_eps, context=context, security=security,
-                           immediate=immediate, keepalive=keepalive)
+                           immediate=immediate, keepalive=keepalive,
+                           reconnect=reconnect)
         try:
             receiver = ZmqReceiver(response_eps, topics=(), context=context, security=security,
-                                   keepalive=keepalive)
+                                   keepalive=keepalive, reconnect=reconnect)
         except BaseException:
             sender.close()
             raise
