@@ -18,6 +18,7 @@ from typing import Any, Final, Self
 
 import zmq
 
+from zjobs.client.base import BaseClient
 from zjobs.core import tracing
 from zjobs.core.engine import Call, CallEngine, Completion, completions
 from zjobs.core.monitor import ProcessorMonitor
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 _TICK_S: Final = 0.05  # longest the reader waits before checking deadlines and liveness
 
 
-class AsyncClient:
+class AsyncClient(BaseClient):
     """Calls processors from asyncio: sends requests, awaits their responses.
 
     Build it with :meth:`connect` (ZeroMQ endpoints) or ``processor.async_client()``; it
@@ -135,9 +136,7 @@ class AsyncClient:
             raise
 
     def __repr__(self) -> str:
-        engine = self._engine
-        state = "closed" if engine.closed else "ready" if engine.ready else "new"
-        return (f"<AsyncClient {state} topic={self.topic} pending={self.pending} "
+        return (f"<AsyncClient {self._state()} topic={self.topic} pending={self.pending} "
                 f"sender={self.sender!r} receiver={self.receiver!r}>")
 
     async def __aenter__(self) -> Self:
@@ -149,53 +148,6 @@ class AsyncClient:
     def _now(self) -> float:
         loop = self._loop
         return loop.time() if loop is not None else asyncio.get_running_loop().time()
-
-    # -- what the engine counts ----------------------------------------------------------
-
-    @property
-    def pending(self) -> int:
-        """How many calls are waiting for a response."""
-        return len(self._engine.pending)
-
-    @property
-    def closed(self) -> bool:
-        """True once closed."""
-        return self._engine.closed
-
-    @property
-    def timeout_s(self) -> float:
-        """The default time one attempt of a call may take."""
-        return self._engine.timeout_s
-
-    @property
-    def retries(self) -> int:
-        """The default number of times an unanswered request is sent again."""
-        return self._engine.retries
-
-    @property
-    def expect_processors(self) -> int:
-        """How many distinct processors readiness waits for."""
-        return self._engine.expect_processors
-
-    @property
-    def unmatched(self) -> int:
-        """Responses on this client's topic that answered no pending call (late, or foreign)."""
-        return self._engine.unmatched
-
-    @property
-    def resent(self) -> int:
-        """Requests sent again because an attempt got no answer in time."""
-        return self._engine.resent
-
-    @property
-    def replays(self) -> int:
-        """Calls answered by a processor from its replay window (a repeat it had run)."""
-        return self._engine.replays
-
-    @property
-    def returned(self) -> int:
-        """Processor runs seen coming back after the client was ready (restarts)."""
-        return self._engine.returned
 
     # -- membership ----------------------------------------------------------------------
 

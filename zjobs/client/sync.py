@@ -25,6 +25,7 @@ from typing import Any, Final, Self
 
 import zmq
 
+from zjobs.client.base import BaseClient
 from zjobs.client.watcher import DEFAULT_INTERVAL_S, MembershipWatcher
 from zjobs.core import tracing
 from zjobs.core.engine import Call, CallEngine, Completion, completions
@@ -155,7 +156,7 @@ class _CallFuture(Future[Any]):
                 log.exception("client: a done-callback of %r raised", self)
 
 
-class Client:
+class Client(BaseClient):
     """Calls processors: sends requests, waits for their responses.
 
     Build it with :meth:`connect` (ZeroMQ endpoints), from a processor
@@ -306,57 +307,19 @@ class Client:
         return client
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed.is_set() else "ready" if self._engine.ready else "new"
-        return (f"<Client {state} topic={self.topic} pending={self.pending} "
+        return (f"<Client {self._state()} topic={self.topic} pending={self.pending} "
                 f"sender={self.sender!r} receiver={self.receiver!r}>")
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has begun."""
+        return self._closed.is_set()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- what the engine counts ----------------------------------------------------------
-
-    @property
-    def pending(self) -> int:
-        """How many calls are waiting for a response."""
-        return len(self._engine.pending)
-
-    @property
-    def timeout_s(self) -> float:
-        """The default time one attempt of a call may take."""
-        return self._engine.timeout_s
-
-    @property
-    def retries(self) -> int:
-        """The default number of times an unanswered request is sent again."""
-        return self._engine.retries
-
-    @property
-    def expect_processors(self) -> int:
-        """How many distinct processors readiness waits for."""
-        return self._engine.expect_processors
-
-    @property
-    def unmatched(self) -> int:
-        """Responses on this client's topic that answered no pending call (late, or foreign)."""
-        return self._engine.unmatched
-
-    @property
-    def resent(self) -> int:
-        """Requests sent again because an attempt got no answer in time."""
-        return self._engine.resent
-
-    @property
-    def replays(self) -> int:
-        """Calls answered by a processor from its replay window (a repeat it had run)."""
-        return self._engine.replays
-
-    @property
-    def returned(self) -> int:
-        """Processor runs seen coming back after the client was ready (restarts)."""
-        return self._engine.returned
 
     # -- readiness -----------------------------------------------------------------------
 

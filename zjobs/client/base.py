@@ -1,0 +1,73 @@
+"""What both clients share once built: the call engine and everything read from it.
+
+As httpx's ``BaseClient`` holds what ``Client`` and ``AsyncClient`` have in common,
+:class:`BaseClient` holds the engine and the counters and defaults it keeps, so the two
+drivers only add their own I/O.
+"""
+
+from __future__ import annotations
+
+from zjobs.core.engine import CallEngine
+
+__all__ = ["BaseClient"]
+
+
+class BaseClient:
+    """The engine-backed state of :class:`zjobs.Client` and :class:`zjobs.AsyncClient`.
+    Not for use on its own."""
+
+    _engine: CallEngine
+    topic: str
+
+    @property
+    def pending(self) -> int:
+        """How many calls are waiting for a response."""
+        return len(self._engine.pending)
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._engine.closed
+
+    @property
+    def ready(self) -> bool:
+        """True once the readiness handshake has succeeded."""
+        return self._engine.ready
+
+    @property
+    def timeout_s(self) -> float:
+        """The default time one attempt of a call may take."""
+        return self._engine.timeout_s
+
+    @property
+    def retries(self) -> int:
+        """The default number of times an unanswered request is sent again."""
+        return self._engine.retries
+
+    @property
+    def expect_processors(self) -> int:
+        """How many distinct processors readiness waits for."""
+        return self._engine.expect_processors
+
+    @property
+    def unmatched(self) -> int:
+        """Responses on this client's topic that answered no pending call (late, or foreign)."""
+        return self._engine.unmatched
+
+    @property
+    def resent(self) -> int:
+        """Requests sent again because an attempt got no answer in time."""
+        return self._engine.resent
+
+    @property
+    def replays(self) -> int:
+        """Calls answered by a processor from its replay window (a repeat it had run)."""
+        return self._engine.replays
+
+    @property
+    def returned(self) -> int:
+        """Processor runs seen coming back after the client was ready (restarts)."""
+        return self._engine.returned
+
+    def _state(self) -> str:
+        return "closed" if self.closed else "ready" if self._engine.ready else "new"
