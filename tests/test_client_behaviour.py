@@ -363,3 +363,20 @@ def test_ping_after_the_processor_left_ends_within_its_timeout(
     client.close()  # not held up by a send in progress
     with pytest.raises(ClosedError):
         client.ping(0.3)
+
+
+def test_max_in_flight_makes_calls_wait_for_room(
+        connect: Callable[..., Driven], gate: tuple[ZmqProcessor, Gate]) -> None:
+    # Never more calls pending than the bound (the answers of more could overflow the
+    # response path's buffers): a call beyond it waits for room, up to its timeout.
+    proc, job = gate
+    client = connect(proc.endpoints.requests, proc.endpoints.responses, max_in_flight=3)
+    held = [client.submit(f"held-{n}") for n in range(3)]
+    wait_until(lambda: client.pending == 3, WAIT_S)
+    with pytest.raises(SendTimeout):
+        client.call("no room", timeout_s=0.3)
+    assert job.runs[repr("no room")] == 0  # it was never sent
+    job.open.set()
+    assert sorted(f.result(WAIT_S) for f in held) == ["held-0", "held-1", "held-2"]
+    futures = [client.submit(n) for n in range(300)]  # a window of 3 over 300 calls
+    assert [f.result(WAIT_S) for f in futures] == list(range(300))

@@ -20,9 +20,9 @@ import zmq
 
 from zjobs.client.base import BaseClient
 from zjobs.core import tracing
-from zjobs.core.engine import Call, CallEngine, Completion, completions
+from zjobs.core.engine import DEFAULT_MAX_IN_FLIGHT, Call, CallEngine, Completion, completions
 from zjobs.core.monitor import ProcessorMonitor
-from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, Timeout
+from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, SendTimeout, Timeout
 from zjobs.transport.async_receiver import AsyncZmqReceiver
 from zjobs.transport.async_sender import AsyncZmqSender
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
@@ -60,6 +60,8 @@ class AsyncClient(BaseClient):
             processor heard from was silent for this many heartbeat intervals.
         send_timeout_s: how long the first send of a call may wait for room; None: up to
             the call's ``timeout_s``.
+        max_in_flight: calls pending at most; a call beyond it first waits for one to end
+            (see :class:`zjobs.Client`).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class AsyncClient(BaseClient):
         retries: int = 0,
         liveness: int | None = None,
         send_timeout_s: float | None = None,
+        max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         monitor = receiver.monitor or ProcessorMonitor(liveness or 3)
         if liveness is not None:
@@ -88,11 +91,13 @@ class AsyncClient(BaseClient):
         """What the client learns from heartbeats."""
         self._engine = CallEngine(ids=IdGenerator(), clock=self._now, timeout_s=timeout_s,
                                   retries=retries, expect_processors=expect_processors,
-                                  monitor=monitor, liveness=liveness)
+                                  monitor=monitor, liveness=liveness,
+                                  max_in_flight=max_in_flight)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready_lock: asyncio.Lock | None = None
         self._pong: asyncio.Event | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()  # set by the reader when a call ends while full
         receiver.subscribe(HEARTBEAT_TOPIC)
         receiver.subscribe(self.topic)
 
@@ -286,6 +291,8 @@ class AsyncClient(BaseClient):
         engine = self._engine
         if not engine.ready:
             await self.wait_ready()
+        if engine.full:
+            await self._wait_for_room(engine.timeout_s if timeout_s is None else timeout_s)
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         meta = meta if ping else tracing.traced_call(meta, future)  # observability: keep
@@ -306,6 +313,22 @@ class AsyncClient(BaseClient):
             future.cancel()  # forgets it
             raise
         return future
+
+    async def _wait_for_room(self, timeout_s: float) -> None:
+        # max_in_flight calls pending: wait until the reader ends one (calls end by
+        # themselves at their deadlines, so this wait is bounded too).
+        engine = self._engine
+        deadline = self._now() + timeout_s
+        while engine.full:
+            engine.check_open()
+            left = deadline - self._now()
+            if left <= 0:
+                raise SendTimeout(self.sender.endpoints, timeout_s)
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), left)
+            except TimeoutError:
+                pass
 
     # -- the reader task -----------------------------------------------------------------
 
@@ -352,6 +375,8 @@ class AsyncClient(BaseClient):
                 done = engine.receive(response)
                 if done is not None:
                     completions((done,))
+                    if not self._room.is_set() and not engine.full:
+                        self._room.set()
                 elif response.status == PONG and self._pong is not None:
                     self._pong.set()
             try:
@@ -369,6 +394,8 @@ class AsyncClient(BaseClient):
                 failed += await self._resend(call)
         failed += engine.check_liveness()
         completions(failed)
+        if failed and not engine.full:
+            self._room.set()
         if engine.ready and engine.ping_due():
             await self._send_ping(0)
 
@@ -396,6 +423,7 @@ class AsyncClient(BaseClient):
         if engine.closed:
             return
         completions(engine.close())
+        self._room.set()  # calls waiting for room find the client closed
         if self._reader is not None:
             self._reader.cancel()
         self.sender.close()

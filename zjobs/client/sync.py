@@ -28,10 +28,10 @@ import zmq
 from zjobs.client.base import BaseClient
 from zjobs.client.watcher import DEFAULT_INTERVAL_S, MembershipWatcher
 from zjobs.core import tracing
-from zjobs.core.engine import Call, CallEngine, Completion, completions
+from zjobs.core.engine import DEFAULT_MAX_IN_FLIGHT, Call, CallEngine, Completion, completions
 from zjobs.core.membership import Members, Membership
 from zjobs.core.monitor import ProcessorMonitor
-from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, Timeout, ZJobsError
+from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, SendTimeout, Timeout, ZJobsError
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.receiver import HeartbeatReceive, McReceive, ZmqReceiver
 from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
@@ -182,6 +182,10 @@ class Client(BaseClient):
             (:class:`~zjobs.transport.receiver.HeartbeatReceive`, as :class:`ZmqReceiver`).
         send_timeout_s: how long the first send of a call may wait for room when no
             processor can take it; None: up to the call's ``timeout_s``.
+        max_in_flight: calls pending at most (10,000 by default, a receiver's buffer of
+            answers): a call beyond it first waits for one to end, up to its ``timeout_s``
+            (then :class:`SendTimeout`). None: no bound (then mind the buffers: more
+            answers on their way than the processor and the receiver buffer are dropped).
     """
 
     def __init__(
@@ -196,6 +200,7 @@ class Client(BaseClient):
         retries: int = 0,
         liveness: int | None = None,
         send_timeout_s: float | None = None,
+        max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         monitor: ProcessorMonitor | None = None
         if isinstance(receiver, HeartbeatReceive):
@@ -215,7 +220,7 @@ class Client(BaseClient):
         self._engine = CallEngine(ids=IdGenerator(), clock=time.monotonic,
                                   timeout_s=timeout_s, retries=retries,
                                   expect_processors=expect_processors, monitor=monitor,
-                                  liveness=liveness)
+                                  liveness=liveness, max_in_flight=max_in_flight)
         self._lock = threading.Lock()  # guards the engine
         self._ready_lock = threading.Lock()
         self._pong = threading.Event()
@@ -451,6 +456,8 @@ class Client(BaseClient):
         engine = self._engine
         if not engine.ready:
             self.wait_ready()
+        if engine.full:
+            self._wait_for_room(engine.timeout_s if timeout_s is None else timeout_s)
         future = _CallFuture(self)
         meta = meta if ping else tracing.traced_call(meta, future)  # observability: keep
         with self._lock:
@@ -488,14 +495,30 @@ class Client(BaseClient):
             self._work.set()  # futures nobody waits on may need the reader
         return future
 
+    def _wait_for_room(self, timeout_s: float) -> None:
+        # max_in_flight calls pending: read answers (or wait for whoever reads) until one
+        # ends; calls end by themselves at their deadlines, so this wait is bounded too.
+        deadline = time.monotonic() + timeout_s
+        engine = self._engine
+        while engine.full:
+            engine.check_open()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SendTimeout(self._endpoints(), timeout_s)
+            with self._lock:
+                oldest = next(iter(engine.pending.values()), None)
+            if oldest is not None and isinstance(oldest.handle, _CallFuture):
+                self._await(oldest.handle, min(left, _TICK_S))
+
     # -- reading -------------------------------------------------------------------------
 
     def _ensure_reader(self) -> None:
         if self._reader is None:
             self._engine.check_open()
-            self._reader = threading.Thread(
+            reader = threading.Thread(
                 target=self._read, name=f"zjobs-client-{self.topic[:8]}", daemon=True)
-            self._reader.start()
+            reader.start()
+            self._reader = reader  # only once started: close() joins what it finds here
 
     def _await(self, future: _CallFuture, timeout: float | None) -> None:
         """Read responses in this thread until ``future`` is done or ``timeout`` passed."""

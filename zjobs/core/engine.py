@@ -29,12 +29,16 @@ from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import CallTimeout, ClosedError, ProcessorsGone, RemoteError, ZJobsError
 from zjobs.wire.protocol import PONG, Id, Meta, Response
 
-__all__ = ["Call", "CallEngine", "Completion", "Handle"]
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "Call", "CallEngine", "Completion", "Handle"]
 
 _LIVENESS_EVERY_S: Final = 0.05
 _PING_FIRST_S: Final = 0.002
 _PING_MAX_S: Final = 0.1
 _COMPACT_EVERY: Final = 1024
+
+DEFAULT_MAX_IN_FLIGHT: Final = 10_000
+"""Calls a client keeps pending at most by default: as many answers as a receiver buffers
+(its ZMQ_RCVHWM), so that the response path never overflows with a client's own answers."""
 
 
 class Handle(Protocol):
@@ -108,6 +112,10 @@ class CallEngine:
             and processor runs it reports that were never confirmed are pinged.
         liveness: heartbeat intervals of silence after which a processor counts as gone
             (None: no liveness failures).
+        max_in_flight: calls pending at most; a driver waits for room before starting
+            another (None: no bound). More answers on their way than the response path
+            buffers (the processor's PUB high-water mark plus the receiver's) would let
+            ZeroMQ drop some.
     """
 
     def __init__(
@@ -120,8 +128,12 @@ class CallEngine:
         expect_processors: int = 1,
         monitor: ProcessorMonitor | None = None,
         liveness: int | None = None,
+        max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         check_call_options(timeout_s, retries)
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1 (or None)")
+        self.max_in_flight = max_in_flight
         if expect_processors < 1:
             raise ValueError("expect_processors must be at least 1")
         self.ids = ids
@@ -186,6 +198,12 @@ class CallEngine:
         if self._registered % _COMPACT_EVERY == 0:
             self._compact()
         return call
+
+    @property
+    def full(self) -> bool:
+        """True while ``max_in_flight`` calls are pending: wait for one to end first."""
+        limit = self.max_in_flight
+        return limit is not None and len(self.pending) >= limit
 
     def check_open(self) -> None:
         """Raise what stops new calls: :class:`ClosedError`, or the driver's failure."""
