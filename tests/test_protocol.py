@@ -468,7 +468,8 @@ def test_encoder_frames() -> None:
 
 def test_encoder_survives_a_failed_encode() -> None:
     encoder = ResponseEncoder("p", "i")
-    with pytest.raises(TypeError):
+    with pytest.raises(EncodeError) as info:
         encoder.encode_value({"a": {1, 2}})
+    assert isinstance(info.value.__cause__, TypeError)
     assert encoder.encode_value([1, "x"]) == pack([1, "x"])
     assert unpack(encoder.pong(b"", "r")[1])["id"] == "r"

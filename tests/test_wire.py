@@ -309,7 +309,8 @@ def test_system_exit_is_job_failed_and_serving_goes_on(peer: RawPeer) -> None:
 def test_unencodable_value_is_job_failed(peer: RawPeer) -> None:
     header = peer.error(*req("set"))[1]
     assert header["error"]["type"] == "JobFailed"
-    assert header["error"]["message"].startswith("TypeError: ")
+    assert header["error"]["exception"] == "EncodeError"
+    assert header["error"]["message"].startswith("EncodeError: cannot encode ")
     peer.normal()
 
 
@@ -490,3 +491,40 @@ def test_cached_flag_on_hits_including_cached_none() -> None:
     assert [body for _, _, body in results] == [pack("a"), pack("a"), b"\xc0", b"\xc0"]
     assert calls == ["a", "none"]
     assert proc.counters.cache_hits == 2
+
+
+# -- points a peer written from the spec alone had to guess ------------------------------------
+
+def test_a_map_used_as_a_body_map_key_is_accepted_and_echoed(peer: RawPeer) -> None:
+    # {{"a": 1}: "x", [1, {"b": 2}]: "y"}: a map key and an array key holding a map.
+    body = (b"\x82" + pack({"a": 1}) + pack("x") + b"\x92\x01" + pack({"b": 2}) + pack("y"))
+    peer.send(pack({"v": 1, "id": "r1", "reply_to": TOPIC}), body)
+    _, head, out = peer.recv()
+    assert head["status"] == "ok", head
+    assert out == body  # same keys in the same order: the same bytes
+    peer.normal()
+
+
+def test_a_header_key_that_is_a_map_is_ignored(peer: RawPeer) -> None:
+    header = pack({"v": 1, "id": "r1", "reply_to": TOPIC})
+    header = b"\x84" + header[1:] + pack({"k": 1}) + pack("ignored")
+    peer.send(header, pack(3))
+    _, head, body = peer.recv()
+    assert (head["status"], unpack(body)) == ("ok", 3)
+    peer.normal()
+
+
+def test_meta_keys_of_any_type_are_echoed(peer: RawPeer) -> None:
+    meta = b"\x84" + pack(1) + pack("int") + pack({"m": 1}) + pack("map") + b"\x91\x02" + \
+        pack("array") + pack(b"k") + pack("bin")
+    header = pack({"v": 1, "id": "r1", "reply_to": TOPIC})
+    header = b"\x84" + header[1:] + pack("meta") + meta
+    for body in (pack(1), pack("boom")):
+        peer.send(header, body)
+        raw = peer.recv_raw()
+        start = raw[1].index(pack("meta")) + len(pack("meta"))
+        assert raw[1][start:start + len(meta)] == meta  # re-encoded, to the same bytes
+    peer.send(b"\x85" + header[1:] + pack("ping") + pack(True), b"\xc0")
+    raw = peer.recv_raw()
+    assert meta in raw[1]
+    peer.normal()

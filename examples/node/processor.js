@@ -153,8 +153,15 @@ class Raw {
 const INT64_MIN = -(2n ** 63n)
 const UINT64_MAX = 2n ** 64n - 1n
 
+// ZJP/1 names the JobFailed answer for a value that cannot be encoded "EncodeError".
+class EncodeError extends Error {
+  get name() {
+    return "EncodeError"
+  }
+}
+
 function encodeInt(n) {
-  if (n < INT64_MIN || n > UINT64_MAX) throw new RangeError(`integer ${n} does not fit in msgpack`)
+  if (n < INT64_MIN || n > UINT64_MAX) throw new EncodeError(`integer ${n} does not fit in msgpack`)
   if (n >= BigInt(Number.MIN_SAFE_INTEGER) && n <= BigInt(Number.MAX_SAFE_INTEGER)) {
     return Buffer.from(encode(Number(n)))
   }

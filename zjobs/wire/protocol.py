@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import msgpack
 
-from zjobs.errors import ProtocolError, RemoteError
+from zjobs.errors import EncodeError, ProtocolError, RemoteError
 from zjobs.wire.codec import decode, decode_header, encode
 
 __all__ = [
@@ -444,5 +444,14 @@ class ResponseEncoder:
         return [topic, self._header(ERROR, False, rid, meta, error), self._nil]
 
     def encode_value(self, value: Any) -> bytes:
-        """Encode a response value with the reused packer (raises TypeError/ValueError)."""
-        return self._packer.pack(value)  # type: ignore[no-any-return]
+        """Encode a response value with the reused packer.
+
+        Raises:
+            EncodeError: msgpack cannot represent ``value`` (from what msgpack raised);
+                ZJP/1 names the JobFailed answer after it.
+        """
+        try:
+            return self._packer.pack(value)  # type: ignore[no-any-return]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EncodeError(f"cannot encode the job's {type(value).__name__} as msgpack: "
+                              f"{exc}") from exc
