@@ -163,7 +163,7 @@ transform = "{jobs_module}:NOT_A_JOB"
     found = {int(re.match(rf"Error: {re.escape(str(path))}:(\d+): ", line)[1]): line  # type: ignore[index]
              for line in lines}
     assert len(found) == len(lines) == 9, lines
-    assert "a int is not a job" in found[2]
+    assert "an int is not a job" in found[2]
     assert "a system file needs fixed ports" in found[3]
     assert "inproc:// cannot cross processes" in found[4]
     assert "unknown key 'replica'" in found[5]

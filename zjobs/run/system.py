@@ -306,7 +306,9 @@ def _endpoint_problem(endpoint: str) -> str | None:
     if tcp is None:
         return "is not tcp://HOST:PORT or ipc://PATH"
     port = tcp.group("port")
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if re.fullmatch(r"[+-]?\d+", port) and not 0 <= int(port) <= 65535:
+        return f"port {port} is out of range (1 to 65535)"
+    if not port.isdigit() or int(port) == 0:
         return (f"port {port!r}: a system file needs fixed ports (links and callers "
                 "connect to them)")
     return None

@@ -8,6 +8,7 @@ Errors name the endpoint; wildcard binds report the endpoint actually bound.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import re
 import socket as _os_socket
 import threading
@@ -31,9 +32,11 @@ __all__ = [
     "SocketPeer",
     "bind",
     "change_endpoints",
+    "check_resolvable",
     "connect",
     "connectable",
     "endpoint_list",
+    "endpoint_problem",
     "is_dns_endpoint",
     "send_multipart",
 ]
@@ -102,6 +105,56 @@ def endpoint_list(endpoints: str | Iterable[str] | None) -> list[str]:
     return list(endpoints)
 
 
+_TCP_ADDRESS = re.compile(r"^tcp://(?:[^;]*;)?(?P<host>\[[^\]]*\]|[^:\[\]/;]*):(?P<port>[^:/\]]*)$")
+_PORT_MAX = 65535
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """What is wrong with an endpoint that libzmq would misread, or None.
+
+    libzmq takes ``localhost:5555`` for nothing useful ("Invalid argument") and binds a
+    port beyond 65535 as that number modulo 65536, so both are refused here, naming the fix.
+    """
+    if "://" not in endpoint:
+        hint = f" (did you mean tcp://{endpoint}?)" if re.fullmatch(r"[^:/]+:\d+", endpoint) \
+            else ""
+        return f"not an endpoint: write TRANSPORT://ADDRESS, such as tcp://HOST:PORT{hint}"
+    tcp = _TCP_ADDRESS.match(endpoint)
+    if tcp is not None and re.fullmatch(r"[+-]?\d+", tcp.group("port")):
+        port = int(tcp.group("port"))
+        if not 0 <= port <= _PORT_MAX:
+            return f"port {tcp.group('port')} is out of range (0 to {_PORT_MAX})"
+    return None
+
+
+def check_resolvable(endpoint: str) -> None:
+    """Raise :class:`ConnectError` at once when a tcp endpoint's host name does not resolve.
+
+    libzmq resolves in the background and retries forever, so a misspelt host otherwise
+    shows only as a timeout. IP addresses and wildcards are not looked up; names in the
+    reserved ``.invalid`` domain fail without asking any resolver (RFC 6761); other names
+    go to the system resolver (``/etc/hosts`` first, as configured).
+    """
+    tcp = _TCP_ADDRESS.match(endpoint)
+    if tcp is None:
+        return
+    host = tcp.group("host").strip("[]")
+    if host in ("", "*"):
+        return
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    reason = f"cannot resolve host {host!r}"
+    if host.rstrip(".").lower().endswith(".invalid") or host.lower() == "invalid":
+        raise ConnectError(endpoint, f"{reason} (the .invalid domain never resolves)")
+    try:
+        _os_socket.getaddrinfo(host, None, type=_os_socket.SOCK_STREAM)
+    except (_os_socket.gaierror, UnicodeError) as exc:
+        raise ConnectError(endpoint, f"{reason}: {exc}") from exc
+
+
 def bind(socket: zmq.Socket[bytes], endpoint: str) -> str:
     """Bind ``endpoint`` and return the endpoint actually bound (wildcards resolved).
 
@@ -110,8 +163,12 @@ def bind(socket: zmq.Socket[bytes], endpoint: str) -> str:
     other process unreachable to new peers. A file left by a process that died is reused.
 
     Raises:
-        BindError: naming the endpoint and the reason (in use, malformed, not permitted).
+        BindError: naming the endpoint and the reason (in use, malformed, a port out of
+            range, not permitted).
     """
+    problem = endpoint_problem(endpoint)
+    if problem is not None:
+        raise BindError(endpoint, problem)
     if endpoint.startswith("ipc://") and _ipc_held(endpoint[len("ipc://"):]):
         raise BindError(endpoint, "address already in use (another socket listens there)")
     try:
@@ -147,7 +204,11 @@ def _ipc_held(path: str) -> bool:
 
 
 def connect(socket: zmq.Socket[bytes], endpoint: str) -> None:
-    """Connect to ``endpoint``; raise :class:`ConnectError` naming it when libzmq refuses."""
+    """Connect to ``endpoint``; raise :class:`ConnectError` naming it when it is malformed
+    (see :func:`endpoint_problem`) or libzmq refuses it."""
+    problem = endpoint_problem(endpoint)
+    if problem is not None:
+        raise ConnectError(endpoint, problem)
     try:
         socket.connect(endpoint)
     except zmq.ZMQError as exc:

@@ -43,8 +43,8 @@ class FrozenMap(dict[Any, Any]):
     def _immutable(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("a FrozenMap (a map used as a map key) cannot change")
 
-    __setitem__ = __delitem__ = __ior__ = _immutable  # type: ignore[assignment]
-    clear = pop = popitem = setdefault = update = _immutable  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __ior__ = _immutable
+    clear = pop = popitem = setdefault = update = _immutable
 
 
 def _freeze(key: Any) -> Any:
