@@ -7,19 +7,23 @@ import json
 import os
 import re
 import shlex
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner, Result
 
 import zjobs
-from zjobs.cli.commands import RET_OK, RET_USAGE, main
+from zjobs.cli.commands import RET_INTERRUPTED, RET_OK, RET_USAGE, main
 from zjobs.demo import square
-from zjobs.testing import running_processor
+from zjobs.testing import running_processor, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -291,3 +295,90 @@ def test_up_help_examples_run_as_written() -> None:
             words = shlex.split(example)
             result = invoke(*words[1:])
             assert result.exit_code == RET_OK, result.output
+
+
+# -- 4. Ctrl-C: the summary so far, and exit 130 ----------------------------------------------
+
+def _zjobs(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "zjobs", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _interrupt(child: subprocess.Popen[str]) -> tuple[int, str, str]:
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)  # far less than the --timeout of 60 s
+    return child.returncode, out, err
+
+
+def test_ctrl_c_during_the_readiness_wait_exits_130() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never speaks ZMTP
+    port = listener.getsockname()[1]
+    try:
+        child = _zjobs("ping", "--requests", f"tcp://127.0.0.1:{port}", "--responses",
+                       f"tcp://127.0.0.1:{port}", "--timeout", "60")
+        listener.settimeout(30)
+        connection, _ = listener.accept()  # the client is connected: it waits for a pong
+        code, out, err = _interrupt(child)
+        connection.close()
+    finally:
+        listener.close()
+    assert code == RET_INTERRUPTED, err
+    assert out == ""
+    assert err.strip() == "interrupted while waiting for a pong from 1 processor(s)"
+
+
+class _Gate:
+    """A job that answers the first ``open_for`` requests, then blocks until released."""
+
+    def __init__(self, open_for: int) -> None:
+        self.open_for = open_for
+        self.calls = 0
+        self.release = threading.Event()
+
+    def __call__(self, request: Any, resources: Any) -> Any:
+        self.calls += 1
+        if self.calls > self.open_for:
+            self.release.wait(60)
+        return request
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_during_send_count_prints_the_summary_so_far(as_json: bool) -> None:
+    gate = _Gate(open_for=5)
+    with running_processor(gate) as proc:
+        try:
+            child = _zjobs("send", *endpoints(proc), "--count", "100", "--timeout", "60",
+                           *(["--json"] if as_json else []), "7")
+            wait_until(lambda: gate.calls == 6, timeout_s=30)  # 5 answered, 1 in flight
+            code, out, err = _interrupt(child)
+        finally:
+            gate.release.set()
+    assert code == RET_INTERRUPTED, err
+    if as_json:
+        summary = json.loads(out)
+        assert {k: summary[k] for k in ("count", "ok", "errors", "sent", "requested",
+                                        "interrupted")} == \
+            {"count": 5, "ok": 5, "errors": 0, "sent": 6, "requested": 100, "interrupted": True}
+    else:
+        assert out.startswith("count=5 ok=5 errors=0 timeouts=0 ")
+        assert out.rstrip().endswith(" interrupted=true sent=6 requested=100")
+    assert err.strip() == "interrupted: 5 of 100 requests ended (6 sent)"
+
+
+def test_ctrl_c_while_send_waits_for_a_response_exits_130_at_once() -> None:
+    gate = _Gate(open_for=1)
+    with running_processor(gate) as proc:
+        try:
+            child = subprocess.Popen([sys.executable, "-m", "zjobs", "send", *endpoints(proc),
+                                      "--timeout", "60"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert child.stdin is not None
+            child.stdin.write("1\n2\n")
+            child.stdin.flush()
+            wait_until(lambda: gate.calls == 2, timeout_s=30)
+            code, out, err = _interrupt(child)
+        finally:
+            gate.release.set()
+    assert code == RET_INTERRUPTED, err
+    assert [json.loads(line)["value"] for line in out.splitlines()] == [1]
+    assert err.strip() == "interrupted while sending"

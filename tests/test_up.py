@@ -364,7 +364,7 @@ def test_link_command_forwards_until_sigterm(tmp_path: Path, jobs_module: str) -
             _, err = child.communicate(timeout=30)
             assert child.returncode == 0
             # received may include late pongs of the link's own readiness pings (ignored)
-            assert re.search(r"link up-down stopped: \{'received': \d+, 'forwarded': 1,", err)
+            assert re.search(r"link 'up-down' stopped: \{'received': \d+, 'forwarded': 1,", err)
         finally:
             if child.poll() is None:
                 child.kill()

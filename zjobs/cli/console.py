@@ -90,16 +90,18 @@ def send_each(client: Client, values: Iterable[Any], *, concurrency: int, timeou
     pool = ThreadPoolExecutor(concurrency, thread_name_prefix="zjobs-send")
     interrupted = False
     try:
-        try:
-            for value in values:
-                if len(window) >= concurrency:
-                    settle(window.popleft())
-                window.append(pool.submit(client.call_response, value, timeout_s=timeout_s))
-        finally:
-            while window:
+        for value in values:
+            if len(window) >= concurrency:
                 settle(window.popleft())
+            window.append(pool.submit(client.call_response, value, timeout_s=timeout_s))
+        while window:
+            settle(window.popleft())
     except KeyboardInterrupt:
         interrupted = True  # do not wait for calls in flight: closing the client ends them
+        raise
+    except BaseException:
+        while window:  # ``values`` raised (invalid input): answer the calls already made
+            settle(window.popleft())
         raise
     finally:
         pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
