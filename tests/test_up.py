@@ -448,3 +448,19 @@ def test_up_over_endpoints_another_daemon_serves_exits_nonzero_naming_them(
         other.wait(30)
         if other.stdout is not None:
             other.stdout.close()
+
+
+def test_up_writes_children_logs_and_errors_to_stderr(tmp_path: Path, jobs_module: str,
+                                                      ipc_dir: Path) -> None:
+    with ZmqProcessor(lambda x, r: x) as squatter:  # holds the port processor c wants
+        port = squatter.endpoints.requests.rsplit(":", 1)[1]
+        path = tmp_path / "system.toml"
+        path.write_text(chain_toml(jobs_module, ipc_dir).replace(
+            f"ipc://{ipc_dir}/c.req", f"tcp://127.0.0.1:{port}"))
+        done = subprocess.run([sys.executable, "-m", "zjobs", "up", str(path)],
+                              capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    assert done.returncode == 1
+    assert re.search(r"^c \| Error: cannot bind .*address already in use$", done.stderr, re.M)
+    assert re.search(r"^a \| .* INFO zjobs.run.daemon: serving ", done.stderr, re.M)
+    assert "Error: cannot bind" not in done.stdout and " INFO " not in done.stdout
+    assert re.search(r"^started c \(pid \d+\)$", done.stdout, re.M)
