@@ -464,3 +464,38 @@ def test_up_writes_children_logs_and_errors_to_stderr(tmp_path: Path, jobs_modul
     assert re.search(r"^a \| .* INFO zjobs.run.daemon: serving ", done.stderr, re.M)
     assert "Error: cannot bind" not in done.stdout and " INFO " not in done.stdout
     assert re.search(r"^started c \(pid \d+\)$", done.stdout, re.M)
+
+
+# -- link cycles ------------------------------------------------------------------------------
+
+def _cycle_toml(mod: str, ipc: Path, links: str) -> str:
+    return chain_toml(mod, ipc).split("[[links]]")[0] + links
+
+
+@pytest.mark.parametrize(("links", "cycle"), [
+    ('[[links]]\nfrom = "a"\nto = "b"\n\n[[links]]\nfrom = "b"\nto = "a"\n', "a -> b -> a"),
+    ('[[links]]\nfrom = "a"\nto = "a"\n', "a -> a"),
+    ('[[links]]\nfrom = "a"\nto = "b"\n\n[[links]]\nfrom = "b"\nto = ["c"]\n\n'
+     '[[links]]\nfrom = ["c"]\nto = "a"\ntopic = "x."\n', "a -> b -> c -> a"),
+])
+def test_check_and_start_reject_a_link_cycle_naming_it(tmp_path: Path, jobs_module: str,
+                                                       ipc_dir: Path, links: str,
+                                                       cycle: str) -> None:
+    path = tmp_path / "cycle.toml"
+    path.write_text(_cycle_toml(jobs_module, ipc_dir, links))
+    code, lines = check(path)
+    assert code == 2
+    assert any(f"link cycle {cycle}" in line for line in lines), lines
+    result = CliRunner().invoke(main, ["up", str(path)])  # starting refuses it too
+    assert result.exit_code == 2 and f"link cycle {cycle}" in result.stderr
+    assert "started" not in result.stdout
+
+
+def test_links_on_topics_that_cannot_meet_are_not_a_cycle(tmp_path: Path, jobs_module: str,
+                                                           ipc_dir: Path) -> None:
+    path = tmp_path / "topics.toml"
+    path.write_text(_cycle_toml(jobs_module, ipc_dir,
+                                '[[links]]\nfrom = "a"\nto = "b"\ntopic = "x."\n\n'
+                                '[[links]]\nfrom = "b"\nto = "a"\ntopic = "y."\n'))
+    code, lines = check(path)
+    assert code == 0, lines
