@@ -382,3 +382,19 @@ def test_ctrl_c_while_send_waits_for_a_response_exits_130_at_once() -> None:
     assert code == RET_INTERRUPTED, err
     assert [json.loads(line)["value"] for line in out.splitlines()] == [1]
     assert err.strip() == "interrupted while sending"
+
+
+# -- 8. a request larger than processors accept by default ------------------------------------
+
+def test_send_warns_about_a_payload_larger_than_the_default_max_message_size(
+        tmp_path: Path) -> None:
+    big = json.dumps("x" * (16 * 1024 * 1024 + 1))
+    result = invoke("send", "--requests", f"ipc://{tmp_path}/r", "--responses",
+                    f"ipc://{tmp_path}/p", "--timeout", "0.2", big)
+    assert result.exit_code == 1  # nobody answers the readiness ping here
+    warning = result.stderr.splitlines()[0]
+    assert warning.startswith("Warning: the request is 16777221 bytes, more than 16777216")
+    assert "--max-message-size" in warning
+    small = invoke("send", "--requests", f"ipc://{tmp_path}/r", "--responses",
+                   f"ipc://{tmp_path}/p", "--timeout", "0.2", '"x"')
+    assert "Warning" not in small.stderr

@@ -253,7 +253,7 @@ def test_a_failing_transform_is_an_error_named_after_the_link(
             entry.send(i, id=f"n{i}", reply_to=t)
         responses = {r.id: r for r in collect(out, 4)}
     assert responses["n0"].value == -1 and responses["n3"].value == -4
-    for rid, kind in (("n1", "KeyError"), ("n2", "TypeError")):
+    for rid, kind in (("n1", "KeyError"), ("n2", "EncodeError")):
         meta = responses[rid].meta
         assert meta is not None
         assert meta[ERROR_KEY]["stage"] == "a-to-c"

@@ -53,7 +53,7 @@ from typing import Any, Self
 import zmq
 
 from zjobs.core import tracing
-from zjobs.errors import ClosedError, EncodeError, NotReady, ReceiveTimeout, SendTimeout, Timeout
+from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, SendTimeout, Timeout
 from zjobs.processor.sync import Endpoints, ZmqProcessor
 from zjobs.transport.receiver import ZmqReceiver, as_topic
 from zjobs.transport.sender import IdGenerator, ZmqSender
@@ -517,9 +517,7 @@ class Link:
         except Exception as exc:
             self._tally["failed"] += 1
             log.debug("link %s: cannot forward %r", self.name, rid, exc_info=exc)
-            kind = type(exc).__name__
-            if isinstance(exc, EncodeError) and exc.__cause__ is not None:
-                kind = type(exc.__cause__).__name__
+            kind = type(exc).__name__  # EncodeError for an unencodable value, as ZJP/1 asks
             error = ErrorInfo(LINK_FAILED, f"{kind}: {exc}", {"exception": kind})
             self._forward_error(response, rid, self.name, error, meta)
             return

@@ -21,6 +21,7 @@ import zmq
 from zjobs.errors import BindError, ClosedError, ConnectError
 from zjobs.transport.keepalive import Keepalive
 from zjobs.transport.reconnect import Reconnect
+from zjobs.transport.watch import DisconnectWatch
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -241,7 +242,10 @@ class ProcessorSockets:
     """A processor's two bound sockets: PULL for requests and PUB for responses.
 
     Both get the options, keepalive and server security, then are bound (PULL first). If
-    anything fails, both are closed before the error propagates.
+    anything fails, both are closed before the error propagates. A
+    :class:`~zjobs.transport.watch.DisconnectWatch` counts the senders' connections that
+    close on the PULL socket (``sender_disconnects``), the only trace libzmq leaves of a
+    request frame larger than ``max_message_size``.
 
     Args:
         context: the zmq context to create the sockets in.
@@ -280,6 +284,7 @@ class ProcessorSockets:
         self._security = security
         self.pull: zmq.Socket[Any] | None = None
         self.pub: zmq.Socket[Any] | None = None
+        self._watch: DisconnectWatch | None = None
         try:
             self.pull = _socket(context, zmq.PULL, pull_class)
             # XPUB: a PUB that also tells who subscribed (see transport/publisher.py).
@@ -299,14 +304,22 @@ class ProcessorSockets:
             """The request endpoint bound (wildcards resolved)."""
             self.responses = bind(self.pub, responses)
             """The response endpoint bound (wildcards resolved)."""
+            self._watch = DisconnectWatch(self.pull, self.requests, max_message_size)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def sender_disconnects(self) -> int:
+        """Sender connections closed on the request socket so far (see the class doc)."""
+        return self._watch.disconnects if self._watch is not None else 0
 
     def close(self) -> None:
         """Close both sockets, then call the security's ``release_server(socket)`` for each
         if it has one. Idempotent."""
         release = getattr(self._security, "release_server", None)
+        if self._watch is not None:
+            self._watch.close()
         for sock in (self.pull, self.pub):
             if sock is not None:
                 sock.close()
