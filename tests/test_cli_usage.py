@@ -393,7 +393,7 @@ def test_send_warns_about_a_payload_larger_than_the_default_max_message_size(
                     f"ipc://{tmp_path}/p", "--timeout", "0.2", big)
     assert result.exit_code == 1  # nobody answers the readiness ping here
     warning = result.stderr.splitlines()[0]
-    assert warning.startswith("Warning: the request is 16777221 bytes, more than 16777216")
+    assert warning.startswith("Warning: the request is 16777222 bytes, more than 16777216")
     assert "--max-message-size" in warning
     small = invoke("send", "--requests", f"ipc://{tmp_path}/r", "--responses",
                    f"ipc://{tmp_path}/p", "--timeout", "0.2", '"x"')
