@@ -323,6 +323,10 @@ class Processor {
 // ------------------------------------------------------------------ main
 
 function parseArgs(argv) {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(USAGE)
+    process.exit(0)
+  }
   const opts = { name: "node" }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
@@ -334,8 +338,10 @@ function parseArgs(argv) {
   return opts
 }
 
+const USAGE = "usage: node processor.js --requests EP --responses EP [--name NAME]\n"
+
 function usage(msg) {
-  process.stderr.write(`processor.js: ${msg}\nusage: node processor.js --requests EP --responses EP [--name NAME]\n`)
+  process.stderr.write(`processor.js: ${msg}\n${USAGE}`)
   process.exit(2)
 }
 
