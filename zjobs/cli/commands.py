@@ -324,8 +324,16 @@ class _Connected:
     def __enter__(self) -> Client:
         return self.client
 
-    def __exit__(self, *exc: object) -> None:
-        self.client.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            self.client.close()
+        except Exception:
+            if kind is None or not issubclass(kind, KeyboardInterrupt):
+                raise
+            # A Ctrl-C can land anywhere inside the client and leave it unable to close
+            # cleanly; the process is ending: close every socket of the private context.
+            self.context.destroy(linger=0)
+            return
         self.context.term()
 
 
