@@ -198,8 +198,10 @@ class Target:
 
     def check(self) -> None:
         """Refuse, with exit code 2, what would only show as a timeout later: unpaired
-        endpoints and host names that do not resolve."""
-        if len(self.requests) != len(self.responses):
+        endpoints and host names that do not resolve. (A dns:// or srv:// name stands for
+        any number of processors, so those need not pair up.)"""
+        dns = any(is_dns_endpoint(ep) for ep in self.requests + self.responses)
+        if not dns and len(self.requests) != len(self.responses):
             raise CliError(f"{len(self.requests)} --requests but {len(self.responses)} "
                            "--responses: give one of each per processor", RET_USAGE)
         _check_connectable(self.requests + self.responses)
