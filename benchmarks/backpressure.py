@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -110,5 +111,12 @@ def main() -> None:
     print(stalled_subscriber())
 
 
+def _usage() -> None:
+    """Answer --help with this file's description; the example takes no options."""
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+
+
 if __name__ == "__main__":
+    _usage()
     main()

@@ -5,6 +5,7 @@ Run: python examples/async_example.py
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from collections.abc import AsyncIterator
@@ -73,5 +74,12 @@ async def main() -> None:
         print("counters:", processor.counters.as_dict())
 
 
+def _usage() -> None:
+    """Answer --help with this file's description; the example takes no options."""
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+
+
 if __name__ == "__main__":
+    _usage()
     asyncio.run(main())

@@ -5,6 +5,7 @@ Run: python examples/basics.py
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import zjobs
@@ -33,5 +34,12 @@ def main() -> None:
         print("counters:", processor.counters)
 
 
+def _usage() -> None:
+    """Answer --help with this file's description; the example takes no options."""
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+
+
 if __name__ == "__main__":
+    _usage()
     main()

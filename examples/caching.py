@@ -5,6 +5,7 @@ Run: python examples/caching.py
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Any
 
@@ -40,5 +41,12 @@ def main() -> None:
         print([c.call_response("bob").cached for _ in range(3)])
 
 
+def _usage() -> None:
+    """Answer --help with this file's description; the example takes no options."""
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+
+
 if __name__ == "__main__":
+    _usage()
     main()

@@ -5,6 +5,7 @@ Run: python examples/resources.py
 
 from __future__ import annotations
 
+import argparse
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -37,5 +38,12 @@ def main() -> None:
             print(word, "->", c.call(word))
 
 
+def _usage() -> None:
+    """Answer --help with this file's description; the example takes no options."""
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+
+
 if __name__ == "__main__":
+    _usage()
     main()

@@ -7,6 +7,7 @@ Run: python examples/senders_receivers.py
 
 from __future__ import annotations
 
+import argparse
 from collections import Counter
 from typing import Any
 
@@ -43,5 +44,12 @@ def main() -> None:
                       "from", dict(Counter(r.processor for r in seen)))
 
 
+def _usage() -> None:
+    """Answer --help with this file's description; the example takes no options."""
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+
+
 if __name__ == "__main__":
+    _usage()
     main()

@@ -292,7 +292,7 @@ class ClientContract:
 def worked_example() -> tuple[list[bytes], list[bytes]]:
     """The request frames and response frames of the hex dumps in docs/PROTOCOL.md."""
     text = (REPO / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
-    section = text[text.index("## Worked example"):]
+    section = text[text.index("## Worked example"):text.index("### What zjobs sends")]
     frames: list[bytes] = []
     current: bytearray | None = None
     for line in section.splitlines():

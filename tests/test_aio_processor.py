@@ -126,7 +126,7 @@ async def test_unencodable_value_and_bad_request(serving: Serve) -> None:
     processor, client = await serving(returns_set)
     with pytest.raises(RemoteError) as info:
         await client.call(1)
-    assert info.value.type == "JobFailed" and info.value.exception == "TypeError"
+    assert info.value.type == "JobFailed" and info.value.exception == "EncodeError"
     await client.sender.send_frames([b"\x93not a map", b"\xc0"])  # dropped: no reply_to
     await eventually(lambda: processor.counters.dropped == 1)
 

@@ -232,3 +232,19 @@ def test_cache_hits_and_misses_through_a_processor() -> None:
     assert counters.ok == 4
     assert counters.failed == 2
     assert len(wrapped.cache) == 2
+
+
+def test_a_cached_job_is_called_directly_like_any_job() -> None:
+    # README: a job is called directly in a unit test; with its cache, as a processor would.
+    calls: list[int] = []
+
+    @cached(maxsize=10)
+    def lookup(request: int, resources: object) -> int:
+        calls.append(request)
+        return request * 2
+
+    assert lookup(3, None) == 6
+    assert lookup(3, None) == 6
+    assert lookup(4, None) == 8
+    assert calls == [3, 4]
+    assert lookup.cache.hits == 1

@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 from zjobs.errors import EncodeError, ProtocolError, ZJobsError
-from zjobs.wire.codec import canonical, decode, decode_header, encode
+from zjobs.wire.codec import FrozenMap, canonical, decode, decode_header, encode
 
 
 def test_str_is_msgpack_str_and_bytes_is_bin() -> None:
@@ -113,3 +113,26 @@ def test_canonical_distinguishes_different_values(left: Any, right: Any) -> None
 def test_canonical_unencodable_raises_encode_error() -> None:
     with pytest.raises(EncodeError):
         canonical({"a": {1, 2}})
+
+
+def test_decode_allows_map_keys_that_are_maps() -> None:
+    # PROTOCOL.md: map keys of any type, maps included. A map key becomes a FrozenMap: equal
+    # to the dict it stands for, hashable, and encoded back as the same map.
+    data = b"\x82" + encode({"a": 1}) + encode("x") + encode({"b": [1, {"c": 2}]}) + b"\x02"
+    value = decode(data)
+    assert value == {FrozenMap({"a": 1}): "x", FrozenMap({"b": (1, FrozenMap({"c": 2}))}): 2}
+    key = next(iter(value))
+    assert isinstance(key, FrozenMap) and key == {"a": 1}
+    assert encode(value) == data
+    assert decode_header(data) == value
+    assert canonical(value) == canonical(decode(data))
+
+
+def test_a_frozen_map_cannot_change() -> None:
+    key = FrozenMap({"a": 1})
+    with pytest.raises(TypeError):
+        key["b"] = 2  # type: ignore[index]
+    with pytest.raises(TypeError):
+        key.update(b=2)
+    assert hash(key) == hash(FrozenMap({"a": 1}))
+    assert repr(key) == "FrozenMap({'a': 1})"

@@ -157,6 +157,8 @@ def test_unencodable_result_is_job_failed(py_client: zjobs.Client) -> None:
     with pytest.raises(zjobs.RemoteError) as caught:
         py_client.call(2**32, timeout_s=CALL_TIMEOUT_S)
     assert caught.value.type == "JobFailed"
+    assert caught.value.exception == "EncodeError"
+    assert caught.value.message.startswith("EncodeError: ")
 
 
 def test_deadline_exceeded(py_client: zjobs.Client) -> None:

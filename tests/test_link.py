@@ -253,7 +253,7 @@ def test_a_failing_transform_is_an_error_named_after_the_link(
             entry.send(i, id=f"n{i}", reply_to=t)
         responses = {r.id: r for r in collect(out, 4)}
     assert responses["n0"].value == -1 and responses["n3"].value == -4
-    for rid, kind in (("n1", "KeyError"), ("n2", "TypeError")):
+    for rid, kind in (("n1", "KeyError"), ("n2", "EncodeError")):
         meta = responses[rid].meta
         assert meta is not None
         assert meta[ERROR_KEY]["stage"] == "a-to-c"
@@ -389,3 +389,52 @@ def test_link_retries_need_the_targets_response_endpoints(
         Link(processors["A"], requests_only, retries=1)
     link = Link(processors["A"], processors["B"], retries=2)
     assert "retries=2" in repr(link) and link.unanswered == 0
+
+
+# -- cycles ------------------------------------------------------------------------------------
+
+def test_a_link_refuses_to_feed_its_own_source(processors: dict[str, ZmqProcessor]) -> None:
+    a = processors["A"]
+    with pytest.raises(ValueError, match=r"link 'loop' would feed its own source .*: a cycle"):
+        Link(a, a, name="loop")
+    with pytest.raises(ValueError, match="a cycle"):
+        Link([processors["B"], a.connect_endpoints], a.connect_endpoints.requests, name="loop")
+
+
+def test_work_caught_in_a_cycle_of_links_stops_after_max_hops(
+        processors: dict[str, ZmqProcessor]) -> None:
+    # Two links built separately, a -> b and b -> a: each cannot see the cycle, so the
+    # length of the path bounds it. Work: 1 + 6 ok answers, then a ChainTooLong error that
+    # travels 6 more links as pings and is dropped.
+    a, b = processors["A"], processors["C"]
+    before = a.counters.ok + b.counters.ok
+    t = topic()
+    with Link(a, b, name="a->b", topic=t, max_hops=6) as ab, \
+            Link(b, a, name="b->a", topic=t, max_hops=6) as ba, \
+            ZmqReceiver(b.connect_endpoints.responses, topics=[t]) as out, \
+            ZmqSender(a.connect_endpoints.requests) as entry, \
+            ZmqSender(b.connect_endpoints.requests) as probe:
+        wait_subscribed(probe, out, topic=t)
+        entry.send(1, id="w", reply_to=t, meta={PATH_KEY: []})
+        links = (ab, ba)
+        wait_until_quiet = time.monotonic() + 30
+        while sum(link.counters.dropped for link in links) < 1:
+            assert time.monotonic() < wait_until_quiet, [link.counters for link in links]
+            time.sleep(0.01)
+        seen = []
+        while True:
+            try:
+                seen.append(out.receive(timeout=0.5))
+            except ReceiveTimeout:
+                break
+    counters = [link.counters for link in links]
+    assert sum(c.forwarded for c in counters) == 6
+    assert sum(c.failed for c in counters) == 1
+    assert sum(c.errors for c in counters) == 6
+    assert sum(c.dropped for c in counters) == 1
+    assert a.counters.ok + b.counters.ok - before == 7
+    errors = [r.meta[ERROR_KEY] for r in seen if r.status == PONG and r.meta
+              and ERROR_KEY in r.meta]
+    assert errors and errors[0]["type"] == LINK_FAILED
+    assert errors[0]["exception"] == "ChainTooLong"
+    assert "a link cycle?" in errors[0]["message"]

@@ -84,7 +84,7 @@ def test_objects_pass_through() -> None:
 @pytest.mark.parametrize(("attr", "message"), [
     ("missing", "job {m}:missing: '{m}' has no attribute 'missing'"),
     ("Job.missing", "job {m}:Job.missing: '{m}:Job' has no attribute 'missing'"),
-    ("number", "job {m}:number: a int is not a job (neither callable nor has a run() method)"),
+    ("number", "job {m}:number: an int is not a job (neither callable nor has a run() method)"),
     ("NoRun", "job {m}:NoRun: a class without a run() method is not a job"),
     ("NeedsArgs", "job {m}:NeedsArgs: the class cannot be instantiated with no arguments: "
                   "TypeError"),
@@ -127,13 +127,13 @@ def test_module_that_raises_or_does_not_parse(module: Callable[[str], str]) -> N
 
 def test_factory_must_be_callable(module: Callable[[str], str]) -> None:
     name = module(JOBS)
-    with pytest.raises(LoadError, match=r"resources .*:number: a int is not callable"):
+    with pytest.raises(LoadError, match=r"resources .*:number: an int is not callable"):
         load_factory(f"{name}:number")
 
 
 def test_load_callable(module: Callable[[str], str]) -> None:
     name = module(JOBS)
-    with pytest.raises(LoadError, match=r"transform .*:number: a int is not callable"):
+    with pytest.raises(LoadError, match=r"transform .*:number: an int is not callable"):
         load_callable(f"{name}:number", "transform")
     assert callable(load_callable(f"{name}:square", "transform"))
 

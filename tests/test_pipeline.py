@@ -258,3 +258,10 @@ def test_retried_calls_run_every_stage_once_through_the_links() -> None:
             proc.stop()
     assert resent >= 1
     assert ran == {"A": 1, "B": 1, "C": 1}
+
+
+def test_a_stage_given_twice_is_refused_as_a_cycle(stages: list[ZmqProcessor]) -> None:
+    with pytest.raises(ValueError, match=r"stage .* appears twice .*: a cycle"):
+        Pipeline([stages[0], stages[1], stages[0]])
+    with pytest.raises(ValueError, match="a cycle"):
+        Pipeline([stages[0], stages[0].connect_endpoints])

@@ -295,7 +295,7 @@ def test_job_exceptions_do_not_stop_the_processor() -> None:
         return request
 
     with ZmqProcessor(job) as proc, proc.client() as client:
-        for bad, kind in (("value", "ValueError"), ("exit", "SystemExit"), ("set", "TypeError")):
+        for bad, kind in (("value", "ValueError"), ("exit", "SystemExit"), ("set", "EncodeError")):
             with pytest.raises(RemoteError) as info:
                 client.call(bad)
             assert info.value.type == "JobFailed"

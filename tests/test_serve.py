@@ -325,7 +325,7 @@ def test_signal_during_a_slow_job_publishes_its_response_and_exits_0(
 @pytest.mark.parametrize(("job", "message"), [
     ("nosuchmodule:f", "no module named 'nosuchmodule'"),
     ("svjobs:missing", "'svjobs' has no attribute 'missing'"),
-    ("svjobs:NOT_A_JOB", "a int is not a job"),
+    ("svjobs:NOT_A_JOB", "an int is not a job"),
     ("svjobs:NoRun", "a class without a run() method is not a job"),
     ("svjobs", "is not MODULE:OBJECT"),
 ])

@@ -132,3 +132,29 @@ def test_an_ipc_path_is_bound_again_right_after_its_socket_closed(ipc_dir: Path)
     endpoint = f"ipc://{ipc_dir}/again"
     for _ in range(20):
         open_sockets(responses=endpoint).close()
+
+
+def test_a_request_larger_than_max_message_size_is_logged_and_counted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import msgpack
+
+    from zjobs import ZmqProcessor
+    from zjobs.testing import wait_until
+
+    caplog.set_level(logging.INFO, logger="zjobs.transport.watch")
+    with ZmqProcessor(lambda r, res: r, max_message_size=1000) as proc:
+        ctx = zmq.Context.instance()
+        push = ctx.socket(zmq.PUSH)
+        try:
+            push.linger = 0
+            push.connect(proc.connect_endpoints.requests)
+            header = msgpack.packb({"v": 1, "id": "big"})
+            push.send_multipart([header, msgpack.packb(b"x" * 2000)])
+            wait_until(lambda: proc.sender_disconnects == 1)
+        finally:
+            push.close()
+        assert proc.counters.received == 0  # libzmq refused it: zjobs never saw it
+    assert "larger than max_message_size=1000 bytes" in caplog.text
+    assert "1 sender connection(s) closed" in caplog.text

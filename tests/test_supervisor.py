@@ -143,3 +143,16 @@ def test_a_probe_gets_the_ready_line_and_readiness_waits_for_it() -> None:
         assert seen == ["serving instance=abc"] * 3
     finally:
         supervisor.stop()
+
+
+def test_children_stderr_goes_to_err_and_stdout_to_out() -> None:
+    out, err = Lines(), Lines()
+    supervisor = Supervisor(out=out, child_err=lambda name, line: err(f"{name} | {line}"))
+    code = "import sys; print('for scripts', flush=True); print('a log line', file=sys.stderr)"
+    supervisor.start([ChildSpec("kid", python(code + "; import time; time.sleep(30)"))])
+    try:
+        wait_until(lambda: out.matching("for scripts") and err.matching("a log line"))
+    finally:
+        supervisor.stop()
+    assert "kid | for scripts" in out.lines and "kid | a log line" in err.lines
+    assert not out.matching("a log line") and not err.matching("for scripts")

@@ -163,7 +163,7 @@ transform = "{jobs_module}:NOT_A_JOB"
     found = {int(re.match(rf"Error: {re.escape(str(path))}:(\d+): ", line)[1]): line  # type: ignore[index]
              for line in lines}
     assert len(found) == len(lines) == 9, lines
-    assert "a int is not a job" in found[2]
+    assert "an int is not a job" in found[2]
     assert "a system file needs fixed ports" in found[3]
     assert "inproc:// cannot cross processes" in found[4]
     assert "unknown key 'replica'" in found[5]
@@ -364,7 +364,7 @@ def test_link_command_forwards_until_sigterm(tmp_path: Path, jobs_module: str) -
             _, err = child.communicate(timeout=30)
             assert child.returncode == 0
             # received may include late pongs of the link's own readiness pings (ignored)
-            assert re.search(r"link up-down stopped: \{'received': \d+, 'forwarded': 1,", err)
+            assert re.search(r"link 'up-down' stopped: \{'received': \d+, 'forwarded': 1,", err)
         finally:
             if child.poll() is None:
                 child.kill()
@@ -448,3 +448,54 @@ def test_up_over_endpoints_another_daemon_serves_exits_nonzero_naming_them(
         other.wait(30)
         if other.stdout is not None:
             other.stdout.close()
+
+
+def test_up_writes_children_logs_and_errors_to_stderr(tmp_path: Path, jobs_module: str,
+                                                      ipc_dir: Path) -> None:
+    with ZmqProcessor(lambda x, r: x) as squatter:  # holds the port processor c wants
+        port = squatter.endpoints.requests.rsplit(":", 1)[1]
+        path = tmp_path / "system.toml"
+        path.write_text(chain_toml(jobs_module, ipc_dir).replace(
+            f"ipc://{ipc_dir}/c.req", f"tcp://127.0.0.1:{port}"))
+        done = subprocess.run([sys.executable, "-m", "zjobs", "up", str(path)],
+                              capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    assert done.returncode == 1
+    assert re.search(r"^c \| Error: cannot bind .*address already in use$", done.stderr, re.M)
+    assert re.search(r"^a \| .* INFO zjobs.run.daemon: serving ", done.stderr, re.M)
+    assert "Error: cannot bind" not in done.stdout and " INFO " not in done.stdout
+    assert re.search(r"^started c \(pid \d+\)$", done.stdout, re.M)
+
+
+# -- link cycles ------------------------------------------------------------------------------
+
+def _cycle_toml(mod: str, ipc: Path, links: str) -> str:
+    return chain_toml(mod, ipc).split("[[links]]")[0] + links
+
+
+@pytest.mark.parametrize(("links", "cycle"), [
+    ('[[links]]\nfrom = "a"\nto = "b"\n\n[[links]]\nfrom = "b"\nto = "a"\n', "a -> b -> a"),
+    ('[[links]]\nfrom = "a"\nto = "a"\n', "a -> a"),
+    ('[[links]]\nfrom = "a"\nto = "b"\n\n[[links]]\nfrom = "b"\nto = ["c"]\n\n'
+     '[[links]]\nfrom = ["c"]\nto = "a"\ntopic = "x."\n', "a -> b -> c -> a"),
+])
+def test_check_and_start_reject_a_link_cycle_naming_it(tmp_path: Path, jobs_module: str,
+                                                       ipc_dir: Path, links: str,
+                                                       cycle: str) -> None:
+    path = tmp_path / "cycle.toml"
+    path.write_text(_cycle_toml(jobs_module, ipc_dir, links))
+    code, lines = check(path)
+    assert code == 2
+    assert any(f"link cycle {cycle}" in line for line in lines), lines
+    result = CliRunner().invoke(main, ["up", str(path)])  # starting refuses it too
+    assert result.exit_code == 2 and f"link cycle {cycle}" in result.stderr
+    assert "started" not in result.stdout
+
+
+def test_links_on_topics_that_cannot_meet_are_not_a_cycle(tmp_path: Path, jobs_module: str,
+                                                           ipc_dir: Path) -> None:
+    path = tmp_path / "topics.toml"
+    path.write_text(_cycle_toml(jobs_module, ipc_dir,
+                                '[[links]]\nfrom = "a"\nto = "b"\ntopic = "x."\n\n'
+                                '[[links]]\nfrom = "b"\nto = "a"\ntopic = "y."\n'))
+    code, lines = check(path)
+    assert code == 0, lines

@@ -7,6 +7,7 @@ itself. Every malformed request is followed by a normal one that must still be a
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ import zmq
 
 from zjobs import ZmqProcessor, cached
 from zjobs.testing import wait_until
+from zjobs.transport.publisher import Publisher
 
 WAIT_S = 10.0
 TOPIC = b"0123456789abcdef0123456789abcdef"
@@ -37,6 +39,11 @@ def job(request: Any, resources: Any) -> Any:
         raise SystemExit(2)
     if request == "set":
         return {1, 2}
+    if request == "deep":
+        value: Any = None
+        for _ in range(1025):
+            value = [value]
+        return value
     return request
 
 
@@ -309,7 +316,8 @@ def test_system_exit_is_job_failed_and_serving_goes_on(peer: RawPeer) -> None:
 def test_unencodable_value_is_job_failed(peer: RawPeer) -> None:
     header = peer.error(*req("set"))[1]
     assert header["error"]["type"] == "JobFailed"
-    assert header["error"]["message"].startswith("TypeError: ")
+    assert header["error"]["exception"] == "EncodeError"
+    assert header["error"]["message"].startswith("EncodeError: cannot encode ")
     peer.normal()
 
 
@@ -490,3 +498,274 @@ def test_cached_flag_on_hits_including_cached_none() -> None:
     assert [body for _, _, body in results] == [pack("a"), pack("a"), b"\xc0", b"\xc0"]
     assert calls == ["a", "none"]
     assert proc.counters.cache_hits == 2
+
+
+# -- points a peer written from the spec alone had to guess ------------------------------------
+
+def test_a_map_used_as_a_body_map_key_is_accepted_and_echoed(peer: RawPeer) -> None:
+    # {{"a": 1}: "x", [1, {"b": 2}]: "y"}: a map key and an array key holding a map.
+    body = (b"\x82" + pack({"a": 1}) + pack("x") + b"\x92\x01" + pack({"b": 2}) + pack("y"))
+    peer.send(pack({"v": 1, "id": "r1", "reply_to": TOPIC}), body)
+    _, head, out = peer.recv()
+    assert head["status"] == "ok", head
+    assert out == body  # same keys in the same order: the same bytes
+    peer.normal()
+
+
+def test_a_header_key_that_is_a_map_is_ignored(peer: RawPeer) -> None:
+    header = pack({"v": 1, "id": "r1", "reply_to": TOPIC})
+    header = b"\x84" + header[1:] + pack({"k": 1}) + pack("ignored")
+    peer.send(header, pack(3))
+    _, head, body = peer.recv()
+    assert (head["status"], unpack(body)) == ("ok", 3)
+    peer.normal()
+
+
+def test_meta_keys_of_any_type_are_echoed(peer: RawPeer) -> None:
+    meta = b"\x84" + pack(1) + pack("int") + pack({"m": 1}) + pack("map") + b"\x91\x02" + \
+        pack("array") + pack(b"k") + pack("bin")
+    header = pack({"v": 1, "id": "r1", "reply_to": TOPIC})
+    header = b"\x84" + header[1:] + pack("meta") + meta
+    for body in (pack(1), pack("boom")):
+        peer.send(header, body)
+        raw = peer.recv_raw()
+        start = raw[1].index(pack("meta")) + len(pack("meta"))
+        assert raw[1][start:start + len(meta)] == meta  # re-encoded, to the same bytes
+    peer.send(b"\x85" + header[1:] + pack("ping") + pack(True), b"\xc0")
+    raw = peer.recv_raw()
+    assert meta in raw[1]
+    peer.normal()
+
+
+# What zjobs sends for the worked example: 7 keys in its own order, "seq" last (the run's
+# first heartbeat was message 1 and the pong of the client's handshake message 2).
+ZJOBS_RESPONSE_HEADER = bytes.fromhex(
+    "87a17601a970726f636573736f72a27371a8696e7374616e6365b030313233343536373839616263646566"
+    "a6737461747573a26f6ba6636163686564c2a26964a27231a373657103"
+)
+
+
+def test_what_zjobs_sends_for_the_worked_example() -> None:
+    request_header = bytes.fromhex("83a17601a26964a27231a87265706c795f746fa27431")
+    with ZmqProcessor(lambda r, res: r * r, name="sq") as proc:
+        raw = RawPeer(proc)
+        try:
+            raw.handshake()
+            raw.send(request_header, b"\x07")
+            frames = raw.recv_raw()
+        finally:
+            raw.close()
+    expected = ZJOBS_RESPONSE_HEADER.replace(b"0123456789abcdef", proc.instance.encode())
+    without_seq = expected[:-len(b"\xa3seq\x03")]
+    assert frames[1].startswith(without_seq + b"\xa3seq")
+    assert type(unpack(frames[1])["seq"]) is int
+    assert frames[2] == b"\x31"
+
+
+def test_a_request_that_cannot_be_answered_is_dropped_before_any_other_check(
+        peer: RawPeer) -> None:
+    # Wrong frame count, bad version and bad id at once, but reply_to unusable: dropped,
+    # never a BadRequest (there is nowhere to publish it).
+    peer.dropped(req(v=3, id=5, reply_to=b"\x00x")[0])
+    peer.dropped(req(v=3, reply_to=7)[0], pack(1), pack(1))
+    assert peer.error(req(v=3)[0])[1]["error"]["type"] == "BadRequest"  # answerable: step 1
+    peer.normal()
+
+
+def test_dedup_key_is_the_topic_bytes_and_the_typed_id(peer: RawPeer) -> None:
+    runs = peer.proc.counters.ok - peer.proc.counters.replays
+    peer.send(*req(5, dedup=True))
+    assert peer.recv()[1].get("replay") is None
+    peer.send(*req(5, dedup=True, reply_to=TOPIC.decode()))  # the same topic, as a str
+    assert peer.recv()[1]["replay"] is True
+    peer.send(*req(5, dedup=True, id=b"r1"))  # a bin id is another request
+    assert peer.recv()[1].get("replay") is None
+    assert peer.proc.counters.ok - peer.proc.counters.replays == runs + 2
+    peer.normal()
+
+
+def test_dedup_remembers_ok_and_job_failed_not_other_outcomes(peer: RawPeer) -> None:
+    far = int(time.time() * 1000) + 3_600_000
+    for _ in range(2):  # JobFailed is remembered: the repeat is a replay
+        header = peer.error(*req("boom", id="f1", dedup=True))[1]
+    assert header["replay"] is True
+    peer.error(*req(1, id="e1", dedup=True, deadline_ms=1))  # expired: not remembered
+    peer.send(*req(1, id="e1", dedup=True, deadline_ms=far))
+    assert "replay" not in peer.recv()[1]
+    peer.error(req(id="b1", dedup=True)[0], b"\xc1")  # BadRequest: not remembered
+    peer.send(*req(1, id="b1", dedup=True))
+    assert "replay" not in peer.recv()[1]
+    peer.send(*req(None, id="p1", dedup=True, ping=True))  # a ping: not remembered
+    assert peer.recv()[1]["status"] == "pong"
+    peer.send(*req(1, id="p1", dedup=True))
+    assert "replay" not in peer.recv()[1]
+    peer.normal()
+
+
+def test_dedup_comes_after_the_body_and_before_the_deadline(peer: RawPeer) -> None:
+    far = int(time.time() * 1000) + 3_600_000
+    peer.send(*req(2, id="d1", dedup=True, deadline_ms=far))
+    assert "replay" not in peer.recv()[1]
+    peer.send(*req(2, id="d1", dedup=True, deadline_ms=1))  # past: replayed, not expired
+    _, header, body = peer.recv()
+    assert (header["status"], header["replay"], unpack(body)) == ("ok", True, 2)
+    header = peer.error(req(id="d1", dedup=True)[0], b"\xc1")[1]  # the body is checked first
+    assert header["error"]["type"] == "BadRequest"
+    peer.normal()
+
+
+def test_a_repeat_arriving_while_the_original_runs_gets_one_response() -> None:
+    from zjobs.aio import AsyncZmqProcessor
+
+    release = threading.Event()
+    runs: list[Any] = []
+
+    def slow(request: Any, resources: Any) -> Any:
+        runs.append(request)
+        release.wait(WAIT_S)
+        return request
+
+    with AsyncZmqProcessor(slow, threads=True, concurrency=4, name="slow") as proc:
+        raw = RawPeer(proc)  # type: ignore[arg-type]
+        try:
+            raw.handshake()
+            for _ in range(3):
+                raw.send(*req("job", dedup=True))
+            wait_until(lambda: proc.counters.received - raw.baseline.received == 3)
+            release.set()
+            _, header, body = raw.recv()
+            assert (header["id"], unpack(body), "replay" in header) == ("r1", "job", False)
+            raw.normal()  # the next message: the repeats got no response of their own
+        finally:
+            release.set()
+            raw.close()
+    assert runs == ["job", "still here"]  # the job ran once for the three
+    assert (proc.counters.ok - raw.baseline.ok, proc.counters.replays) == (4, 2)
+
+
+def test_heartbeat_counters_are_the_documented_outcomes() -> None:
+    beats: list[dict[str, int]] = []
+    with ZmqProcessor(cached(job), name="hb", heartbeat_interval_s=0.05) as proc:
+        raw = RawPeer(proc)
+        try:
+            raw.handshake()
+            for value in ("a", "a", "boom"):
+                raw.send(*req(value))
+            raw.send(*req(1, deadline_ms=1))
+            raw.send(*req(1, ping=True))
+            raw.send(req()[0], b"\xc1")
+            raw.send(b"\xc1", b"")
+            for _ in range(6):
+                raw.recv()
+            target = proc.counters.received
+            deadline = time.monotonic() + WAIT_S
+            while time.monotonic() < deadline:
+                assert raw.sub.poll(int(WAIT_S * 1000))
+                frames = raw.sub.recv_multipart()
+                if frames[0] == b"\x00heartbeat":
+                    beats.append(unpack(frames[2]))
+                    if beats[-1]["received"] == target:
+                        break
+        finally:
+            raw.close()
+    c = beats[-1]
+    assert set(c) == {"received", "ok", "failed", "expired", "bad_requests", "dropped",
+                      "cache_hits", "pongs", "replays"}
+    assert c["received"] == c["ok"] + c["failed"] + c["expired"] + c["bad_requests"] + c["pongs"]
+    b = raw.baseline
+    assert (c["ok"] - b.ok, c["cache_hits"], c["failed"], c["expired"]) == (2, 1, 1, 1)
+    assert (c["bad_requests"] - b.bad_requests, c["dropped"] - b.dropped) == (2, 1)
+
+
+def test_the_first_heartbeat_leaves_when_serving_starts_and_interval_ms_is_a_duration(
+) -> None:
+    ctx = zmq.Context.instance()
+    pub, sub = ctx.socket(zmq.XPUB), ctx.socket(zmq.SUB)
+    try:
+        pub.linger = sub.linger = 0
+        pub.bind("tcp://127.0.0.1:*")
+        sub.setsockopt(zmq.SUBSCRIBE, b"\x00heartbeat")
+        sub.connect(pub.LAST_ENDPOINT.decode())
+        assert pub.poll(int(WAIT_S * 1000)) and pub.recv() == b"\x01\x00heartbeat"
+        publisher = Publisher(pub, name="p", instance="i", heartbeat_interval_s=60.0)
+        publisher.start()
+        try:
+            assert sub.poll(int(WAIT_S * 1000)), "no heartbeat at start (the next is 60 s away)"
+            frames = sub.recv_multipart()
+        finally:
+            publisher.close()
+    finally:
+        pub.close()
+        sub.close()
+    header = unpack(frames[1])
+    assert (header["seq"], header["state"], header["interval_ms"]) == (1, "running", 60_000)
+
+
+@pytest.mark.parametrize(("depth", "status"), [(1024, "ok"), (1025, "error")])
+def test_values_nest_up_to_1024_levels(peer: RawPeer, depth: int, status: str) -> None:
+    peer.send(req()[0], b"\x91" * depth + b"\xc0")
+    _, header, body = peer.recv()
+    assert header["status"] == status
+    if status == "ok":
+        assert body == b"\x91" * depth + b"\xc0"
+    else:
+        assert header["error"]["type"] == "BadRequest"
+    peer.normal()
+
+
+def test_a_job_value_nested_too_deep_is_encode_error(peer: RawPeer) -> None:
+    header = peer.error(*req("deep"))[1]
+    assert (header["error"]["type"], header["error"]["exception"]) == ("JobFailed",
+                                                                       "EncodeError")
+    peer.normal()
+
+
+class _NoInstancePeer:
+    """A processor written by hand that answers pings without an "instance" key."""
+
+    def __init__(self, name: str) -> None:
+        ctx = zmq.Context.instance()
+        self.name = name
+        self.pull, self.pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
+        for sock in (self.pull, self.pub):
+            sock.linger = 0
+            sock.bind("tcp://127.0.0.1:*")
+        self.requests = self.pull.LAST_ENDPOINT.decode()
+        self.responses = self.pub.LAST_ENDPOINT.decode()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name=f"raw-{name}")
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            if not self.pull.poll(20):
+                continue
+            header = unpack(self.pull.recv_multipart()[0])
+            self.pub.send_multipart([header["reply_to"].encode(), pack(
+                {"v": 1, "id": header["id"], "status": "pong", "cached": False,
+                 "processor": self.name}), b"\xc0"])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.pull.close()
+        self.pub.close()
+
+
+@pytest.mark.parametrize(("names", "ready"), [(("a", "b"), True), (("same", "same"), False)])
+def test_readiness_without_instance_counts_processor_names(names: tuple[str, str],
+                                                           ready: bool) -> None:
+    from zjobs import Client, NotReady
+
+    peers = [_NoInstancePeer(name) for name in names]
+    try:
+        with Client.connect([p.requests for p in peers], [p.responses for p in peers],
+                            ready_timeout_s=1.0 if not ready else WAIT_S) as client:
+            if ready:
+                client.wait_ready()
+            else:
+                with pytest.raises(NotReady):
+                    client.wait_ready()
+    finally:
+        for p in peers:
+            p.close()

@@ -6,6 +6,7 @@ Run: python examples/daemons/three_daemons.py
 
 from __future__ import annotations
 
+import argparse
 from collections import Counter
 from pathlib import Path
 
@@ -39,5 +40,12 @@ def main() -> None:
         print(f"{child.name}: exit status {child.exitcode}, counters {child.counters}")
 
 
+def _usage() -> None:
+    """Answer --help with this file's description; the example takes no options."""
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+
+
 if __name__ == "__main__":  # required: child processes are spawned, re-importing this file
+    _usage()
     main()

@@ -3,6 +3,11 @@
 # load-balancing over them, then a graceful stop.
 # Run from anywhere: bash examples/daemons/three_daemons.sh
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  echo "usage: bash examples/daemons/three_daemons.sh   (no options; ZJOBS=path/to/zjobs to choose the command)"
+  echo "Starts three zjobs serve daemons, load-balances 3000 requests over them with zjobs send, stops them."
+  exit 0
+fi
 cd "$(dirname "$0")"
 ZJOBS=${ZJOBS:-zjobs}
 tmp=$(mktemp -d)

@@ -10,6 +10,7 @@ and go.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import zjobs
@@ -34,4 +35,8 @@ def main(texts: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] or ["a great day", "slow and broken", ""]))
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to send through the "
+                        "pipeline [default: three samples]")
+    sys.exit(main(parser.parse_args().texts or ["a great day", "slow and broken", ""]))

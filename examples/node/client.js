@@ -219,6 +219,10 @@ async function run(o) {
 
 async function main() {
   let o
+  if (process.argv.includes("--help") || process.argv.includes("-h")) {
+    process.stdout.write(usageText())
+    return EXIT.ok
+  }
   try {
     o = parseArgs(process.argv.slice(2))
   } catch (err) {

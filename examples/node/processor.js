@@ -153,8 +153,15 @@ class Raw {
 const INT64_MIN = -(2n ** 63n)
 const UINT64_MAX = 2n ** 64n - 1n
 
+// ZJP/1 names the JobFailed answer for a value that cannot be encoded "EncodeError".
+class EncodeError extends Error {
+  get name() {
+    return "EncodeError"
+  }
+}
+
 function encodeInt(n) {
-  if (n < INT64_MIN || n > UINT64_MAX) throw new RangeError(`integer ${n} does not fit in msgpack`)
+  if (n < INT64_MIN || n > UINT64_MAX) throw new EncodeError(`integer ${n} does not fit in msgpack`)
   if (n >= BigInt(Number.MIN_SAFE_INTEGER) && n <= BigInt(Number.MAX_SAFE_INTEGER)) {
     return Buffer.from(encode(Number(n)))
   }
@@ -316,6 +323,10 @@ class Processor {
 // ------------------------------------------------------------------ main
 
 function parseArgs(argv) {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(USAGE)
+    process.exit(0)
+  }
   const opts = { name: "node" }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
@@ -327,8 +338,10 @@ function parseArgs(argv) {
   return opts
 }
 
+const USAGE = "usage: node processor.js --requests EP --responses EP [--name NAME]\n"
+
 function usage(msg) {
-  process.stderr.write(`processor.js: ${msg}\nusage: node processor.js --requests EP --responses EP [--name NAME]\n`)
+  process.stderr.write(`processor.js: ${msg}\n${USAGE}`)
   process.exit(2)
 }
 

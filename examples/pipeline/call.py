@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sqlite3
 import sys
 
@@ -35,4 +36,9 @@ def main(texts: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] or ["a great day", "slow and broken", "nice, fast, clean"]))
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to send through the "
+                        "pipeline [default: three samples]")
+    texts = parser.parse_args().texts
+    sys.exit(main(texts or ["a great day", "slow and broken", "nice, fast, clean"]))

@@ -8,6 +8,7 @@ every command, ``ZJOBS_<OPTION>`` (e.g. ``ZJOBS_REQUESTS``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -55,7 +56,13 @@ from zjobs.run.system import (
 )
 from zjobs.transport.receiver import ZmqReceiver
 from zjobs.transport.security import CurveClient, CurveServer, write_key_pair
-from zjobs.transport.sockets import DEFAULT_MAX_MESSAGE_SIZE, connectable, is_dns_endpoint
+from zjobs.transport.sockets import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    check_resolvable,
+    connectable,
+    is_dns_endpoint,
+)
+from zjobs.wire.codec import encode
 from zjobs.wire.jsonvalues import from_json
 
 RET_OK = 0
@@ -65,6 +72,8 @@ RET_ERROR = 1
 RET_USAGE = 2
 """Bad input: options, JSON, MODULE:OBJECT, an endpoint that cannot be bound or connected,
 a key file that cannot be used."""
+RET_INTERRUPTED = 130
+"""Stopped by Ctrl-C (SIGINT) while waiting: 128 + 2, as shells report it."""
 
 
 class CliError(click.ClickException):
@@ -100,7 +109,7 @@ option = functools.partial(click.option, cls=_Option)
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
                                            "auto_envvar_prefix": "ZJOBS"})
-@click.version_option(zjobs.__version__, prog_name="zjobs")
+@click.version_option(zjobs.__version__, "-V", "--version", prog_name="zjobs")
 def main() -> None:
     """zjobs: event-driven jobs over ZeroMQ.
 
@@ -108,7 +117,7 @@ def main() -> None:
     can also be set in the environment, as ZJOBS_<COMMAND>_<OPTION> or ZJOBS_<OPTION>
     (for example ZJOBS_SERVE_REQUESTS or ZJOBS_REQUESTS).
 
-    Exit codes: 0 success, 1 error response or timeout, 2 bad input.
+    Exit codes: 0 success, 1 error response or timeout, 2 bad input, 130 Ctrl-C.
 
     \b
     Example:
@@ -131,6 +140,32 @@ def _json_echo(text: str, file: TextIO | None = None) -> None:
 
 def _echo_error(text: str) -> None:
     _echo(f"Error: {text}", sys.stderr)
+
+
+def _interrupted(what: str) -> NoReturn:
+    """Ctrl-C ended a wait: say what was interrupted and exit 130, as shells expect."""
+    _echo(f"interrupted {what}", sys.stderr)
+    sys.exit(RET_INTERRUPTED)
+
+
+def _warn_if_too_large(value: Any) -> None:
+    """A request larger than processors accept by default is never answered: say so."""
+    try:
+        size = len(encode(value))
+    except ZJobsError:
+        return  # the send itself reports it
+    if size > DEFAULT_MAX_MESSAGE_SIZE:
+        _echo(f"Warning: the request is {size} bytes, more than {DEFAULT_MAX_MESSAGE_SIZE} "
+              "(the largest request frame a processor accepts unless served with a larger "
+              "--max-message-size): a smaller limit drops the connection, and the request "
+              "gets no answer", sys.stderr)
+
+
+def _check_connectable(endpoints: tuple[str, ...]) -> None:
+    """Fail at once, with exit code 2, for an endpoint whose host does not resolve (libzmq
+    would retry it silently until the timeout)."""
+    for endpoint in endpoints:
+        check_resolvable(connectable(endpoint))
 
 
 def parse_payload(text: str, where: str) -> Any:
@@ -159,13 +194,25 @@ class Target:
     timeout_s: float
     security: CurveClient | None = None
     dns_server: str | None = None
+    retries: int = 0
+
+    def check(self) -> None:
+        """Refuse, with exit code 2, what would only show as a timeout later: unpaired
+        endpoints and host names that do not resolve. (A dns:// or srv:// name stands for
+        any number of processors, so those need not pair up.)"""
+        dns = any(is_dns_endpoint(ep) for ep in self.requests + self.responses)
+        if not dns and len(self.requests) != len(self.responses):
+            raise CliError(f"{len(self.requests)} --requests but {len(self.responses)} "
+                           "--responses: give one of each per processor", RET_USAGE)
+        _check_connectable(self.requests + self.responses)
 
     def client(self, context: zmq.Context[zmq.Socket[bytes]]) -> Client:
         """A connected client (readiness handshake not yet done); DNS endpoints are
         resolved now and watched while it runs."""
         options: dict[str, Any] = {
             "context": context, "security": self.security, "send_timeout_s": self.timeout_s,
-            "timeout_s": self.timeout_s, "ready_timeout_s": self.timeout_s}
+            "timeout_s": self.timeout_s, "ready_timeout_s": self.timeout_s,
+            "retries": self.retries}
         requests = [connectable(ep) for ep in self.requests]
         responses = [connectable(ep) for ep in self.responses]
         membership = _dns_membership(requests, responses, self.dns_server)
@@ -255,8 +302,9 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*, requests: tuple[str, ...], responses: tuple[str, ...], timeout: float,
                 security: CurveClient | None, dns_server: str | None,
                 **kwargs: Any) -> Any:
-        return command(target=Target(requests, responses, timeout, security, dns_server),
-                       **kwargs)
+        target = Target(requests, responses, timeout, security, dns_server)
+        target.check()
+        return command(target=target, **kwargs)
 
     outer = curve_client_options(wrapper)  # innermost, so listed after the others
     for add in reversed(_CLIENT_OPTIONS):
@@ -278,8 +326,16 @@ class _Connected:
     def __enter__(self) -> Client:
         return self.client
 
-    def __exit__(self, *exc: object) -> None:
-        self.client.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            self.client.close()
+        except Exception:
+            if kind is None or not issubclass(kind, KeyboardInterrupt):
+                raise
+            # A Ctrl-C can land anywhere inside the client and leave it unable to close
+            # cleanly; the process is ending: close every socket of the private context.
+            self.context.destroy(linger=0)
+            return
         self.context.term()
 
 
@@ -398,7 +454,9 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
 def _stdin_values() -> Iterator[Any]:
     for number, line in enumerate(sys.stdin, start=1):
         if line.strip():
-            yield parse_payload(line, f"stdin line {number}")
+            value = parse_payload(line, f"stdin line {number}")
+            _warn_if_too_large(value)
+            yield value
 
 
 @main.command()
@@ -407,8 +465,15 @@ def _stdin_values() -> Iterator[Any]:
         help="Send PAYLOAD N times and print a summary instead of the responses.")
 @option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
         help="Requests in flight at once.")
+@option("--retries", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+        help="Send a request again, with the same id, after each --timeout without an "
+             "answer, up to N times (processors answer a repeat from their replay window "
+             "instead of running the job twice).")
+@option("--json", "as_json", is_flag=True,
+        help="With --count: print the summary as one JSON object.")
 @click.argument("payload", required=False)
-def send(target: Target, count: int | None, concurrency: int, payload: str | None) -> None:
+def send(target: Target, count: int | None, concurrency: int, retries: int, as_json: bool,
+         payload: str | None) -> None:
     """Send requests and print each response as one JSON line.
 
     PAYLOAD is a JSON value; without it, one JSON value per line is read from stdin.
@@ -416,7 +481,8 @@ def send(target: Target, count: int | None, concurrency: int, payload: str | Non
     when a response is an error or does not come in time (the reason goes to stderr).
 
     With --count N the payload is sent N times, --concurrency K at a time, and a summary
-    is printed (count, errors, requests per second, latency p50/p99).
+    is printed (count, errors, requests per second, latency p50/p99; --json for JSON).
+    Ctrl-C stops it, prints the summary so far and exits with 130.
 
     \b
     Examples:
@@ -429,20 +495,34 @@ def send(target: Target, count: int | None, concurrency: int, payload: str | Non
     value = parse_payload(payload, "PAYLOAD") if payload is not None else None
     if count is not None and payload is None:
         raise CliError("--count needs a PAYLOAD to repeat", RET_USAGE)
-    with _Connected(target) as client:
-        client.wait_ready()
-        if count is not None:
-            ok = _send_repeatedly(client, value, count, concurrency)
-        else:
-            values = iter([value]) if payload is not None else _stdin_values()
-            ok = console.send_each(client, values, concurrency=concurrency,
-                                   timeout_s=target.timeout_s, write=_echo, error=_echo_error)
-    if not ok:
-        sys.exit(RET_ERROR)
+    if payload is not None:
+        _warn_if_too_large(value)
+    target = dataclasses.replace(target, retries=retries)
+    code = RET_OK
+    waiting = True
+    try:
+        with _Connected(target) as client:
+            client.wait_ready()
+            waiting = False
+            if count is not None:
+                code = _send_repeatedly(client, value, count, concurrency, as_json)
+            else:
+                values = iter([value]) if payload is not None else _stdin_values()
+                ok = console.send_each(client, values, concurrency=concurrency,
+                                       timeout_s=target.timeout_s, write=_echo,
+                                       error=_echo_error)
+                code = RET_OK if ok else RET_ERROR
+    except KeyboardInterrupt:
+        _interrupted("while waiting for the processor(s) to answer a ping" if waiting
+                     else "while sending")
+    if code != RET_OK:
+        sys.exit(code)
 
 
-def _send_repeatedly(client: Client, value: Any, count: int, concurrency: int) -> bool:
-    """Send ``value`` ``count`` times (a progress bar on a terminal); print a summary."""
+def _send_repeatedly(client: Client, value: Any, count: int, concurrency: int,
+                     as_json: bool) -> int:
+    """Send ``value`` ``count`` times (a progress bar on a terminal); print a summary and
+    return the exit code."""
     bar = (click.progressbar(length=count, label="sending", file=sys.stderr)
            if sys.stderr.isatty() else None)
     try:
@@ -452,11 +532,14 @@ def _send_repeatedly(client: Client, value: Any, count: int, concurrency: int) -
     finally:
         if bar is not None:
             bar.render_finish()
-    _echo(summary.line())
+    _echo(console.json_line(summary.as_dict()) if as_json else summary.line())
     failure = summary.failure()
+    if summary.interrupted:
+        _echo(failure or "interrupted", sys.stderr)
+        return RET_INTERRUPTED
     if failure is not None:
         _echo_error(failure)
-    return summary.ok
+    return RET_OK if summary.ok else RET_ERROR
 
 
 # -- ping ---------------------------------------------------------------------------------
@@ -464,20 +547,29 @@ def _send_repeatedly(client: Client, value: Any, count: int, concurrency: int) -
 
 @main.command()
 @client_options
-def ping(target: Target) -> None:
+@option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def ping(target: Target, as_json: bool) -> None:
     """Check that processors answer: exit 0 and print the round-trip time, or exit 1.
 
     With several --requests endpoints every processor must answer. Suitable as a
     container health check (wildcard hosts such as tcp://*:5555 are reached on loopback).
+    Ctrl-C while waiting exits with 130.
 
     \b
     Example:
       zjobs ping --requests tcp://127.0.0.1:5555 --responses tcp://127.0.0.1:5556
     """
-    with _Connected(target) as client:
-        client.wait_ready()
-        rtt = client.ping()
-    _echo(f"pong rtt_ms={rtt * 1000:.3f} processors={client.expect_processors}")
+    try:
+        with _Connected(target) as client:
+            client.wait_ready()
+            rtt = client.ping()
+    except KeyboardInterrupt:
+        _interrupted(f"while waiting for a pong from {len(target.requests)} processor(s)")
+    if as_json:
+        _echo(console.json_line({"rtt_ms": round(rtt * 1000, 3),
+                                 "processors": client.expect_processors}))
+    else:
+        _echo(f"pong rtt_ms={rtt * 1000:.3f} processors={client.expect_processors}")
 
 
 # -- listen -------------------------------------------------------------------------------
@@ -513,6 +605,7 @@ def listen(responses: tuple[str, ...], topic: tuple[str, ...], count: int | None
     Example:
       zjobs listen --responses tcp://127.0.0.1:5556
     """
+    _check_connectable(responses)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     # Installed even where SIGINT was inherited as ignored (a background job of a script),
     # like serve does: listening stops on Ctrl-C or SIGTERM, nothing else.
@@ -619,6 +712,7 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
     if retries and not answers:
         raise CliError("--retries needs --to-responses (where the downstream answers)",
                        RET_USAGE)
+    _check_connectable(sources + probes + targets)
     add_app_dir(app_dir)
     transform_fn = None if transform is None else load_callable(transform, "transform")
     keep_fn = None if keep is None else load_callable(keep, "filter")
@@ -655,10 +749,10 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
                   f"to={','.join(targets)} topic={topic!r}")
             while not stop.raised and running.forwarding:
                 time.sleep(0.1)
-            logging.getLogger(__name__).info("link %s stopping", name)
+            logging.getLogger(__name__).info("link %r stopping", name)
             if watcher is not None:
                 watcher.close()
-        logging.getLogger(__name__).info("link %s stopped: %s", name,
+        logging.getLogger(__name__).info("link %r stopped: %s", name,
                                          running.counters.as_dict())
     finally:
         if watcher is not None:
@@ -666,7 +760,7 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not stop.raised:
-        raise CliError(f"link {name} stopped forwarding (see the log above)", RET_ERROR)
+        raise CliError(f"link {name!r} stopped forwarding (see the log above)", RET_ERROR)
 
 
 @main.command()
@@ -686,7 +780,8 @@ def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
     """Start the processors and links described in FILE, supervised, until SIGTERM or Ctrl-C.
 
     Each processor replica runs as `zjobs serve`, each link as `zjobs link`, in child
-    processes whose output is shown prefixed with their name. A child that dies is
+    processes whose output is shown prefixed with their name (their logs and errors on
+    stderr, the lines scripts read on stdout). A child that dies is
     restarted with a backoff. Once everything answers it prints where everything listens
     and a line starting with "ready:". SIGTERM or Ctrl-C stops every child gracefully and
     exits with 0. With --check, mistakes are listed as FILE:LINE: problem, exit code 2.
@@ -726,8 +821,14 @@ def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
               f"&& systemctl enable --now {_target_name(written)}")
         return
     say = _json_echo if log_format == "json" else _echo  # json: every line an object
-    supervisor = Supervisor(out=say, child_out=None if log_format == "text" else (
-        lambda child, line: _echo(child_json_line(child, line))))
+    # Children's logs and Error: lines go to stderr, the lines scripts read to stdout.
+    if log_format == "text":
+        supervisor = Supervisor(out=say, child_err=lambda child, line: _echo(
+            f"{child} | {line}", sys.stderr))
+    else:
+        supervisor = Supervisor(
+            out=say, child_out=lambda child, line: _echo(child_json_line(child, line)),
+            child_err=lambda child, line: _echo(child_json_line(child, line), sys.stderr))
     previous = {sig: signal.signal(sig, lambda signum, frame: supervisor.request_stop())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     failure: StartError | None = None
@@ -920,12 +1021,14 @@ def keygen(name: str, directory: str, force: bool) -> None:
 
     Give the public file to the other side: a client needs the server's NAME.key
     (--server-key); a server admits the clients whose NAME.key files are in its
-    --allow-clients folder. Keep NAME.key_secret where only its owner can read it.
+    --allow-clients folder (the example writes alice's pair straight there; in practice
+    only alice.key is copied to the server). Keep NAME.key_secret where only its owner can
+    read it. DIR is created if missing.
 
     \b
     Example:
       zjobs keygen server --dir keys
-      zjobs keygen alice --dir keys && cp keys/alice.key keys/clients/
+      zjobs keygen alice --dir keys/clients
     """
     try:
         public, secret = write_key_pair(name, directory, overwrite=force)

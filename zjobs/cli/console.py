@@ -68,6 +68,8 @@ def send_each(client: Client, values: Iterable[Any], *, concurrency: int, timeou
     Returns:
         True when every response was ok. The responses of the calls already made are
         written even when ``values`` raises (e.g. on invalid input), which then propagates.
+        A KeyboardInterrupt (Ctrl-C) propagates at once, leaving the calls in flight to
+        be failed by closing the client.
     """
     all_ok = True
     window: deque[Future[Response]] = deque()
@@ -85,15 +87,24 @@ def send_each(client: Client, values: Iterable[Any], *, concurrency: int, timeou
             all_ok = False
             error(describe_error(response))
 
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="zjobs-send") as pool:
-        try:
-            for value in values:
-                if len(window) >= concurrency:
-                    settle(window.popleft())
-                window.append(pool.submit(client.call_response, value, timeout_s=timeout_s))
-        finally:
-            while window:
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="zjobs-send")
+    interrupted = False
+    try:
+        for value in values:
+            if len(window) >= concurrency:
                 settle(window.popleft())
+            window.append(pool.submit(client.call_response, value, timeout_s=timeout_s))
+        while window:
+            settle(window.popleft())
+    except KeyboardInterrupt:
+        interrupted = True  # do not wait for calls in flight: closing the client ends them
+        raise
+    except BaseException:
+        while window:  # ``values`` raised (invalid input): answer the calls already made
+            settle(window.popleft())
+        raise
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
     return all_ok
 
 
@@ -105,31 +116,58 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class SendSummary:
-    """How :func:`send_repeatedly` went."""
+    """How :func:`send_repeatedly` went (so far, when it was interrupted)."""
 
     count: int
+    """Calls that ended: answered, failed or timed out."""
     seconds: float
     latencies_s: list[float]
     """Each call's latency, sorted."""
     failures: list[BaseException]
     """What the failed calls raised (RemoteError, CallTimeout...), in the order they ended."""
     timeouts: int
+    requested: int = 0
+    """Calls asked for (``count`` when the run was not interrupted)."""
+    sent: int = 0
+    """Calls submitted."""
+    interrupted: bool = False
+    """True when Ctrl-C stopped the run: the summary counts what ended before."""
 
     @property
     def ok(self) -> bool:
-        """True when no call failed."""
-        return not self.failures
+        """True when no call failed and none is missing."""
+        return not self.failures and not self.interrupted
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready values (``--json``); a latency with no call is None."""
+        def ms(q: float) -> float | None:
+            value = _percentile(self.latencies_s, q)
+            return None if math.isnan(value) else round(value * 1000, 3)
+
+        return {"count": self.count, "ok": self.count - len(self.failures),
+                "errors": len(self.failures) - self.timeouts, "timeouts": self.timeouts,
+                "seconds": round(self.seconds, 3),
+                "requests_per_s": round(self.count / self.seconds, 1) if self.seconds else None,
+                "p50_ms": ms(0.5), "p99_ms": ms(0.99), "requested": self.requested,
+                "sent": self.sent, "interrupted": self.interrupted}
 
     def line(self) -> str:
-        """The summary line: counts, duration, rate and latency p50/p99."""
-        return (f"count={self.count} ok={self.count - len(self.failures)} "
+        """The summary line: counts, duration, rate and latency p50/p99 (then, when
+        interrupted, ``interrupted=true`` with how many were sent and asked for)."""
+        line = (f"count={self.count} ok={self.count - len(self.failures)} "
                 f"errors={len(self.failures) - self.timeouts} timeouts={self.timeouts} "
                 f"seconds={self.seconds:.3f} req/s={self.count / self.seconds:.1f} "
                 f"p50_ms={_percentile(self.latencies_s, 0.5) * 1000:.3f} "
                 f"p99_ms={_percentile(self.latencies_s, 0.99) * 1000:.3f}")
+        if self.interrupted:
+            line += f" interrupted=true sent={self.sent} requested={self.requested}"
+        return line
 
     def failure(self) -> str | None:
         """How many calls failed and why the first did, or None when none failed."""
+        if self.interrupted:
+            return (f"interrupted: {self.count} of {self.requested} requests ended "
+                    f"({self.sent} sent)")
         if not self.failures:
             return None
         first = self.failures[0]
@@ -141,36 +179,51 @@ def send_repeatedly(client: Client, value: Any, count: int, *, concurrency: int,
                     on_sent: Callable[[], object] | None = None) -> SendSummary:
     """Submit ``value`` ``count`` times with at most ``concurrency`` calls in flight, wait
     for every answer, and sum up; ``on_sent`` is called after each submit (a progress bar).
+
+    A KeyboardInterrupt (Ctrl-C) ends the run at once: the summary then counts the calls
+    that ended before it, with ``interrupted`` set (the calls in flight are left to be
+    failed by closing the client).
     """
     slots = threading.Semaphore(concurrency)
+    lock = threading.Lock()  # the summary of an interrupted run must be consistent
     latencies: list[float] = []
     failures: list[BaseException] = []
-    timeouts = 0
+    timeouts = sent = 0
 
     def done(future: Future[Any], started: float) -> None:
         nonlocal timeouts
         try:
-            latencies.append(time.monotonic() - started)
             exc = future.exception()
-            if exc is not None:
-                failures.append(exc)
-                timeouts += isinstance(exc, CallTimeout)
+            with lock:
+                latencies.append(time.monotonic() - started)
+                if exc is not None:
+                    failures.append(exc)
+                    timeouts += isinstance(exc, CallTimeout)
         finally:
             slots.release()
 
+    def summary(interrupted: bool) -> SendSummary:
+        with lock:
+            return SendSummary(len(latencies), time.monotonic() - start, sorted(latencies),
+                               list(failures), timeouts, count, sent, interrupted)
+
     start = time.monotonic()
-    for _ in range(count):
-        slots.acquire()
-        started = time.monotonic()
-        future = client.submit(value)
-        future.add_done_callback(functools.partial(done, started=started))
-        if on_sent is not None:
-            on_sent()
-    # Wait for every callback, not for the futures: a future's waiters wake up before its
-    # callbacks run, so the last calls' outcomes could still be missing.
-    for _ in range(concurrency):
-        slots.acquire()
-    return SendSummary(count, time.monotonic() - start, sorted(latencies), failures, timeouts)
+    try:
+        for _ in range(count):
+            slots.acquire()
+            started = time.monotonic()
+            future = client.submit(value)
+            sent += 1
+            future.add_done_callback(functools.partial(done, started=started))
+            if on_sent is not None:
+                on_sent()
+        # Wait for every callback, not for the futures: a future's waiters wake up before
+        # its callbacks run, so the last calls' outcomes could still be missing.
+        for _ in range(concurrency):
+            slots.acquire()
+    except KeyboardInterrupt:
+        return summary(interrupted=True)
+    return summary(interrupted=False)
 
 
 def listen(receiver: McReceive, write: Write, *, count: int | None = None,

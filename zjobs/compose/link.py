@@ -53,19 +53,24 @@ from typing import Any, Self
 import zmq
 
 from zjobs.core import tracing
-from zjobs.errors import ClosedError, EncodeError, NotReady, ReceiveTimeout, SendTimeout, Timeout
+from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, SendTimeout, Timeout
 from zjobs.processor.sync import Endpoints, ZmqProcessor
 from zjobs.transport.receiver import ZmqReceiver, as_topic
 from zjobs.transport.sender import IdGenerator, ZmqSender
 from zjobs.transport.sockets import ClientSecurity
 from zjobs.wire.chain import (
+    CHAIN_TOO_LONG,
     DEAD_LETTER_TOPIC,
     ERROR_KEY,
     LINK_FAILED,
+    MAX_HOPS,
+    PATH_KEY,
     chained_meta,
     error_meta,
+    hopped,
     is_chained,
     is_retried,
+    path_length,
 )
 from zjobs.wire.protocol import ERROR, OK, PONG, ErrorInfo, Id, Meta, Request, Response
 
@@ -92,10 +97,12 @@ class LinkCounters:
     """What a link has done: each response it received, by outcome (logged when it stops).
 
     Every response received lands in one outcome: ``forwarded`` (ok responses sent on),
-    ``filtered`` (ok responses the filter rejected), ``failed`` (ok responses the link could
-    not forward: its filter or transform raised; sent on as errors), ``errors`` (error
-    responses sent on as chain pings), ``dead_letters`` (errors of work nobody waits for),
-    ``pings`` (chain pings sent on) or ``ignored`` (other pongs, responses without an id).
+    ``filtered`` (ok responses the filter rejected), ``failed`` (ok responses and chain pings
+    the link could not forward: its filter or transform raised, or the path had reached
+    ``max_hops``; sent on as errors), ``errors`` (error responses sent on as chain pings),
+    ``dead_letters`` (errors of work nobody waits for), ``pings`` (chain pings sent on),
+    ``dropped`` (carried errors that had gone through ``max_hops`` links: a cycle) or
+    ``ignored`` (other pongs, responses without an id).
 
     With retries, ``resent`` counts requests sent again because the downstream published
     no answer in time, and ``gave_up`` those still unanswered after the last retry.
@@ -111,6 +118,7 @@ class LinkCounters:
     ignored: int = 0
     resent: int = 0
     gave_up: int = 0
+    dropped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict (for logs and JSON)."""
@@ -148,6 +156,15 @@ def _many(value: Any, single: type | tuple[type, ...]) -> list[Any]:
     return [value] if isinstance(value, single) else list(value)
 
 
+def _refuse_own_source(name: str, probes: list[str], targets: list[str]) -> None:
+    # The one cycle a link can see alone; cycles through other links are stopped by the
+    # bound on the path's length.
+    for target in targets:
+        if target in probes:
+            raise ValueError(f"link {name!r} would feed its own source {target}: a cycle (the "
+                             "work would go round forever)")
+
+
 class Link:
     """Forwards the responses of upstream processors as requests to a downstream one.
 
@@ -175,11 +192,15 @@ class Link:
             again (same id, marked ``"dedup"``); 0 sends each once. See the module docstring
             for what link retries cover and what only the caller's retries do.
         retry_timeout_s: how long the link waits for the downstream's answer to each send.
+        max_hops: the longest chain forwarded along: work whose ``zjobs.path`` already has
+            this many processors is answered with a ``LinkFailed`` error (exception
+            ``ChainTooLong``) instead, and a carried error that went through this many
+            links is dropped, so links feeding each other in a cycle stop.
 
     Raises:
         ConnectError: an endpoint is malformed (names it).
-        ValueError: no source or target; negative ``retries``; retries with a target given
-            without its response endpoint.
+        ValueError: no source or target; a target that is one of the sources (a cycle);
+            negative ``retries``; retries with a target given without its response endpoint.
     """
 
     def __init__(
@@ -197,6 +218,7 @@ class Link:
         rcvhwm: int = 0,
         retries: int = 0,
         retry_timeout_s: float = 5.0,
+        max_hops: int = MAX_HOPS,
     ) -> None:
         pairs = [_upstream(s) for s in _many(sources, (str, Endpoints, ZmqProcessor))]
         downs = [_downstream(t) for t in _many(targets, (str, Endpoints, ZmqProcessor))]
@@ -219,6 +241,10 @@ class Link:
                              "to see its answers (give targets as Endpoints)")
         self.retries = retries
         self.retry_timeout_s = retry_timeout_s
+        _refuse_own_source(name, self.probes, self.targets)
+        if max_hops < 1:
+            raise ValueError(f"max_hops must be at least 1, not {max_hops}")
+        self.max_hops = max_hops
         self._security = security
         self._rcvhwm = rcvhwm
         self._state = "created"
@@ -234,6 +260,7 @@ class Link:
         self._backlog: collections.deque[Response] = collections.deque()
         self._tally = collections.Counter[str]()
         self._last_dead_log = 0.0
+        self._last_cycle_log = 0.0
 
     def __repr__(self) -> str:
         retries = f" retries={self.retries}" if self.retries else ""
@@ -426,8 +453,9 @@ class Link:
                         response.error.message if response.error else "")
             return
         if response.status == OK:
-            with tracing.forward_span(self.name, response.meta):
-                self._forward_ok(response, response.id)
+            if not self._too_long(response, response.id):
+                with tracing.forward_span(self.name, response.meta):
+                    self._forward_ok(response, response.id)
         elif response.status == ERROR:
             assert response.error is not None
             self._tally["errors"] += 1
@@ -436,13 +464,44 @@ class Link:
         elif response.status == PONG and is_chained(response.meta):
             assert response.meta is not None
             carrying = isinstance(response.meta.get(ERROR_KEY), dict)
-            # A carried error's path ends where the work failed; a chain ping's grows.
-            meta = response.meta if carrying else chained_meta(response.meta,
-                                                               response.processor)
+            if carrying:
+                # A carried error's path ends where the work failed: its hops count instead.
+                meta, hops = hopped(response.meta)
+                if hops > self.max_hops:
+                    self._tally["dropped"] += 1
+                    self._warn(f"link {self.name}: dropped the error of {response.id!r}: it "
+                               f"went through {self.max_hops} links (a link cycle?)")
+                    return
+            elif self._too_long(response, response.id):
+                return
+            else:
+                meta = chained_meta(response.meta, response.processor)
             self._tally["errors" if carrying else "pings"] += 1
             self._send(response.id, None, response.topic, meta, ping=True)
         else:
             self._tally["ignored"] += 1  # somebody else's pong, or our own late one
+
+    def _too_long(self, response: Response, rid: Id) -> bool:
+        """Answer work (or a chain ping) whose path reached ``max_hops`` with a LinkFailed
+        error instead of forwarding it; True when it did."""
+        if path_length(response.meta) < self.max_hops:
+            return False
+        self._tally["failed"] += 1
+        meta = chained_meta(response.meta, response.processor)
+        path = [str(name) for name in meta[PATH_KEY]]
+        shown = " -> ".join(path if len(path) <= 6 else ["...", *path[-6:]])
+        message = (f"{CHAIN_TOO_LONG}: the work went through {len(path)} processors, more "
+                   f"than the {self.max_hops} a chain may have (a link cycle?): {shown}")
+        self._warn(f"link {self.name}: {rid!r}: {message}")
+        error = ErrorInfo(LINK_FAILED, message, {"exception": CHAIN_TOO_LONG})
+        self._forward_error(response, rid, self.name, error, meta)
+        return True
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_cycle_log >= 1.0:  # at most a line a second under a flood
+            self._last_cycle_log = now
+            log.warning("%s", message)
 
     def _forward_ok(self, response: Response, rid: Id) -> None:
         meta = chained_meta(response.meta, response.processor)
@@ -458,9 +517,7 @@ class Link:
         except Exception as exc:
             self._tally["failed"] += 1
             log.debug("link %s: cannot forward %r", self.name, rid, exc_info=exc)
-            kind = type(exc).__name__
-            if isinstance(exc, EncodeError) and exc.__cause__ is not None:
-                kind = type(exc.__cause__).__name__
+            kind = type(exc).__name__  # EncodeError for an unencodable value, as ZJP/1 asks
             error = ErrorInfo(LINK_FAILED, f"{kind}: {exc}", {"exception": kind})
             self._forward_error(response, rid, self.name, error, meta)
             return

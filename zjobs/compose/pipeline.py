@@ -140,6 +140,17 @@ class _ChainExit:
         self.receiver.close()
 
 
+def _refuse_repeated_stages(stages: list[Stage]) -> None:
+    first: dict[str, int] = {}
+    for index, stage in enumerate(stages):
+        earlier = first.setdefault(stage.endpoints.requests, index)
+        if earlier != index:
+            raise ValueError(
+                f"stage {stage.name or index!r} appears twice (stages {earlier} and {index}, "
+                f"requests {stage.endpoints.requests}): a cycle, the links would pass the "
+                "work round forever")
+
+
 def _stage_error(exc: RemoteError) -> StageError:
     stage, path = exc.details.get("stage"), exc.details.get("path")
     return StageError(exc.type, exc.message,
@@ -162,7 +173,8 @@ class Pipeline:
             sent again with the same id (see the module docstring); 0 sends it once.
 
     Raises:
-        ValueError: no stages; negative ``retries``.
+        ValueError: no stages; a stage given twice (its links would make a cycle); negative
+            ``retries``.
     """
 
     def __init__(
@@ -178,6 +190,7 @@ class Pipeline:
         listed = [_stage(item, i) for i, item in enumerate(stages)]
         if not listed:
             raise ValueError("a pipeline needs at least one stage")
+        _refuse_repeated_stages(listed)
         topic = _TOPIC_PREFIX + secrets.token_hex(16)
         links = [
             Link(a.endpoints, b.endpoints.requests, name=f"{a.name}->{b.name}", topic=topic,

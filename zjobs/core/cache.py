@@ -96,7 +96,8 @@ class CachedJob:
     """A job wrapped with a :class:`MemoryCache`: implements ``run``, ``get_cache``, ``put_cache``.
 
     The processor asks ``get_cache`` first, answers a hit without running, and calls
-    ``put_cache`` after each successful run.
+    ``put_cache`` after each successful run. Called directly, ``job(request, resources)``
+    does the same.
     """
 
     def __init__(self, job: Job, cache: MemoryCache) -> None:
@@ -111,6 +112,19 @@ class CachedJob:
     def run(self, request: Any, resources: Any) -> Any:
         """Run the wrapped job (the cache is consulted by the processor, not here)."""
         return self._run(request, resources)
+
+    def __call__(self, request: Any, resources: Any) -> Any:
+        """Call the job directly (in a unit test, say) as a processor would: answer from
+        the cache, else run the wrapped job and remember its response."""
+        hit = self.cache.get(request)
+        if hit is not MISS:
+            return hit
+        response = self._run(request, resources)
+        try:
+            self.cache.put(request, response)
+        except EncodeError:
+            pass  # a request the cache cannot key: the response is still returned
+        return response
 
     def get_cache(self, request: Any, resources: Any) -> Any:
         """The cached response, or :data:`MISS`."""

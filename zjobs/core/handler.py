@@ -209,8 +209,8 @@ class RequestHandler:
         """The ok response frames for the job's (or the cache's) ``value``, counted as ok.
 
         Raises:
-            TypeError, ValueError, OverflowError: ``value`` cannot be encoded (nothing is
-                counted); answer with :meth:`fail` instead.
+            EncodeError: ``value`` cannot be encoded (nothing is counted); answer with
+                :meth:`fail` instead, which names the error ``EncodeError`` as ZJP/1 asks.
         """
         body = self.encoder.encode_value(value)
         tally = self._tally

@@ -110,6 +110,7 @@ class BaseZmqProcessor:
     _handler: RequestHandler | None
     metrics: MetricsServer | None
     """The processor's Prometheus endpoint, when it was given a ``metrics`` address."""
+    _sockets: ProcessorSockets
 
     @staticmethod
     def _check_options(dedup_size: int, dedup_ttl_s: float,
@@ -135,6 +136,13 @@ class BaseZmqProcessor:
         """Jobs run so far, their durations, and the requests in flight now."""
         handler = self._handler
         return handler.load.snapshot() if handler is not None else LoadSnapshot()
+
+    @property
+    def sender_disconnects(self) -> int:
+        """Senders' connections to the request endpoint that closed: a sender that is done,
+        or one libzmq cut off for a request frame larger than ``max_message_size`` (that
+        request is never seen, so it is in no counter); logged at most every 10 s."""
+        return self._sockets.sender_disconnects
 
     @property
     def connect_endpoints(self) -> Endpoints:

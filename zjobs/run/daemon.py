@@ -196,8 +196,10 @@ class Daemon:
                     raise ZJobsError(f"processor {processor.name!r} stopped unexpectedly")
             processor.stop(timeout_s=None)
             counters = processor.counters
-            log.info("stopped %r (%s): %s", processor.name, self.stop_reason,
-                     " ".join(f"{k}={v}" for k, v in counters.as_dict().items()))
+            log.info("stopped %r (%s): %s sender_disconnects=%d", processor.name,
+                     self.stop_reason,
+                     " ".join(f"{k}={v}" for k, v in counters.as_dict().items()),
+                     processor.sender_disconnects)
             return counters
         finally:
             if self.processor is not None:

@@ -7,6 +7,7 @@ failure is a :class:`LoadError` whose one-line message names the problem.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,27 @@ from zjobs.errors import LoadError
 
 __all__ = ["LoadError", "add_app_dir", "load_callable", "load_factory", "load_job",
            "load_object"]
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: "a str", "an int"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _check_call(name: str, function: Any, shown: str, call: str) -> None:
+    # A load-time check that the user's function takes what the processor passes, so a
+    # wrong signature fails the daemon's start instead of every request (JobFailed).
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return  # no signature to read (some builtins): let the call decide
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        params = ", ".join(str(p).split(":")[0].split("=")[0].strip() for p in
+                           signature.parameters.values())
+        raise LoadError(name, f"job {name}: {shown}({params}) cannot be called as {call}: "
+                        "a job takes the request and the resources") from None
 
 
 def add_app_dir(path: str | Path) -> None:
@@ -82,7 +104,7 @@ def load_callable(spec: str, what: str) -> Callable[..., Any]:
     """
     obj = load_object(spec, what)
     if not callable(obj):
-        raise LoadError(spec, f"{what} {spec}: a {type(obj).__name__} is not callable")
+        raise LoadError(spec, f"{what} {spec}: {_a(type(obj).__name__)} is not callable")
     return obj  # type: ignore[no-any-return]
 
 
@@ -105,9 +127,15 @@ def load_job(spec: str | Job) -> Job:
         except Exception as exc:
             raise LoadError(name, f"job {name}: the class cannot be instantiated with no "
                             f"arguments: {type(exc).__name__}: {exc}") from exc
-    if callable(getattr(obj, "run", None)) or callable(obj):
+    run = getattr(obj, "run", None)
+    if callable(run):
+        _check_call(name, run, f"{type(obj).__name__}.run", "run(request, resources)")
         return obj
-    raise LoadError(name, f"job {name}: a {type(obj).__name__} is not a job (neither "
+    if callable(obj):
+        _check_call(name, obj, getattr(obj, "__name__", type(obj).__name__),
+                    "job(request, resources)")
+        return obj
+    raise LoadError(name, f"job {name}: {_a(type(obj).__name__)} is not a job (neither "
                     "callable nor has a run() method)")
 
 
@@ -119,6 +147,6 @@ def load_factory(spec: str | ResourceFactory) -> ResourceFactory:
     """
     obj = load_object(spec, "resources") if isinstance(spec, str) else spec
     if not callable(obj):
-        raise LoadError(str(spec), f"resources {spec}: a {type(obj).__name__} is not "
+        raise LoadError(str(spec), f"resources {spec}: {_a(type(obj).__name__)} is not "
                         "callable, so not a factory")
     return obj

@@ -1,7 +1,8 @@
 """Supervising child processes: start them, restart the ones that die, stop them all.
 
 A :class:`Supervisor` runs commands (:class:`ChildSpec`) as child processes, forwards
-their output line by line with the child's name in front (``parse | listening ...``),
+their output line by line with the child's name in front (``parse | listening ...``; their
+stderr, where logs go, to a separate ``child_err`` when given),
 restarts a child that exits while the supervisor is running, after a backoff that
 doubles with each quick failure (``backoff_s``, ``2 * backoff_s``, ... up to
 ``max_backoff_s``; a child that ran ``stable_s`` seconds starts over at ``backoff_s``), and
@@ -87,6 +88,7 @@ class _Child:
         self.restart_at: float | None = None
         self.ready = threading.Event()
         self.reader: threading.Thread | None = None
+        self.err_reader: threading.Thread | None = None
         self.lifeline: int | None = None  # the write end of the child's lifeline pipe
         self.recent: collections.deque[str] = collections.deque(maxlen=_RECENT_LINES)
 
@@ -112,6 +114,9 @@ class Supervisor:
             from several threads, one line at a time.
         child_out: where the children's lines go instead, as ``child_out(name, line)``
             (under the same lock); None: ``out("NAME | line")``.
+        child_err: where the lines the children write to their stderr (their logs and
+            ``Error:`` lines) go, as ``child_err(name, line)`` (under the same lock); None:
+            with their stdout lines.
         backoff_s: delay before the first restart of a child.
         max_backoff_s: longest delay between restarts.
         stable_s: a child that ran this long before dying is restarted after ``backoff_s``.
@@ -124,6 +129,7 @@ class Supervisor:
         *,
         out: Callable[[str], None],
         child_out: Callable[[str, str], None] | None = None,
+        child_err: Callable[[str, str], None] | None = None,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         stable_s: float = 10.0,
@@ -138,6 +144,7 @@ class Supervisor:
         self.children: list[_Child] = []
         self._out = out
         self._child_out = child_out
+        self._child_err = child_err
         self._out_lock = threading.Lock()
         self._stop_requested = False  # a plain flag: set from signal handlers
 
@@ -187,8 +194,8 @@ class Supervisor:
         try:
             process = subprocess.Popen(
                 list(spec.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                pass_fds=(read_end,))
+                stderr=subprocess.STDOUT if self._child_err is None else subprocess.PIPE,
+                env=env, start_new_session=True, pass_fds=(read_end,))
         except BaseException:
             os.close(write_end)
             raise
@@ -202,6 +209,12 @@ class Supervisor:
         child.reader = threading.Thread(target=self._forward, args=(child, process),
                                         name=f"zjobs-up-{spec.name}", daemon=True)
         child.reader.start()
+        child.err_reader = None
+        if process.stderr is not None:
+            child.err_reader = threading.Thread(
+                target=self._forward_err, args=(child, process.stderr),
+                name=f"zjobs-up-{spec.name}-stderr", daemon=True)
+            child.err_reader.start()
         if spec.probe is not None and spec.ready_line is None:
             self._start_probe(child, process, "")
         elif spec.ready_line is None:
@@ -226,6 +239,15 @@ class Supervisor:
                         child.ready.set()
                     else:
                         self._start_probe(child, process, line)
+
+    def _forward_err(self, child: _Child, stream: IO[bytes]) -> None:
+        assert self._child_err is not None
+        with stream:
+            for raw in stream:
+                line = raw.decode(errors="replace").rstrip("\n")
+                child.recent.append(line)  # an Error: line explains a failed start
+                with self._out_lock:
+                    self._child_err(child.spec.name, line)
 
     def _start_probe(self, child: _Child, process: subprocess.Popen[bytes], line: str) -> None:
         threading.Thread(target=self._probe, args=(child, process, line),
@@ -253,8 +275,9 @@ class Supervisor:
         while not child.ready.wait(_TICK_S):
             code = process.poll()
             if code is not None:
-                if child.reader is not None:
-                    child.reader.join(1.0)  # let its last words be printed first
+                for reader in (child.reader, child.err_reader):
+                    if reader is not None:
+                        reader.join(1.0)  # let its last words be printed first
                 reason = child.failure()
                 raise StartError(f"{child.spec.name} exited with {_describe_exit(code)} "
                                  f"while starting{': ' + reason if reason else ''}")
@@ -337,14 +360,16 @@ class Supervisor:
                 process.kill()
                 code = process.wait()
                 killed += 1
-            if child.reader is not None:
-                child.reader.join(2.0)
+            for reader in (child.reader, child.err_reader):
+                if reader is not None:
+                    reader.join(2.0)
             self.say(f"stopped {child.spec.name} (pid {process.pid}, {_describe_exit(code)})")
         for child in self.children:
             if child.process is not None and child.process.poll() is not None:
                 child.reaped()
-            if child.reader is not None:
-                child.reader.join(2.0)
+            for reader in (child.reader, child.err_reader):
+                if reader is not None:
+                    reader.join(2.0)
         return killed
 
 

@@ -306,7 +306,9 @@ def _endpoint_problem(endpoint: str) -> str | None:
     if tcp is None:
         return "is not tcp://HOST:PORT or ipc://PATH"
     port = tcp.group("port")
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if re.fullmatch(r"[+-]?\d+", port) and not 0 <= int(port) <= 65535:
+        return f"port {port} is out of range (1 to 65535)"
+    if not port.isdigit() or int(port) == 0:
         return (f"port {port!r}: a system file needs fixed ports (links and callers "
                 "connect to them)")
     return None
@@ -507,10 +509,51 @@ def load_system(path: str | Path, *, check_imports: bool = True,
             check.report(("links", str(index)), "name", f"link #{index + 1}: another link is "
                          f"already named {link.name!r} (give it a name)")
         links.append(link)
+    for cycle, nodes in _link_cycles(links):
+        check.problems.append(Problem(str(file), cycle[0].line, (
+            f"link cycle {' -> '.join(nodes)} (links "
+            f"{', '.join(repr(link.name) for link in cycle)}): the work would go round "
+            "forever; remove a link, or give the links topics that cannot meet")))
     if check.problems:
         raise SystemFileError(sorted(check.problems, key=lambda p: p.line or 0))
     system = System(file, app_dir, name, processors, links)
     return system if wanted is None else system.select(wanted)
+
+
+def _link_cycles(links: Sequence[LinkSpec],
+                 limit: int = 10) -> list[tuple[list[LinkSpec], list[str]]]:
+    """The cycles of links (each once, as its links and the processors on the way), up to
+    ``limit`` of them.
+
+    A cycle only counts when one piece of work can travel all of it: each link takes only
+    work whose topic starts with its ``topic``, so the topics on a cycle must all be
+    prefixes of the longest one (links on ``"x."`` and ``"y."`` never pass work to each
+    other).
+    """
+    found: list[tuple[list[LinkSpec], list[str]]] = []
+    seen: set[frozenset[str]] = set()
+    for first_index, first in enumerate(links):
+        later = links[first_index + 1:]  # a cycle is found from its first link only
+        for origin in first.sources:
+            stack = [([first], [origin, target], first.topic) for target in first.targets]
+            while stack and len(found) < limit:
+                path, nodes, topic = stack.pop()
+                node = nodes[-1]
+                if node == origin:
+                    names = frozenset(link.name for link in path)
+                    if names not in seen:
+                        seen.add(names)
+                        found.append((path, nodes))
+                    continue
+                if node in nodes[:-1]:
+                    continue  # a loop that does not come back to the origin: found elsewhere
+                for link in later:
+                    if node in link.sources and link not in path and (
+                            topic.startswith(link.topic) or link.topic.startswith(topic)):
+                        longest = max(topic, link.topic, key=len)
+                        stack.extend(([*path, link], [*nodes, target], longest)
+                                     for target in link.targets)
+    return found
 
 
 def _check_unique_endpoints(check: _Checker, processors: dict[str, ProcessorSpec]) -> None:

@@ -8,6 +8,7 @@ Errors name the endpoint; wildcard binds report the endpoint actually bound.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import re
 import socket as _os_socket
 import threading
@@ -20,6 +21,7 @@ import zmq
 from zjobs.errors import BindError, ClosedError, ConnectError
 from zjobs.transport.keepalive import Keepalive
 from zjobs.transport.reconnect import Reconnect
+from zjobs.transport.watch import DisconnectWatch
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -31,9 +33,11 @@ __all__ = [
     "SocketPeer",
     "bind",
     "change_endpoints",
+    "check_resolvable",
     "connect",
     "connectable",
     "endpoint_list",
+    "endpoint_problem",
     "is_dns_endpoint",
     "send_multipart",
 ]
@@ -102,6 +106,56 @@ def endpoint_list(endpoints: str | Iterable[str] | None) -> list[str]:
     return list(endpoints)
 
 
+_TCP_ADDRESS = re.compile(r"^tcp://(?:[^;]*;)?(?P<host>\[[^\]]*\]|[^:\[\]/;]*):(?P<port>[^:/\]]*)$")
+_PORT_MAX = 65535
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """What is wrong with an endpoint that libzmq would misread, or None.
+
+    libzmq takes ``localhost:5555`` for nothing useful ("Invalid argument") and binds a
+    port beyond 65535 as that number modulo 65536, so both are refused here, naming the fix.
+    """
+    if "://" not in endpoint:
+        hint = f" (did you mean tcp://{endpoint}?)" if re.fullmatch(r"[^:/]+:\d+", endpoint) \
+            else ""
+        return f"not an endpoint: write TRANSPORT://ADDRESS, such as tcp://HOST:PORT{hint}"
+    tcp = _TCP_ADDRESS.match(endpoint)
+    if tcp is not None and re.fullmatch(r"[+-]?\d+", tcp.group("port")):
+        port = int(tcp.group("port"))
+        if not 0 <= port <= _PORT_MAX:
+            return f"port {tcp.group('port')} is out of range (0 to {_PORT_MAX})"
+    return None
+
+
+def check_resolvable(endpoint: str) -> None:
+    """Raise :class:`ConnectError` at once when a tcp endpoint's host name does not resolve.
+
+    libzmq resolves in the background and retries forever, so a misspelt host otherwise
+    shows only as a timeout. IP addresses and wildcards are not looked up; names in the
+    reserved ``.invalid`` domain fail without asking any resolver (RFC 6761); other names
+    go to the system resolver (``/etc/hosts`` first, as configured).
+    """
+    tcp = _TCP_ADDRESS.match(endpoint)
+    if tcp is None:
+        return
+    host = tcp.group("host").strip("[]")
+    if host in ("", "*"):
+        return
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    reason = f"cannot resolve host {host!r}"
+    if host.rstrip(".").lower().endswith(".invalid") or host.lower() == "invalid":
+        raise ConnectError(endpoint, f"{reason} (the .invalid domain never resolves)")
+    try:
+        _os_socket.getaddrinfo(host, None, type=_os_socket.SOCK_STREAM)
+    except (_os_socket.gaierror, UnicodeError) as exc:
+        raise ConnectError(endpoint, f"{reason}: {exc}") from exc
+
+
 def bind(socket: zmq.Socket[bytes], endpoint: str) -> str:
     """Bind ``endpoint`` and return the endpoint actually bound (wildcards resolved).
 
@@ -110,8 +164,12 @@ def bind(socket: zmq.Socket[bytes], endpoint: str) -> str:
     other process unreachable to new peers. A file left by a process that died is reused.
 
     Raises:
-        BindError: naming the endpoint and the reason (in use, malformed, not permitted).
+        BindError: naming the endpoint and the reason (in use, malformed, a port out of
+            range, not permitted).
     """
+    problem = endpoint_problem(endpoint)
+    if problem is not None:
+        raise BindError(endpoint, problem)
     if endpoint.startswith("ipc://") and _ipc_held(endpoint[len("ipc://"):]):
         raise BindError(endpoint, "address already in use (another socket listens there)")
     try:
@@ -147,7 +205,11 @@ def _ipc_held(path: str) -> bool:
 
 
 def connect(socket: zmq.Socket[bytes], endpoint: str) -> None:
-    """Connect to ``endpoint``; raise :class:`ConnectError` naming it when libzmq refuses."""
+    """Connect to ``endpoint``; raise :class:`ConnectError` naming it when it is malformed
+    (see :func:`endpoint_problem`) or libzmq refuses it."""
+    problem = endpoint_problem(endpoint)
+    if problem is not None:
+        raise ConnectError(endpoint, problem)
     try:
         socket.connect(endpoint)
     except zmq.ZMQError as exc:
@@ -180,7 +242,10 @@ class ProcessorSockets:
     """A processor's two bound sockets: PULL for requests and PUB for responses.
 
     Both get the options, keepalive and server security, then are bound (PULL first). If
-    anything fails, both are closed before the error propagates.
+    anything fails, both are closed before the error propagates. A
+    :class:`~zjobs.transport.watch.DisconnectWatch` counts the senders' connections that
+    close on the PULL socket (``sender_disconnects``), the only trace libzmq leaves of a
+    request frame larger than ``max_message_size``.
 
     Args:
         context: the zmq context to create the sockets in.
@@ -219,6 +284,7 @@ class ProcessorSockets:
         self._security = security
         self.pull: zmq.Socket[Any] | None = None
         self.pub: zmq.Socket[Any] | None = None
+        self._watch: DisconnectWatch | None = None
         try:
             self.pull = _socket(context, zmq.PULL, pull_class)
             # XPUB: a PUB that also tells who subscribed (see transport/publisher.py).
@@ -238,14 +304,22 @@ class ProcessorSockets:
             """The request endpoint bound (wildcards resolved)."""
             self.responses = bind(self.pub, responses)
             """The response endpoint bound (wildcards resolved)."""
+            self._watch = DisconnectWatch(self.pull, self.requests, max_message_size)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def sender_disconnects(self) -> int:
+        """Sender connections closed on the request socket so far (see the class doc)."""
+        return self._watch.disconnects if self._watch is not None else 0
 
     def close(self) -> None:
         """Close both sockets, then call the security's ``release_server(socket)`` for each
         if it has one. Idempotent."""
         release = getattr(self._security, "release_server", None)
+        if self._watch is not None:
+            self._watch.close()
         for sock in (self.pull, self.pub):
             if sock is not None:
                 sock.close()

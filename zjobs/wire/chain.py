@@ -25,6 +25,10 @@ peer, in any language, can take part in a chain by following them:
   (a retry) marks its request ``"dedup": true`` and its meta ``zjobs.dedup = true``; links
   forward such work marked ``"dedup"`` too, so that every stage's replay window answers a
   retry from memory and each stage's effects happen once.
+* **Bounded.** Links that feed each other in a cycle would pass the work round forever, so
+  a link does not forward work whose path already has :data:`MAX_HOPS` entries: it sends a
+  ``LinkFailed`` error (exception ``ChainTooLong``) instead, and each link adds 1 to a
+  carried error's ``"hops"`` and drops one that has reached the limit.
 * **Dead letters.** Work with no topic (its first request had no ``reply_to``) has nobody
   waiting; its errors travel on :data:`DEAD_LETTER_TOPIC` instead, and the link logs a
   warning. Watch them with ``zjobs listen --responses EP --topic zjobs.dead-letter``.
@@ -37,17 +41,22 @@ from typing import Any, Final
 from zjobs.wire.protocol import ERROR, PONG, ErrorInfo, Meta, Response
 
 __all__ = [
+    "CHAIN_TOO_LONG",
     "DEAD_LETTER_TOPIC",
     "DEDUP_KEY",
     "ERROR_KEY",
+    "HOPS_KEY",
     "LINK_FAILED",
+    "MAX_HOPS",
     "PATH_KEY",
     "carried_error",
     "chained_meta",
     "error_meta",
     "full_path",
+    "hopped",
     "is_chained",
     "is_retried",
+    "path_length",
 ]
 
 PATH_KEY: Final = "zjobs.path"
@@ -65,7 +74,19 @@ DEAD_LETTER_TOPIC: Final = "zjobs.dead-letter"
 
 LINK_FAILED: Final = "LinkFailed"
 """Error type for work a link could not forward (its filter or transform raised, or the
-transformed value cannot be encoded)."""
+transformed value cannot be encoded, or the chain is too long)."""
+
+MAX_HOPS: Final = 64
+"""The longest chain a link forwards along: work whose path has this many processors, or an
+error carried along this many links, is a cycle of links (or a chain nobody should build)."""
+
+CHAIN_TOO_LONG: Final = "ChainTooLong"
+"""The ``"exception"`` of the ``LinkFailed`` error a link sends instead of work whose path
+is :data:`MAX_HOPS` long."""
+
+HOPS_KEY: Final = "hops"
+"""Key of the carried error map (``zjobs.error``): the links it went through since the
+failure (absent: none)."""
 
 
 def is_chained(meta: Meta | None) -> bool:
@@ -94,6 +115,24 @@ def error_meta(meta: Meta, stage: str, error: ErrorInfo) -> Meta:
     if isinstance(meta.get(ERROR_KEY), dict):
         return meta
     return {**meta, ERROR_KEY: {**error.to_map(), "stage": stage}}
+
+
+def path_length(meta: Meta | None) -> int:
+    """How many processors the work went through before the one that answered: the length
+    of ``zjobs.path`` (0 when there is none)."""
+    path = meta.get(PATH_KEY) if meta is not None else None
+    return len(path) if isinstance(path, list) else 0
+
+
+def hopped(meta: Meta) -> tuple[Meta, int]:
+    """``meta`` with its carried error's ``"hops"`` one higher, and that new count (a meta
+    without a carried error map is returned as is, with 0)."""
+    carried = meta.get(ERROR_KEY)
+    if not isinstance(carried, dict):
+        return meta, 0
+    hops = carried.get(HOPS_KEY)
+    count = (hops if type(hops) is int and hops >= 0 else 0) + 1
+    return {**meta, ERROR_KEY: {**carried, HOPS_KEY: count}}, count
 
 
 def carried_error(response: Response) -> Response | None:

@@ -7,13 +7,13 @@ languages. Nothing here ever unpickles.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 
 from zjobs.errors import EncodeError, ProtocolError
 
-__all__ = ["canonical", "decode", "decode_header", "encode", "extend_map"]
+__all__ = ["FrozenMap", "canonical", "decode", "decode_header", "encode", "extend_map"]
 
 
 def encode(value: Any) -> bytes:
@@ -24,9 +24,37 @@ def encode(value: Any) -> bytes:
         raise EncodeError(f"cannot encode {type(value).__name__} as msgpack: {exc}") from exc
 
 
+class FrozenMap(dict[Any, Any]):
+    """A msgpack map used as a map key: an immutable, hashable dict.
+
+    ZJP/1 allows map keys of any type. Python cannot hash a dict, so a map that is a key
+    decodes to a FrozenMap (an array key to a tuple). It equals the dict it stands for and
+    encodes back to the same msgpack map.
+    """
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({dict.__repr__(self)})"
+
+    def _immutable(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("a FrozenMap (a map used as a map key) cannot change")
+
+    __setitem__ = __delitem__ = __ior__ = _immutable
+    clear = pop = popitem = setdefault = update = _immutable
+
+
 def _freeze(key: Any) -> Any:
-    # An array used as a map key arrives as a list, which Python cannot hash.
-    return tuple(_freeze(item) for item in key) if isinstance(key, list) else key
+    # An array or a map used as a map key arrives as a list or a dict, which Python cannot
+    # hash; so does anything inside it.
+    if isinstance(key, list | tuple):
+        return tuple(_freeze(item) for item in key)
+    if isinstance(key, dict) and not isinstance(key, FrozenMap):
+        return FrozenMap((_freeze(k), _freeze(v)) for k, v in key.items())
+    return key
 
 
 def _dict_with_frozen_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
@@ -37,8 +65,8 @@ def _unpack(data: bytes | memoryview) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except TypeError:
-        # A map with an array key (rare): decode again, turning such keys into tuples.
-        # The hook is slower, so the common case above goes without it.
+        # A map with an array or map key (rare): decode again, turning such keys into
+        # tuples and FrozenMaps. The hook is slower, so the common case goes without it.
         return msgpack.unpackb(data, raw=False, strict_map_key=False,
                                object_pairs_hook=_dict_with_frozen_keys)
 
@@ -47,7 +75,8 @@ def decode(data: bytes | memoryview) -> Any:
     """Decode exactly one msgpack value; raise :class:`ProtocolError` on anything else.
 
     Map keys may be of any type, as request values from other languages allow: an array
-    key becomes a tuple (a list cannot be a dict key); arrays elsewhere are lists.
+    key becomes a tuple and a map key a :class:`FrozenMap` (a list or a dict cannot be a
+    dict key); arrays and maps elsewhere are lists and dicts.
     """
     try:
         return _unpack(data)

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import msgpack
 
-from zjobs.errors import ProtocolError, RemoteError
+from zjobs.errors import EncodeError, ProtocolError, RemoteError
 from zjobs.wire.codec import decode, decode_header, encode
 
 __all__ = [
@@ -196,8 +196,10 @@ def _usable_topic(header: Mapping[Any, Any]) -> bytes | None:
 def parse_request(frames: Sequence[bytes]) -> Request:
     """Validate request frames in the ZJP/1 order and return the request.
 
-    Order: frame count, header is a map, version, id, optional fields' types, then body
-    (skipped for a ping). The first failure decides the error type.
+    Order (``docs/PROTOCOL.md``, steps 1 to 7): the header is a map with a usable
+    reply_to (else the message cannot be answered: ``topic`` is None), frame count,
+    version, id, the other optional fields' types, then the body (skipped for a ping).
+    The first failure decides the error type.
 
     Raises:
         InvalidRequest: carrying the error type, and the topic, id and meta to answer with.
@@ -220,6 +222,8 @@ def parse_request(frames: Sequence[bytes]) -> Request:
     def invalid(error_type: str, message: str) -> InvalidRequest:
         return InvalidRequest(error_type, message, topic=topic, id=rid, meta=meta)
 
+    if topic is None:
+        raise invalid(BAD_REQUEST, "reply_to must be a str or bin not starting with 0x00")
     if len(frames) != 2:
         raise invalid(BAD_REQUEST, f"a request has 2 frames, this message has {len(frames)}")
     version = header.get("v")
@@ -238,8 +242,6 @@ def parse_request(frames: Sequence[bytes]) -> Request:
     if raw_meta is not None and meta is None:
         raise invalid(BAD_REQUEST, f"meta must be a map, not {type(raw_meta).__name__}")
     reply_to = header.get("reply_to")
-    if topic is None:
-        raise invalid(BAD_REQUEST, "reply_to must be a str or bin not starting with 0x00")
 
     if ping:
         return Request(rid, None, reply_to, True, deadline, meta)
@@ -444,5 +446,14 @@ class ResponseEncoder:
         return [topic, self._header(ERROR, False, rid, meta, error), self._nil]
 
     def encode_value(self, value: Any) -> bytes:
-        """Encode a response value with the reused packer (raises TypeError/ValueError)."""
-        return self._packer.pack(value)  # type: ignore[no-any-return]
+        """Encode a response value with the reused packer.
+
+        Raises:
+            EncodeError: msgpack cannot represent ``value`` (from what msgpack raised);
+                ZJP/1 names the JobFailed answer after it.
+        """
+        try:
+            return self._packer.pack(value)  # type: ignore[no-any-return]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EncodeError(f"cannot encode the job's {type(value).__name__} as msgpack: "
+                              f"{exc}") from exc

@@ -134,13 +134,19 @@ def load_allowed_keys(directory: StrPath) -> frozenset[bytes]:
     """The public keys of every ``*.key`` certificate in ``directory`` (pyzmq's convention).
 
     Raises:
-        KeyFileError: the directory is missing, or one of its ``.key`` files is unusable
-            (the error names that file).
+        KeyFileError: the directory is missing or holds no ``.key`` file (an allow list
+            that admits nobody is a mistake, not a policy), or one of its ``.key`` files is
+            unusable (the error names that file).
     """
     folder = Path(directory)
     if not folder.is_dir():
         raise KeyFileError(str(directory), "no such directory of allowed client keys")
-    return frozenset(load_public_key(file) for file in sorted(folder.glob("*" + PUBLIC_SUFFIX)))
+    files = sorted(folder.glob("*" + PUBLIC_SUFFIX))
+    if not files:
+        raise KeyFileError(str(directory), f"no client keys (*{PUBLIC_SUFFIX}) in this "
+                           "directory of allowed clients: nobody could connect (copy each "
+                           f"client's NAME{PUBLIC_SUFFIX} there; see zjobs keygen)")
+    return frozenset(load_public_key(file) for file in files)
 
 
 def write_key_pair(name: str, directory: StrPath = ".", *,
@@ -153,22 +159,28 @@ def write_key_pair(name: str, directory: StrPath = ".", *,
 
     Raises:
         ValueError: ``name`` is empty or contains a path separator.
-        KeyFileError: a file of that name exists and ``overwrite`` is false.
+        KeyFileError: a file of that name exists and ``overwrite`` is false, or the
+            directory cannot be created or written (the error names it and says why).
     """
     if not name or name in (".", "..") or "/" in name or os.sep in name:
         raise ValueError(f"key name {name!r} must be a plain file name")
     folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
     public_path = folder / (name + PUBLIC_SUFFIX)
     secret_path = folder / (name + SECRET_SUFFIX)
-    if not overwrite:
-        for path in (public_path, secret_path):
-            if path.exists():
-                raise KeyFileError(str(path), "already exists (refusing to overwrite a key)")
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".zjobs-keygen-") as tmp:
-        public_tmp, secret_tmp = zmq.auth.create_certificates(tmp, name)
-        os.chmod(secret_tmp, 0o600)
-        os.chmod(public_tmp, 0o644)
-        os.replace(secret_tmp, secret_path)
-        os.replace(public_tmp, public_path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not overwrite:
+            for path in (public_path, secret_path):
+                if path.exists():
+                    raise KeyFileError(str(path), "already exists (refusing to overwrite a "
+                                       "key)")
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".zjobs-keygen-") as tmp:
+            public_tmp, secret_tmp = zmq.auth.create_certificates(tmp, name)
+            os.chmod(secret_tmp, 0o600)
+            os.chmod(public_tmp, 0o644)
+            os.replace(secret_tmp, secret_path)
+            os.replace(public_tmp, public_path)
+    except OSError as exc:
+        raise KeyFileError(str(folder), f"cannot write key files there: "
+                           f"{exc.strerror or exc}") from exc
     return public_path, secret_path
