@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from zjobs.benchmark import Settings, run, write_json
+
 from zjobs.cli.commands import main
 
 

@@ -79,7 +79,11 @@ def test_import_zjobs_does_not_import_click() -> None:
 @pytest.mark.parametrize(("args", "text"), [
     (["serve", "zjobs.demo:square"], "Missing option '--requests'"),
     (["serve", "zjobs.demo:square", "--requests", "tcp://127.0.0.1:*", "--responses",
+      "tcp://127.0.0.1:*", "--cache-size", "-1"], "Invalid value for '--cache-size'"),
+    (["serve", "zjobs.demo:square", "--requests", "tcp://127.0.0.1:*", "--responses",
       "tcp://127.0.0.1:*", "--cache", "-1"], "Invalid value for '--cache'"),
+    (["serve", "zjobs.demo:square", "--requests", "tcp://127.0.0.1:*", "--responses",
+      "tcp://127.0.0.1:*", "--keepalive", "fast"], "Invalid value for '--keepalive'"),
     (["serve", "zjobs.demo:square", "--requests", "a", "--responses", "b", "--log-level",
       "LOUD"], "Invalid value for '--log-level'"),
     (["send", "--responses", "tcp://127.0.0.1:1", "7"], "Missing option '--requests'"),

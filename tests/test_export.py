@@ -190,7 +190,7 @@ def test_link_retries_reach_the_exported_link_command(tmp_path: Path, ipc_dir: P
     link = next(p.name for p in folder.iterdir() if p.name.startswith("small-link-"))
     argv, _ = unit_command(folder, link)
     assert argv[argv.index("--retries"):argv.index("--retries") + 4] == [
-        "--retries", "2", "--retry-timeout", "5.0"]
+        "--retries", "2", "--retry-timeout-s", "5.0"]
     assert argv[argv.index("--to-requests"):argv.index("--to-requests") + 4] == [
         "--to-requests", f"ipc://{ipc_dir}/double.req", "--to-responses",
         f"ipc://{ipc_dir}/double.pub"]

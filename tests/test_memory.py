@@ -166,7 +166,7 @@ def test_closed_receiver_and_sender() -> None:
         receiver.close()
         with pytest.raises(ClosedError):
             receiver.receive(timeout=0)
-        assert receiver not in proc._subscribers
+        assert receiver not in proc.bus.subscribers
         sender = proc.sender()
         sender.close()
         with pytest.raises(ClosedError):

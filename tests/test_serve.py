@@ -257,7 +257,7 @@ def test_send_count_prints_a_summary_without_progress_bar(serve: Any) -> None:
 
 def test_resources_cache_and_class_jobs(serve: Any) -> None:
     prefixed = serve("svjobs:with_prefix", "--resources", "svjobs:open_prefix",
-                     "--cache", "10")
+                     "--cache-size", "10")
     sent = run("send", *endpoints(prefixed), input='"x"\n"x"\n')
     out = [json.loads(line) for line in sent.stdout.splitlines()]
     assert [(line["value"], line["cached"]) for line in out] == [("pre-x", False),
@@ -442,7 +442,7 @@ def test_listen_topic_and_count(serve: Any) -> None:
 
 
 def test_serve_reliability_options_reach_the_processor(serve: Any) -> None:
-    daemon = serve("svjobs:square", "--heartbeat-interval", "0.05", "--dedup-size", "0")
+    daemon = serve("svjobs:square", "--heartbeat-interval-s", "0.05", "--dedup-size", "0")
     # Three heartbeats within 2 s: at the default interval (1 s) that would take 3 s.
     with ZmqReceiver(daemon.responses, topics=[HEARTBEAT_TOPIC]) as beats:
         deadline = time.monotonic() + 2.0

@@ -208,7 +208,7 @@ def test_link_retries_in_the_system_file_reach_zjobs_link(tmp_path: Path, jobs_m
     assert "--retries" not in plain.argv
     argv = list(retrying.argv)
     assert argv[argv.index("--retries") + 1] == "3"
-    assert argv[argv.index("--retry-timeout") + 1] == "0.5"
+    assert argv[argv.index("--retry-timeout-s") + 1] == "0.5"
     assert argv[argv.index("--to-requests") + 1:argv.index("--to-requests") + 4] == [
         f"ipc://{ipc_dir}/c.req", "--to-responses", f"ipc://{ipc_dir}/c.pub"]
     assert retrying.describe == "link b->c: b -> c retries=3"
@@ -377,8 +377,11 @@ def test_link_command_usage_errors(tmp_path: Path, jobs_module: str) -> None:
             "--app-dir", str(tmp_path)]
     result = runner.invoke(main, [*base, "--transform", f"{jobs_module}:NOT_A_JOB"])
     assert result.exit_code == 2 and "is not callable" in result.output
-    result = runner.invoke(main, [*base, "--filter", f"{jobs_module}:missing"])
+    result = runner.invoke(main, [*base, "--keep", f"{jobs_module}:missing"])
     assert result.exit_code == 2 and "has no attribute 'missing'" in result.output
+    result = runner.invoke(main, [*base, "--filter", f"{jobs_module}:missing"])  # old name
+    assert result.exit_code == 2 and "has no attribute 'missing'" in result.output
+    assert "--filter is deprecated; use --keep" in result.output
     result = runner.invoke(main, [*base, "--from-requests", "tcp://127.0.0.1:3",
                                   "--from-requests", "tcp://127.0.0.1:4"])
     assert result.exit_code == 2 and "once per --from" in result.output
