@@ -76,9 +76,8 @@ def test_version_is_a_string() -> None:
     assert zjobs.__version__.count(".") >= 2
 
 
-def test_import_does_not_pull_in_the_cli_or_asyncio() -> None:
-    code = ("import sys, zjobs; loaded = {'click', 'asyncio', 'zmq.asyncio'} & set(sys.modules);"
-            " assert not loaded, loaded")
+def test_import_does_not_pull_in_the_cli() -> None:
+    code = "import sys, zjobs; assert 'click' not in sys.modules, 'click imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
