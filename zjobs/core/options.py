@@ -188,12 +188,13 @@ class ProcessorOptions:
                     values[key] = _from_plain(key, value)
                 except (TypeError, ValueError) as exc:
                     problems.append((key, str(exc)))
-        if not problems:
-            try:
-                return ProcessorOptions(**values)
-            except OptionsError as exc:
-                problems = exc.problems
-        raise OptionsError(problems)
+        try:
+            options = ProcessorOptions(**values)
+        except OptionsError as exc:
+            problems += exc.problems
+        if problems:
+            raise OptionsError(problems)
+        return options
 
 
 _HINTS: Final[dict[str, Any]] = {

@@ -66,6 +66,15 @@ class MemoryProcessor:
         self.stop()
 
     @property
+    def state(self) -> str:
+        """One of created, running, stopping, stopped."""
+        return self._state
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait until serving has ended (stopped, or crashed); True once it has."""
+        return self._done.wait(timeout_s)
+
+    @property
     def counters(self) -> Counters:
         """A snapshot of the processor's counters."""
         return self._handler.counters if self._handler is not None else Counters()
@@ -165,6 +174,7 @@ class MemoryProcessor:
         with self._lock:
             if self._state == "created":
                 self._state = "stopped"
+                self._done.set()
             if self._state == "stopped":
                 self._raise_crash()
                 return
