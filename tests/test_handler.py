@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zjobs.core.dedup import ReplayWindow
-from zjobs.core.handler import Counters, JobCall, JobStep, RequestHandler, new_instance_id
+from zjobs.core.handler import Counters, JobCall, RequestHandler, new_instance_id
 from zjobs.core.job import MISS
 from zjobs.processor.async_job import JobCalls
 from zjobs.wire.protocol import STATUSES, Request, Response
@@ -449,7 +449,7 @@ def step(flow: Any, value: Any = None, *, throw: BaseException | None = None) ->
 def test_flow_cache_hit_answers_cached_without_running() -> None:
     handler = RequestHandler(DictCache(), name="c", resources="R")
     flow = handler.flow(admitted(handler, request("a")))
-    assert step(flow) == JobCall(JobStep.GET_CACHE, ("a", "R"))
+    assert step(flow) == JobCall("get_cache", ("a", "R"))
     frames = step(flow, "stored")
     assert unpack(frames[1])["cached"] is True and unpack(frames[2]) == "stored"
     assert handler.counters == Counters(received=1, ok=1, cache_hits=1)
@@ -458,9 +458,9 @@ def test_flow_cache_hit_answers_cached_without_running() -> None:
 def test_flow_cache_miss_runs_answers_then_puts() -> None:
     handler = RequestHandler(DictCache(), name="c", resources="R")
     flow = handler.flow(admitted(handler, request("a")))
-    assert step(flow) == JobCall(JobStep.GET_CACHE, ("a", "R"))
-    assert step(flow, MISS) == JobCall(JobStep.RUN, ("a", "R"))
-    assert step(flow, "ran") == JobCall(JobStep.PUT_CACHE, ("a", "ran", "R"))
+    assert step(flow) == JobCall("get_cache", ("a", "R"))
+    assert step(flow, MISS) == JobCall("run", ("a", "R"))
+    assert step(flow, "ran") == JobCall("put_cache", ("a", "ran", "R"))
     assert handler.counters.ok == 1  # answered (and counted) before the put
     frames = step(flow, None)
     assert unpack(frames[2]) == "ran" and unpack(frames[1])["cached"] is False
@@ -482,7 +482,7 @@ def test_flow_job_raising_is_job_failed_and_skips_the_put() -> None:
     handler = RequestHandler(DictCache(), name="c")
     flow = handler.flow(admitted(handler, request("a")))
     step(flow)
-    assert step(flow, MISS).step is JobStep.RUN
+    assert step(flow, MISS).step == "run"
     frames = step(flow, throw=ValueError("boom"))
     assert unpack(frames[1])["error"]["message"] == "ValueError: boom"
     assert handler.counters == Counters(received=1, failed=1)
@@ -509,7 +509,7 @@ def test_flow_unencodable_result_is_job_failed_and_not_put() -> None:
 def test_flow_of_a_job_without_cache_is_one_run() -> None:
     handler = RequestHandler(echo, name="e", resources="R")
     flow = handler.flow(admitted(handler, request(5)))
-    assert step(flow) == JobCall(JobStep.RUN, (5, "R"))
+    assert step(flow) == JobCall("run", (5, "R"))
     assert unpack(step(flow, 5)[2]) == 5
 
 
@@ -524,7 +524,7 @@ def test_dedup_repeat_while_running_is_answered_when_the_original_completes() ->
     handler = RequestHandler(echo, name="e", replay_window=ReplayWindow())
     dedup = request("x", dedup=True)
     flow = handler.flow(admitted(handler, dedup))
-    assert step(flow).step is JobStep.RUN  # the job is running now
+    assert step(flow).step == "run"  # the job is running now
     assert handler.admit(dedup) is None  # the repeat joins it: nothing to publish yet
     frames = step(flow, "x")
     assert unpack(frames[2]) == "x"

@@ -23,7 +23,7 @@ from zjobs.core.async_job import (
     is_async_job,
     is_coroutine_function,
 )
-from zjobs.core.handler import Flow, JobStep
+from zjobs.core.handler import Flow
 from zjobs.core.job import GetCache, Job, PutCache, run_job
 
 __all__ = ["AsyncGetCache", "AsyncPutCache", "AsyncRun", "JobCalls", "interrupts",
@@ -82,11 +82,11 @@ class JobCalls:
                           if isinstance(job, GetCache) else None)
         self.put_cache = (_awaitable(job.put_cache, executor)
                           if isinstance(job, PutCache) else None)
-        self._calls: dict[JobStep, AsyncCall] = {JobStep.RUN: self.run}
+        self._calls: dict[str, AsyncCall] = {"run": self.run}
         if self.get_cache is not None:
-            self._calls[JobStep.GET_CACHE] = self.get_cache
+            self._calls["get_cache"] = self.get_cache
         if self.put_cache is not None:
-            self._calls[JobStep.PUT_CACHE] = self.put_cache
+            self._calls["put_cache"] = self.put_cache
 
     async def drive(self, flow: Flow) -> list[bytes]:
         """Run ``flow`` to its end, awaiting each call of the job.
