@@ -113,7 +113,8 @@ def test_serve_settings_are_processor_options_and_round_trip_as_plain_values() -
         ServeSettings(square).to_dict()
     with pytest.raises(OptionsError) as info:
         ServeSettings.from_dict({"resources": 3, "cache_size": -1, "colour": "red"})
-    assert {name for name, _ in info.value.problems} == {"job", "resources", "colour"}
+    assert {name for name, _ in info.value.problems} == {"job", "resources", "cache_size",
+                                                          "colour"}
 
 
 def interrupting(request: Any, resources: Any) -> Any:
