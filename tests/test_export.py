@@ -201,7 +201,8 @@ def test_a_unit_carries_every_processor_option_as_serve_flags(
         monkeypatch: pytest.MonkeyPatch) -> None:
     options = zjobs.ProcessorOptions(concurrency=3, threads=True, cache_size=7, dedup_size=0,
                                      dedup_ttl_s=2.5, heartbeat_interval_s=None, rcvhwm=9,
-                                     max_message_size=-1, keepalive=zjobs.Keepalive(300, 900))
+                                     max_message_size=-1,
+                                     keepalive=zjobs.Keepalive(2, 1, 3, 300, 900))
     flags = serve_flags(options)
     assert "--name" not in flags and "--requests" not in flags
     served: list[zjobs.ServeSettings] = []

@@ -71,10 +71,11 @@ def test_replace_names_an_unknown_option() -> None:
 
 
 def test_plain_values_round_trip_and_false_stands_for_none() -> None:
-    options = ProcessorOptions(name="n", concurrency=4, keepalive=Keepalive(500, 2000, 0),
+    options = ProcessorOptions(name="n", concurrency=4, keepalive=Keepalive(2, 1, 3, 500),
                                heartbeat_interval_s=None)
     plain = json.loads(json.dumps(options.to_dict()))
-    assert plain["keepalive"] == {"interval_ms": 500, "timeout_ms": 2000, "ttl_ms": 0}
+    assert plain["keepalive"] == {"idle_s": 2, "interval_s": 1, "count": 3,
+                                 "zmtp_interval_ms": 500, "zmtp_timeout_ms": 5000}
     assert ProcessorOptions.from_dict(plain) == options
     toml_like = {"heartbeat_interval_s": False, "keepalive": False, "concurrency": False}
     assert ProcessorOptions.from_dict(toml_like) == ProcessorOptions(

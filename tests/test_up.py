@@ -188,7 +188,7 @@ cache_size = 8
 concurrency = 3
 dedup_ttl_s = 2.5
 heartbeat_interval_s = false
-keepalive = {{ interval_ms = 500, timeout_ms = 2000 }}
+keepalive = {{ idle_s = 2, count = 3 }}
 sndhwm = 10
 
 [processors.old]
@@ -205,7 +205,7 @@ filter = "{jobs_module}:double"
     system = load_system(path)
     expected_options = ProcessorOptions(name="sq", cache_size=8, concurrency=3, dedup_ttl_s=2.5,
                                         heartbeat_interval_s=None, sndhwm=10,
-                                        keepalive=Keepalive(500, 2000))
+                                        keepalive=Keepalive(idle_s=2, count=3))
     children = processor_children(system, python="python")
     settings = [ServeSettings.from_dict(json.loads(child.argv[4])) for child in children]
     assert [c.argv[3] for c in children] == ["serve-settings"] * 3
