@@ -575,8 +575,7 @@ def serve_settings(settings_json: str, log_level: str, log_format: str, app_dir:
 
     \b
     Example:
-      zjobs serve-settings '{"job": "zjobs.demo:square", "requests": "tcp://127.0.0.1:5555",
-          "responses": "tcp://127.0.0.1:5556"}'
+      zjobs serve-settings '{"job": "zjobs.demo:square", "cache_size": 100}'
     """
     try:
         data = json.loads(settings_json)
@@ -935,7 +934,8 @@ def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
     with their name (their logs and errors on stderr, the lines scripts read on stdout).
     A child that dies is restarted with a backoff. Once everything answers it prints where
     everything listens and a line starting with "ready:". SIGTERM or Ctrl-C stops every
-    child gracefully and exits with 0. With --check, mistakes are listed as FILE:LINE: problem, exit code 2.
+    child gracefully and exits with 0. With --check, mistakes are listed as
+    FILE:LINE: problem, exit code 2.
 
     With --export systemd DIR the same processes become systemd units instead (ExecStart
     runs this environment's zjobs); install them with
