@@ -12,7 +12,9 @@ import zmq
 
 
 def _zjobs_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("zjobs-") and t.is_alive()}
+    # zjobs' own threads are named zjobs-*; a ZAP authenticator is pyzmq's thread class.
+    return {t for t in threading.enumerate() if t.is_alive() and (
+        t.name.startswith("zjobs-") or type(t).__name__ == "AuthenticationThread")}
 
 
 def _open_sockets(ctx: zmq.Context[zmq.Socket[bytes]]) -> set[int]:

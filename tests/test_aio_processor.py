@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from zjobs import MISS, CallTimeout, RemoteError, StartError, cached
+from zjobs import MISS, CallTimeout, CrashedError, RemoteError, StartError, cached
 from zjobs.aio import AsyncClient, AsyncZmqProcessor, AsyncZmqReceiver, AsyncZmqSender
 from zjobs.aio.testing import wait_subscribed
 from zjobs.errors import ClosedError
@@ -433,3 +433,23 @@ async def test_heartbeats_are_published() -> None:
     assert frames is not None and frames[0] == HEARTBEAT_TOPIC
     beat = Heartbeat.from_frames(frames)
     assert beat.instance == processor.instance and beat.state == "running"
+
+
+async def interrupting(request: Any, resources: Any) -> Any:
+    if request == "stop":
+        raise KeyboardInterrupt("from the job")  # not a job failure: it ends serving
+    return request
+
+
+def test_a_crash_of_the_background_loop_is_raised_from_the_next_stop() -> None:
+    processor = AsyncZmqProcessor(interrupting, concurrency=4).start()
+    with processor.client(timeout_s=30.0) as client:
+        assert client.call("fine") == "fine"
+        client.submit("stop")
+        assert processor.wait(30.0)
+    assert processor.state == "stopped"
+    with pytest.raises(CrashedError) as info:
+        processor.stop()
+    assert isinstance(info.value.cause, KeyboardInterrupt)
+    assert processor.counters.ok == 1
+    processor.stop()

@@ -1,5 +1,6 @@
-"""The benchmark harness runs end to end (tiny sizes; no timing is asserted: speed targets
-are ratios read from a full run, not test conditions)."""
+"""The benchmark harness (benchmarks/harness.py, outside the package) runs end to end (tiny
+sizes; no timing is asserted: speed targets are ratios read from a full run, not test
+conditions), and ``zjobs bench`` finds it in a source checkout or says why not."""
 
 from __future__ import annotations
 
@@ -9,8 +10,25 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from zjobs.benchmark import Settings, run, write_json
-from zjobs.cli.commands import main
+from zjobs.cli import commands
+from zjobs.cli.commands import BENCHMARKS, main
+
+harness = commands.load_harness(BENCHMARKS)
+Settings, run, write_json = harness.Settings, harness.run, harness.write_json
+
+
+def test_the_harness_is_not_part_of_the_package() -> None:
+    assert Path(harness.__file__).resolve() == BENCHMARKS.resolve() / "harness.py"
+    assert not (Path(commands.__file__).parent.parent / "benchmark.py").exists()
+
+
+def test_bench_without_a_source_checkout_says_so(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commands, "BENCHMARKS", tmp_path)
+    done = CliRunner().invoke(main, ["bench", "--quick"])
+    assert done.exit_code == commands.RET_ERROR
+    assert "zjobs bench needs a source checkout" in done.output
+    assert str(tmp_path / "harness.py") in done.output
 
 
 @pytest.mark.timeout(180)

@@ -79,7 +79,11 @@ def test_import_zjobs_does_not_import_click() -> None:
 @pytest.mark.parametrize(("args", "text"), [
     (["serve", "zjobs.demo:square"], "Missing option '--requests'"),
     (["serve", "zjobs.demo:square", "--requests", "tcp://127.0.0.1:*", "--responses",
+      "tcp://127.0.0.1:*", "--cache-size", "-1"], "Invalid value for '--cache-size'"),
+    (["serve", "zjobs.demo:square", "--requests", "tcp://127.0.0.1:*", "--responses",
       "tcp://127.0.0.1:*", "--cache", "-1"], "Invalid value for '--cache'"),
+    (["serve", "zjobs.demo:square", "--requests", "tcp://127.0.0.1:*", "--responses",
+      "tcp://127.0.0.1:*", "--keepalive", "fast"], "Invalid value for '--keepalive'"),
     (["serve", "zjobs.demo:square", "--requests", "a", "--responses", "b", "--log-level",
       "LOUD"], "Invalid value for '--log-level'"),
     (["send", "--responses", "tcp://127.0.0.1:1", "7"], "Missing option '--requests'"),
@@ -234,3 +238,27 @@ def test_parse_payload_accepts_the_reversible_form() -> None:
         cli.parse_payload("[1,", "stdin line 3")
     assert info.value.exit_code == RET_USAGE
     assert str(info.value).startswith("stdin line 3: invalid JSON")
+
+
+def test_a_renamed_option_and_its_new_name_are_one_option() -> None:
+    result = invoke("serve", "zjobs.demo:square", "--requests", "tcp://127.0.0.1:*",
+                    "--responses", "tcp://127.0.0.1:*", "--cache", "3", "--cache-size", "4")
+    assert result.exit_code == RET_USAGE
+    assert "Warning: --cache is deprecated; use --cache-size" in result.stderr
+    assert "--cache and --cache-size are the same option" in result.stderr
+
+
+def test_serve_help_lists_every_processor_option() -> None:
+    shown = invoke("serve", "--help").output
+    for name in zjobs.ProcessorOptions.__dataclass_fields__:
+        assert f"--{name.replace('_', '-')}" in shown, name
+    assert "--cache " not in shown and "--dedup-ttl " not in shown  # old names: hidden
+
+
+@pytest.mark.parametrize(("settings", "text"), [
+    ("{", "settings: invalid JSON"),
+    ("[1]", "settings: must be a JSON object"),
+    ('{"job": "zjobs.demo:square", "cache_size": -1}', "cache_size: must not be negative"),
+])
+def test_serve_settings_rejects_bad_settings_with_exit_2(settings: str, text: str) -> None:
+    assert_one_line_error(invoke("serve-settings", settings), RET_USAGE, text)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
 import pytest
 
-from zjobs import BindError, Client, Counters, Daemon, LoadError, ServeSettings, ZmqProcessor
+from zjobs import (
+    BindError,
+    Client,
+    Counters,
+    CrashedError,
+    Daemon,
+    LoadError,
+    OptionsError,
+    ProcessorOptions,
+    ServeSettings,
+    ZmqProcessor,
+)
 from zjobs.demo import square
 from zjobs.run.daemon import build_processor
 
@@ -75,12 +87,50 @@ def test_settings_describe() -> None:
 
 
 @pytest.mark.parametrize("concurrency", [None, 2], ids=["sync", "async"])
-def test_build_processor_applies_the_reliability_options(concurrency: int | None) -> None:
+def test_build_processor_hands_every_option_to_the_processor(concurrency: int | None) -> None:
     settings = ServeSettings(square, concurrency=concurrency, dedup_size=5, dedup_ttl_s=2.5,
-                             heartbeat_interval_s=None)
+                             heartbeat_interval_s=None, rcvhwm=7, sndhwm=9, linger_ms=3,
+                             keepalive=None, max_message_size=2048)
     processor = build_processor(settings)
     try:
-        assert (processor.dedup_size, processor.dedup_ttl_s) == (5, 2.5)
-        assert processor.heartbeat_interval_s is None
+        # A sync job served with a concurrency runs in threads; nothing else changes.
+        assert processor.options == settings.options.replace(threads=concurrency is not None)
+        assert type(processor).__name__ == ("ZmqProcessor" if concurrency is None
+                                            else "AsyncZmqProcessor")
     finally:
         processor.stop()
+
+
+def test_serve_settings_are_processor_options_and_round_trip_as_plain_values() -> None:
+    settings = ServeSettings("zjobs.demo:square", resources="m:open", name="sq", cache_size=3,
+                             heartbeat_interval_s=None, keepalive=None)
+    assert isinstance(settings, ProcessorOptions)
+    assert settings.options == ProcessorOptions(name="sq", cache_size=3,
+                                                heartbeat_interval_s=None, keepalive=None)
+    plain = json.loads(json.dumps(settings.to_dict()))
+    assert ServeSettings.from_dict(plain) == settings
+    with pytest.raises(TypeError, match="MODULE:OBJECT"):
+        ServeSettings(square).to_dict()
+    with pytest.raises(OptionsError) as info:
+        ServeSettings.from_dict({"resources": 3, "cache_size": -1, "colour": "red"})
+    assert {name for name, _ in info.value.problems} == {"job", "resources", "cache_size",
+                                                          "colour"}
+
+
+def interrupting(request: Any, resources: Any) -> Any:
+    raise KeyboardInterrupt  # not a job failure: it ends the serving thread
+
+
+@pytest.mark.parametrize("concurrency", [None, 2], ids=["sync", "async"])
+def test_a_crashed_processor_ends_run_with_the_cause(concurrency: int | None) -> None:
+    daemon = Daemon(ServeSettings(interrupting, concurrency=concurrency))
+    sent: list[str] = []
+
+    def ready(processor: Any) -> None:
+        with processor.sender() as sender:
+            sent.append(sender.send(1))
+
+    with pytest.raises(CrashedError) as info:
+        daemon.run(on_ready=ready)
+    assert isinstance(info.value.cause, KeyboardInterrupt) and sent
+    assert daemon.processor is not None and daemon.processor.state == "stopped"

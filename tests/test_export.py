@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from jobs_interop import REPO, Peer, run, skip_or_fail
 
 import zjobs
+from zjobs.cli import commands
 from zjobs.cli.commands import main
-from zjobs.run.export import systemd_units
+from zjobs.run.export import serve_flags, systemd_units
 from zjobs.run.system import SystemFileError, load_system
 from zjobs.testing import wait_until
 
@@ -190,7 +191,26 @@ def test_link_retries_reach_the_exported_link_command(tmp_path: Path, ipc_dir: P
     link = next(p.name for p in folder.iterdir() if p.name.startswith("small-link-"))
     argv, _ = unit_command(folder, link)
     assert argv[argv.index("--retries"):argv.index("--retries") + 4] == [
-        "--retries", "2", "--retry-timeout", "5.0"]
+        "--retries", "2", "--retry-timeout-s", "5.0"]
     assert argv[argv.index("--to-requests"):argv.index("--to-requests") + 4] == [
         "--to-requests", f"ipc://{ipc_dir}/double.req", "--to-responses",
         f"ipc://{ipc_dir}/double.pub"]
+
+
+def test_a_unit_carries_every_processor_option_as_serve_flags(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    options = zjobs.ProcessorOptions(concurrency=3, threads=True, cache_size=7, dedup_size=0,
+                                     dedup_ttl_s=2.5, heartbeat_interval_s=None, rcvhwm=9,
+                                     max_message_size=-1,
+                                     keepalive=zjobs.Keepalive(2, 1, 3, 300, 900))
+    flags = serve_flags(options)
+    assert "--name" not in flags and "--requests" not in flags
+    served: list[zjobs.ServeSettings] = []
+    monkeypatch.setattr(commands, "_serve", lambda settings, *rest: served.append(settings))
+    done = CliRunner().invoke(main, ["serve", "m:f", "--requests", "ipc:///tmp/r",
+                                     "--responses", "ipc:///tmp/p", *flags],
+                              catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert served[0].options == options.replace(requests="ipc:///tmp/r",
+                                                responses="ipc:///tmp/p")
+    assert serve_flags(zjobs.ProcessorOptions(keepalive=None)) == ["--keepalive", "off"]

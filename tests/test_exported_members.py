@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
+import re
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import zjobs
 import zjobs.errors
 
 
-def _isort_key(name: str) -> tuple[int, str]:
-    # ruff's RUF022 order: CONSTANTS, then Classes, then everything else.
-    if name.isupper() and len(name) > 1:
-        return 0, name
-    if name[:1].isupper():
-        return 1, name
-    return 2, name
+def _groups() -> dict[str, list[str]]:
+    """``__all__`` as written in zjobs/__init__.py: each comment line starts a group."""
+    source = Path(zjobs.__file__).read_text()
+    body = source[source.index("__all__ = ["):]
+    body = body[body.index("\n") + 1:body.index("\n]")]
+    groups: dict[str, list[str]] = {}
+    for line in body.splitlines():
+        comment = re.match(r"\s*# (.+)", line)
+        if comment:
+            groups[comment.group(1)] = current = []
+        elif line.strip():
+            current.append(ast.literal_eval(line.strip().rstrip(",")))
+    return groups
 
 
-def test_all_is_sorted_and_unique() -> None:
-    assert zjobs.__all__ == sorted(zjobs.__all__, key=_isort_key)
+def test_all_is_grouped_by_concept_and_unique() -> None:
+    groups = _groups()
     assert len(set(zjobs.__all__)) == len(zjobs.__all__)
+    assert [name for names in groups.values() for name in names] == zjobs.__all__
+    assert all(groups.values()) and len(groups) >= 8
+    errors = next(names for title, names in groups.items() if title.startswith("Errors"))
+    assert all(issubclass(getattr(zjobs, name), zjobs.ZJobsError) for name in errors)
 
 
 def test_every_name_in_all_is_importable() -> None:
@@ -53,7 +66,8 @@ def test_every_zjobs_error_is_exported() -> None:
 def test_the_names_the_issue_asks_for() -> None:
     required = {"Run", "GetCache", "MpSend", "McReceive", "Processor", "Client", "ZmqProcessor",
                 "ZmqSender", "ZmqReceiver", "MemoryProcessor", "MemorySender", "MemoryReceiver",
-                "MemoryCache", "cached", "MISS", "ZJobsError", "RemoteError", "CallTimeout"}
+                "MemoryCache", "cached", "MISS", "ZJobsError", "RemoteError", "CallTimeout",
+                "ProcessorOptions", "ServeSettings"}
     assert required <= set(zjobs.__all__)
 
 

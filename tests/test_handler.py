@@ -1,4 +1,5 @@
-"""zjobs.core.handler: the transport-free processor core, frames in and frames out."""
+"""zjobs.core.handler: the transport-free processor core, frames in and frames out, and the
+job-call flow both processors drive, step by step in every order that matters."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zjobs.core.handler import Counters, RequestHandler, new_instance_id
+from zjobs.core.dedup import ReplayWindow
+from zjobs.core.handler import Counters, JobCall, RequestHandler, new_instance_id
 from zjobs.core.job import MISS
-from zjobs.wire.protocol import STATUSES, Response
+from zjobs.processor.async_job import JobCalls
+from zjobs.wire.protocol import STATUSES, Request, Response
 
 T = b"topic"
 
@@ -424,3 +427,185 @@ def test_random_bytes_never_break_the_handler(frames: list[bytes]) -> None:
     handler = RequestHandler(echo, name="fuzz")
     _check(handler, frames)
     assert answer(handler, request("after"))[2] == "after"
+
+
+# -- the job-call flow, driven step by step (no sockets, no threads, no event loop) ---------
+
+def admitted(handler: RequestHandler, frames: list[bytes]) -> Request:
+    out = handler.admit(frames)
+    assert isinstance(out, Request), out
+    return out
+
+
+def step(flow: Any, value: Any = None, *, throw: BaseException | None = None) -> Any:
+    """Send the previous call's result (or throw its exception); the next JobCall, or the
+    flow's frames when it ended."""
+    try:
+        return flow.throw(throw) if throw is not None else flow.send(value)
+    except StopIteration as done:
+        return done.value
+
+
+def test_flow_cache_hit_answers_cached_without_running() -> None:
+    handler = RequestHandler(DictCache(), name="c", resources="R")
+    flow = handler.flow(admitted(handler, request("a")))
+    assert step(flow) == JobCall("get_cache", ("a", "R"))
+    frames = step(flow, "stored")
+    assert unpack(frames[1])["cached"] is True and unpack(frames[2]) == "stored"
+    assert handler.counters == Counters(received=1, ok=1, cache_hits=1)
+
+
+def test_flow_cache_miss_runs_answers_then_puts() -> None:
+    handler = RequestHandler(DictCache(), name="c", resources="R")
+    flow = handler.flow(admitted(handler, request("a")))
+    assert step(flow) == JobCall("get_cache", ("a", "R"))
+    assert step(flow, MISS) == JobCall("run", ("a", "R"))
+    assert step(flow, "ran") == JobCall("put_cache", ("a", "ran", "R"))
+    assert handler.counters.ok == 1  # answered (and counted) before the put
+    frames = step(flow, None)
+    assert unpack(frames[2]) == "ran" and unpack(frames[1])["cached"] is False
+
+
+def test_flow_put_failure_still_answers_ok(caplog: pytest.LogCaptureFixture) -> None:
+    handler = RequestHandler(DictCache(), name="c")
+    flow = handler.flow(admitted(handler, request("a")))
+    step(flow)
+    step(flow, MISS)
+    step(flow, "ran")
+    with caplog.at_level(logging.WARNING, logger="zjobs.core.handler"):
+        frames = step(flow, throw=OSError("disk full"))
+    assert unpack(frames[1])["status"] == "ok" and "put_cache failed" in caplog.text
+    assert handler.counters == Counters(received=1, ok=1)
+
+
+def test_flow_job_raising_is_job_failed_and_skips_the_put() -> None:
+    handler = RequestHandler(DictCache(), name="c")
+    flow = handler.flow(admitted(handler, request("a")))
+    step(flow)
+    assert step(flow, MISS).step == "run"
+    frames = step(flow, throw=ValueError("boom"))
+    assert unpack(frames[1])["error"]["message"] == "ValueError: boom"
+    assert handler.counters == Counters(received=1, failed=1)
+
+
+def test_flow_get_cache_raising_is_job_failed_and_does_not_run() -> None:
+    handler = RequestHandler(DictCache(), name="c")
+    flow = handler.flow(admitted(handler, request("a")))
+    step(flow)
+    frames = step(flow, throw=KeyError("gone"))
+    assert unpack(frames[1])["error"]["type"] == "JobFailed"
+
+
+def test_flow_unencodable_result_is_job_failed_and_not_put() -> None:
+    handler = RequestHandler(DictCache(), name="c")
+    flow = handler.flow(admitted(handler, request("a")))
+    step(flow)
+    step(flow, MISS)
+    frames = step(flow, {1, 2})  # a set: msgpack cannot encode it
+    assert unpack(frames[1])["error"]["type"] == "JobFailed"
+    assert handler.counters == Counters(received=1, failed=1)
+
+
+def test_flow_of_a_job_without_cache_is_one_run() -> None:
+    handler = RequestHandler(echo, name="e", resources="R")
+    flow = handler.flow(admitted(handler, request(5)))
+    assert step(flow) == JobCall("run", (5, "R"))
+    assert unpack(step(flow, 5)[2]) == 5
+
+
+def test_deadline_expired_is_answered_by_admit_with_no_flow() -> None:
+    handler = RequestHandler(DictCache(), name="c", clock_ms=lambda: 100)
+    out = handler.admit(request("a", deadline_ms=99))
+    assert isinstance(out, list) and unpack(out[1])["error"]["type"] == "DeadlineExceeded"
+    assert handler.counters == Counters(received=1, expired=1)
+
+
+def test_dedup_repeat_while_running_is_answered_when_the_original_completes() -> None:
+    handler = RequestHandler(echo, name="e", replay_window=ReplayWindow())
+    dedup = request("x", dedup=True)
+    flow = handler.flow(admitted(handler, dedup))
+    assert step(flow).step == "run"  # the job is running now
+    assert handler.admit(dedup) is None  # the repeat joins it: nothing to publish yet
+    frames = step(flow, "x")
+    assert unpack(frames[2]) == "x"
+    # Both received messages are answered by that one response: one ran, one replayed.
+    assert handler.counters == Counters(received=2, ok=2, replays=1)
+    again = handler.admit(dedup)  # later repeats come from the window, marked
+    assert isinstance(again, list) and unpack(again[1])["replay"] is True
+    assert handler.counters == Counters(received=3, ok=3, replays=2)
+
+
+def test_dedup_repeat_of_a_failed_request_replays_the_failure() -> None:
+    handler = RequestHandler(boom, name="b", replay_window=ReplayWindow())
+    dedup = request("x", dedup=True)
+    flow = handler.flow(admitted(handler, dedup))
+    step(flow)
+    assert handler.admit(dedup) is None
+    step(flow, throw=ValueError("boom"))
+    assert handler.counters == Counters(received=2, failed=2, replays=1)
+
+
+def test_an_interrupted_flow_closes_without_answering() -> None:
+    handler = RequestHandler(echo, name="e")
+    flow = handler.flow(admitted(handler, request(1)))
+    step(flow)
+    flow.close()  # what a driver does on KeyboardInterrupt or cancellation
+    assert handler.counters == Counters(received=1)
+
+
+class Scenario:
+    """A job with a cache whose every call is scripted, the same for both drivers."""
+
+    def __init__(self, hit: Any = MISS, run: Any = "ran", put_raises: bool = False) -> None:
+        self.hit, self.result, self.put_raises = hit, run, put_raises
+        self.calls: list[str] = []
+
+    def get_cache(self, request: Any, resources: Any) -> Any:
+        self.calls.append("get")
+        return self.hit
+
+    def run(self, request: Any, resources: Any) -> Any:
+        self.calls.append("run")
+        if isinstance(self.result, BaseException):
+            raise self.result
+        return self.result
+
+    def put_cache(self, request: Any, response: Any, resources: Any) -> None:
+        self.calls.append("put")
+        if self.put_raises:
+            raise OSError("disk full")
+
+
+SCENARIOS = {
+    "hit": dict(hit="cached"),
+    "miss": dict(),
+    "put fails": dict(put_raises=True),
+    "job raises": dict(run=ValueError("no")),
+    "job exits": dict(run=SystemExit(3)),
+    "unencodable": dict(run={1, 2}),
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+async def test_sync_and_async_drivers_answer_alike(scenario: str) -> None:
+    outcomes = []
+    for drive in ("sync", "async"):
+        job = Scenario(**SCENARIOS[scenario])  # type: ignore[arg-type]
+        handler = RequestHandler(job, name="s", instance="0" * 16)
+        flow = handler.flow(admitted(handler, request("a")))
+        frames = (handler.drive(flow) if drive == "sync"
+                  else await JobCalls(job).drive(flow))
+        outcomes.append((frames[0], unpack(frames[1]), frames[2], job.calls, handler.counters))
+    assert outcomes[0] == outcomes[1]
+
+
+async def test_both_drivers_let_keyboard_interrupt_through() -> None:
+    def interrupt(request: Any, resources: Any) -> Any:
+        raise KeyboardInterrupt
+
+    handler = RequestHandler(interrupt, name="i")
+    with pytest.raises(KeyboardInterrupt):
+        handler.drive(handler.flow(admitted(handler, request(1))))
+    with pytest.raises(KeyboardInterrupt):
+        await JobCalls(interrupt).drive(handler.flow(admitted(handler, request(1))))
+    assert handler.counters == Counters(received=2)

@@ -10,6 +10,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zjobs import Keepalive, Reconnect
+from zjobs.transport.keepalive import apply_keepalive
 
 
 def test_zmtp_heartbeats_go_only_to_sending_sockets_and_never_with_a_ttl() -> None:
@@ -19,7 +20,7 @@ def test_zmtp_heartbeats_go_only_to_sending_sockets_and_never_with_a_ttl() -> No
                           (zmq.SUB, False)):
         sock = ctx.socket(kind)
         try:
-            keepalive.apply(sock)
+            apply_keepalive(sock, keepalive)
             assert sock.getsockopt(zmq.TCP_KEEPALIVE) == 1
             expected = [300, 900] if sending else [0, -1]
             assert [sock.getsockopt(zmq.HEARTBEAT_IVL),
@@ -54,8 +55,8 @@ def test_tcp_keepalive_keeps_a_connection_whose_reader_paused_past_every_timeout
         pull.linger = push.linger = 0
         pull.rcvhwm = 10
         push.sndhwm = 1000
-        keepalive.apply(pull)
-        keepalive.apply(push)
+        apply_keepalive(pull, keepalive)
+        apply_keepalive(push, keepalive)
         pull.bind("tcp://127.0.0.1:*")
         events = push.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         push.connect(pull.getsockopt(zmq.LAST_ENDPOINT).decode())  # type: ignore[union-attr]

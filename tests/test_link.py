@@ -1,4 +1,5 @@
-"""Links between real processors over tcp: chains, fan-out, fan-in, errors, readiness."""
+"""Links between real processors (sync and asyncio) over tcp: chains, fan-out, fan-in,
+errors, readiness, a crashed link."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from typing import Any
 
 import pytest
 import zmq
+from click.testing import CliRunner
 
-from zjobs import Endpoints, ZmqProcessor, ZmqReceiver, ZmqSender
+from zjobs import CrashedError, Endpoints, ZmqProcessor, ZmqReceiver, ZmqSender
+from zjobs.aio import AsyncZmqProcessor
+from zjobs.cli.commands import main
 from zjobs.compose.link import Link
 from zjobs.errors import ClosedError, NotReady, ReceiveTimeout
 from zjobs.testing import wait_subscribed, wait_until
@@ -438,3 +442,77 @@ def test_work_caught_in_a_cycle_of_links_stops_after_max_hops(
     assert errors and errors[0]["type"] == LINK_FAILED
     assert errors[0]["exception"] == "ChainTooLong"
     assert "a link cycle?" in errors[0]["message"]
+
+
+# -- any processor kind, and a crashed link -------------------------------------------------
+
+
+async def ainc(x: int, resources: Any) -> int:
+    return x + 1
+
+
+def test_a_link_between_asyncio_processors_and_a_sync_one() -> None:
+    upstream = AsyncZmqProcessor(ainc, name="A", concurrency=4).start()
+    middle = AsyncZmqProcessor(double, name="B", threads=True, concurrency=2).start()
+    last = ZmqProcessor(negate, name="C").start()
+    work = topic()
+    try:
+        with Link(upstream, middle, topic=work), Link([middle], [last], topic=work), \
+                upstream.sender() as entry, last.receiver(topics=[work]) as out, \
+                last.sender() as probe:
+            wait_subscribed(probe, out, topic=work)
+            for i in range(100):
+                entry.send(i, reply_to=work)
+            got = collect(out, 100)
+            assert sorted(r.value for r in got) == sorted(-(i + 1) * 2 for i in range(100))
+            assert {tuple(full_path(r)) for r in got} == {("A", "B", "C")}
+    finally:
+        for proc in (upstream, middle, last):
+            proc.stop()
+
+
+class Fatal(BaseException):
+    """Not an Exception: the link's per-response handling does not swallow it."""
+
+
+def fatal_filter(value: Any) -> bool:
+    raise Fatal("filter broke")
+
+
+def test_a_crashed_link_thread_is_raised_from_stop(processors: dict[str, ZmqProcessor]) -> None:
+    link = Link(processors["A"], processors["B"], name="ab", keep=fatal_filter).start()
+    with processors["A"].sender() as sender:
+        sender.send(1)
+    wait_until(lambda: not link.forwarding)
+    assert link.state == "running"  # it died; only stop() says so, once
+    with pytest.raises(CrashedError) as info:
+        link.stop()
+    assert isinstance(info.value.cause, Fatal) and info.value.owner == "link 'ab'"
+    assert link.counters.received == 1 and link.counters.forwarded == 0
+    link.stop()
+
+
+def test_zjobs_link_exits_1_with_the_cause_when_the_link_crashes(
+        processors: dict[str, ZmqProcessor], tmp_path: Any) -> None:
+    (tmp_path / "lkjobs_crash.py").write_text(
+        "def keep(value):\n    raise KeyboardInterrupt('keep broke')\n")
+    upstream, downstream = processors["A"].endpoints, processors["B"].endpoints
+    done = threading.Event()
+
+    def feed() -> None:  # until the link is subscribed, a response may pass it by: repeat
+        with processors["A"].sender() as sender:
+            while not done.wait(0.05):
+                sender.send(1)
+
+    feeder = threading.Thread(target=feed, name="test-link-feeder")
+    feeder.start()
+    try:  # in the main thread: the command installs signal handlers
+        result = CliRunner().invoke(main, [
+            "link", "--from", upstream.responses, "--from-requests", upstream.requests,
+            "--to-requests", downstream.requests, "--keep", "lkjobs_crash:keep",
+            "--app-dir", str(tmp_path), "--name", "crashy"])
+    finally:
+        done.set()
+        feeder.join()
+    assert result.exit_code == 1, result.output
+    assert "Error: link 'crashy' crashed: KeyboardInterrupt: keep broke" in result.output

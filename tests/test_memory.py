@@ -1,4 +1,5 @@
-"""zjobs.transport.memory: the in-memory transport, used with the same Client as ZeroMQ."""
+"""zjobs.transport.memory and zjobs.processor.memory: the in-memory bus, sender, receiver and
+processor, used with the same Client as ZeroMQ."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from zjobs import (
     CallTimeout,
     Client,
     ClosedError,
+    CrashedError,
     McReceive,
     MemoryProcessor,
     MemoryReceiver,
@@ -166,7 +168,7 @@ def test_closed_receiver_and_sender() -> None:
         receiver.close()
         with pytest.raises(ClosedError):
             receiver.receive(timeout=0)
-        assert receiver not in proc._subscribers
+        assert receiver not in proc.bus.subscribers
         sender = proc.sender()
         sender.close()
         with pytest.raises(ClosedError):
@@ -292,3 +294,28 @@ def test_stop_from_inside_a_job_closes_the_resources() -> None:
         assert receiver.receive(timeout=WAIT_S).value == "bye"
         assert closed.wait(WAIT_S)
     assert "stopped" in repr(proc)
+
+
+def test_a_bus_is_what_senders_and_receivers_connect_to() -> None:
+    with MemoryProcessor(job, name="m") as proc:
+        sender, receiver = MemorySender([proc.bus]), MemoryReceiver(topics=("t",))
+        receiver.connect(proc.bus)
+        assert proc.bus.subscribers == (receiver,) and "'m'" in repr(proc.bus)
+        with sender, receiver:
+            sender.send(1, reply_to="t")
+            assert receiver.receive(timeout=WAIT_S).value == [1, None]
+        assert proc.bus.subscribers == ()
+
+
+def test_a_crash_of_the_serving_thread_is_raised_from_the_next_stop() -> None:
+    def interrupting(request: Any, resources: Any) -> Any:
+        raise KeyboardInterrupt("from the job")  # not a job failure: it ends serving
+
+    proc = MemoryProcessor(interrupting).start()
+    with proc.sender() as sender:
+        sender.send(1)
+    assert proc.wait(WAIT_S) and proc.state == "stopped"
+    with pytest.raises(CrashedError) as info:
+        proc.stop()
+    assert isinstance(info.value.cause, KeyboardInterrupt)
+    proc.stop()

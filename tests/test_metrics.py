@@ -22,7 +22,7 @@ import pytest
 from jobs_interop import Peer, serve_command, skip_or_fail, subprocess_env
 from prometheus_client.parser import text_string_to_metric_families
 
-from zjobs import BindError, Client, RemoteError, ZmqProcessor
+from zjobs import BindError, Client, RemoteError, ServeSettings, ZmqProcessor
 from zjobs.aio import AsyncZmqProcessor
 from zjobs.testing import wait_until
 
@@ -210,8 +210,9 @@ metrics = "127.0.0.1:712{i}"
 """)
     loaded = load_system(system, check_imports=False)
     assert loaded.processors["sq"].metrics == ("127.0.0.1:7120", "127.0.0.1:7121")
-    argv = [child.argv for child in processor_children(loaded)]
-    assert [a[a.index("--metrics") + 1] for a in argv] == ["127.0.0.1:7120", "127.0.0.1:7121"]
+    children = processor_children(loaded)  # each is handed its ServeSettings as JSON
+    settings = [ServeSettings.from_dict(json.loads(child.argv[4])) for child in children]
+    assert [s.metrics for s in settings] == ["127.0.0.1:7120", "127.0.0.1:7121"]
 
     system.write_text("""
 [processors.sq]

@@ -1,4 +1,5 @@
-"""Pipelines over real processors: results, stage errors, sharing, connect mode."""
+"""Pipelines over real processors (sync and asyncio): results, stage errors, sharing,
+connect mode, a crashed link."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ from typing import Any
 
 import pytest
 
-from zjobs import Endpoints, Pipeline, RemoteError, Stage, StageError, ZmqProcessor, ZmqReceiver
+from zjobs import (
+    CrashedError,
+    Endpoints,
+    Pipeline,
+    RemoteError,
+    Stage,
+    StageError,
+    ZmqProcessor,
+    ZmqReceiver,
+)
+from zjobs.aio import AsyncZmqProcessor
 from zjobs.compose.link import Link
 from zjobs.errors import CallTimeout, ClosedError, NotReady, ReceiveTimeout
 from zjobs.testing import wait_subscribed, wait_until
@@ -265,3 +276,70 @@ def test_a_stage_given_twice_is_refused_as_a_cycle(stages: list[ZmqProcessor]) -
         Pipeline([stages[0], stages[1], stages[0]])
     with pytest.raises(ValueError, match="a cycle"):
         Pipeline([stages[0], stages[0].connect_endpoints])
+
+
+# -- any processor kind: asyncio stages, and failures of the links --------------------------
+
+
+async def ainc(x: int, resources: Any) -> int:
+    return x + 1
+
+
+async def adouble(x: int, resources: Any) -> int:
+    if x == 1001:
+        raise ValueError("unlucky")
+    return x * 2
+
+
+@pytest.fixture
+def async_stages() -> Iterator[list[AsyncZmqProcessor]]:
+    procs = [AsyncZmqProcessor(ainc, name="A", concurrency=8),
+             AsyncZmqProcessor(adouble, name="B", concurrency=8),
+             AsyncZmqProcessor(negate, name="C", threads=True, concurrency=2)]
+    try:
+        for proc in procs:
+            proc.start()
+        yield procs
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def test_a_pipeline_over_asyncio_processors(async_stages: list[AsyncZmqProcessor]) -> None:
+    with Pipeline(async_stages) as pipeline:
+        futures = [pipeline.submit(i) for i in range(200)]
+        assert [f.result(timeout=30) for f in futures] == [expected(i) for i in range(200)]
+        with pytest.raises(StageError) as info:
+            pipeline.call(1000)
+        assert info.value.stage == "B"
+        assert [s.name for s in pipeline.stages] == ["A", "B", "C"]
+    assert [p.counters.ok for p in async_stages] == [201, 200, 200]
+
+
+def test_a_pipeline_mixing_sync_and_asyncio_stages(stages: list[ZmqProcessor],
+                                                   async_stages: list[AsyncZmqProcessor]) -> None:
+    mixed: list[Any] = [stages[0], async_stages[1], Stage.of(stages[2], name="last")]
+    with Pipeline(mixed) as pipeline:
+        assert pipeline.call(4) == expected(4)
+        assert [s.name for s in pipeline.stages] == ["A", "B", "last"]
+
+
+class Fatal(BaseException):
+    """Not an Exception: nothing on the way may swallow it."""
+
+
+def broken_filter(value: Any) -> bool:
+    raise Fatal("the filter broke")
+
+
+def test_a_crashed_link_fails_the_pending_calls_and_close_raises(
+        stages: list[ZmqProcessor]) -> None:
+    pipeline = Pipeline([stages[0], Stage.of(stages[1], keep=broken_filter)], timeout_s=60)
+    pipeline.start()
+    future = pipeline.submit(1)
+    wait_until(lambda: not pipeline.links[0].forwarding)
+    with pytest.raises(CrashedError) as info:
+        pipeline.close()
+    assert isinstance(info.value.cause, Fatal) and "A->B" in str(info.value)
+    assert isinstance(future.exception(timeout=10), ClosedError)
+    pipeline.close()  # the crash was raised once; closing again is a no-op

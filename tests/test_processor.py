@@ -18,6 +18,7 @@ from zjobs import (
     Client,
     ClosedError,
     Counters,
+    CrashedError,
     Endpoints,
     RemoteError,
     Timeout,
@@ -393,3 +394,37 @@ def test_counters_invariant_with_real_sockets() -> None:
         c = proc.counters
     assert c.received == c.ok + c.failed + c.expired + c.bad_requests + c.pongs
     assert (c.ok, c.failed, c.bad_requests) == (13, 7, 2)
+
+
+# -- a crash of the serving thread ---------------------------------------------------------
+
+
+class Interrupting:
+    """Echoes, but raises KeyboardInterrupt for "stop": not a job failure (that would be a
+    JobFailed answer), it ends the serving thread."""
+
+    def run(self, request: Any, resources: Any) -> Any:
+        if request == "stop":
+            raise KeyboardInterrupt("from the job")
+        return request
+
+
+def test_a_crash_of_the_serving_thread_is_raised_from_the_next_stop() -> None:
+    closed: list[str] = []
+
+    def resources() -> Iterator[str]:
+        yield "R"
+        closed.append("R")
+
+    processor = ZmqProcessor(Interrupting(), resources=resources).start()
+    with processor.client(timeout_s=WAIT_S) as client:
+        assert client.call("fine") == "fine"
+        client.submit("stop")  # never answered: the processor dies on it
+        assert processor.wait(WAIT_S)
+    assert processor.state == "stopped" and closed == ["R"]  # everything was closed
+    with pytest.raises(CrashedError) as info:
+        processor.stop()
+    assert isinstance(info.value.cause, KeyboardInterrupt)
+    assert info.value.owner == f"processor {processor.name!r}"
+    assert processor.counters.ok == 1 and processor.counters.failed == 0
+    processor.stop()  # raised once: stop stays idempotent

@@ -20,6 +20,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from zjobs import Client, Keepalive, ReceiveTimeout, ZmqReceiver
 from zjobs.testing import wait_until
+from zjobs.transport.keepalive import apply_keepalive
 from zjobs.transport.sockets import DEFAULT_RCVHWM
 
 CALLS = 400
@@ -101,7 +102,7 @@ def test_keepalive_drops_the_connection_to_a_stalled_peer_and_reconnects() -> No
     daemon = serve("double", name="stalled")
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.linger = 0
-    Keepalive(zmtp_interval_ms=100, zmtp_timeout_ms=500).apply(push)
+    apply_keepalive(push, Keepalive(zmtp_interval_ms=100, zmtp_timeout_ms=500))
     events = push.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
     stopped = False
 

@@ -66,6 +66,10 @@ class Counter:
         return self.calls
 
 
+def interrupt(request, resources):
+    raise KeyboardInterrupt("the job pulled the plug")  # ends the serving thread
+
+
 class NoRun:
     pass
 
@@ -257,7 +261,7 @@ def test_send_count_prints_a_summary_without_progress_bar(serve: Any) -> None:
 
 def test_resources_cache_and_class_jobs(serve: Any) -> None:
     prefixed = serve("svjobs:with_prefix", "--resources", "svjobs:open_prefix",
-                     "--cache", "10")
+                     "--cache-size", "10")
     sent = run("send", *endpoints(prefixed), input='"x"\n"x"\n')
     out = [json.loads(line) for line in sent.stdout.splitlines()]
     assert [(line["value"], line["cached"]) for line in out] == [("pre-x", False),
@@ -442,7 +446,7 @@ def test_listen_topic_and_count(serve: Any) -> None:
 
 
 def test_serve_reliability_options_reach_the_processor(serve: Any) -> None:
-    daemon = serve("svjobs:square", "--heartbeat-interval", "0.05", "--dedup-size", "0")
+    daemon = serve("svjobs:square", "--heartbeat-interval-s", "0.05", "--dedup-size", "0")
     # Three heartbeats within 2 s: at the default interval (1 s) that would take 3 s.
     with ZmqReceiver(daemon.responses, topics=[HEARTBEAT_TOPIC]) as beats:
         deadline = time.monotonic() + 2.0
@@ -459,3 +463,23 @@ def test_serve_reliability_options_reach_the_processor(serve: Any) -> None:
             if response.id == "same-id":
                 answers.append(response)
     assert [(r.value, r.replay) for r in answers] == [(49, False), (49, False)]
+
+
+def test_a_crashed_processor_exits_1_with_the_cause_on_stderr(serve: Any) -> None:
+    daemon = serve("svjobs:interrupt")
+    with ZmqSender(daemon.requests) as sender:
+        sender.send(1)
+        assert daemon.proc.wait(WAIT_S) == 1
+    assert "Error: processor 'interrupt' crashed: KeyboardInterrupt: the job pulled the plug" \
+        in daemon.stderr()
+
+
+def test_every_processor_option_has_a_flag_and_old_spellings_still_work(serve: Any) -> None:
+    daemon = serve("svjobs:square", "--name", "sq", "--cache-size", "5", "--dedup-size", "0",
+                   "--rcvhwm", "50", "--sndhwm", "500", "--linger-ms", "0", "--keepalive", "off",
+                   "--max-message-size", "-1", "--heartbeat-interval", "0.05")
+    assert daemon.name == "sq"
+    assert "Warning: --heartbeat-interval is deprecated; use --heartbeat-interval-s" in \
+        daemon.stderr()
+    sent = run("send", *endpoints(daemon), input="3\n3\n")
+    assert [json.loads(line)["cached"] for line in sent.stdout.splitlines()] == [False, True]

@@ -3,6 +3,7 @@ supervised processes (kill -9 and restart, graceful stop), the example pipeline.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -18,9 +19,9 @@ import pytest
 from click.testing import CliRunner
 from jobs_up import Up, alive
 
-from zjobs import Pipeline, StageError, ZmqProcessor
+from zjobs import Keepalive, Pipeline, ProcessorOptions, ServeSettings, StageError, ZmqProcessor
 from zjobs.cli.commands import main
-from zjobs.run.system import SystemFileError, link_children, load_system
+from zjobs.run.system import SystemFileError, link_children, load_system, processor_children
 from zjobs.testing import wait_subscribed
 from zjobs.wire.chain import PATH_KEY
 from zjobs.wire.protocol import PONG
@@ -174,6 +175,71 @@ transform = "{jobs_module}:NOT_A_JOB"
     assert "transform" in found[16] and "is not callable" in found[16]
 
 
+def test_every_processor_option_is_a_key_and_reaches_each_replica(tmp_path: Path,
+                                                                  jobs_module: str,
+                                                                  ipc_dir: Path) -> None:
+    path = tmp_path / "system.toml"
+    path.write_text(f'''[processors.sq]
+job = "{jobs_module}:double"
+replicas = 2
+requests = "ipc://{ipc_dir}/sq-{{i}}.req"
+responses = "ipc://{ipc_dir}/sq-{{i}}.pub"
+cache_size = 8
+concurrency = 3
+dedup_ttl_s = 2.5
+heartbeat_interval_s = false
+keepalive = {{ idle_s = 2, count = 3 }}
+sndhwm = 10
+
+[processors.old]
+job = "{jobs_module}:inc"
+requests = "ipc://{ipc_dir}/old.req"
+responses = "ipc://{ipc_dir}/old.pub"
+cache = 4
+
+[[links]]
+from = "sq"
+to = "old"
+filter = "{jobs_module}:double"
+''')
+    system = load_system(path)
+    expected_options = ProcessorOptions(name="sq", cache_size=8, concurrency=3, dedup_ttl_s=2.5,
+                                        heartbeat_interval_s=None, sndhwm=10,
+                                        keepalive=Keepalive(idle_s=2, count=3))
+    children = processor_children(system, python="python")
+    settings = [ServeSettings.from_dict(json.loads(child.argv[4])) for child in children]
+    assert [c.argv[3] for c in children] == ["serve-settings"] * 3
+    assert settings[1] == ServeSettings.of(
+        f"{jobs_module}:double", expected_options.replace(
+            requests=f"ipc://{ipc_dir}/sq-1.req", responses=f"ipc://{ipc_dir}/sq-1.pub"))
+    assert settings[2].cache_size == 4 and settings[2].name == "old"  # the deprecated key
+    assert system.links[0].keep == f"{jobs_module}:double"
+
+
+def test_check_reports_bad_option_values_with_their_lines(tmp_path: Path,
+                                                          jobs_module: str) -> None:
+    path = tmp_path / "system.toml"
+    path.write_text(f'''[processors.a]
+job = "{jobs_module}:inc"
+requests = "ipc:///tmp/zj-a.req"
+responses = "ipc:///tmp/zj-a.pub"
+concurrency = 0
+threads = "yes"
+cache = 3
+cache_size = 3
+colour = "red"
+''')
+    code, lines = check(path)
+    assert code == 2
+    found = {int(re.match(rf"Error: {re.escape(str(path))}:(\d+): ", line)[1]): line  # type: ignore[index]
+             for line in lines}
+    assert len(found) == len(lines) == 4, lines
+    assert "concurrency must be at least 1, not 0" in found[5]
+    assert "threads must be true or false" in found[6]
+    assert "'cache' and 'cache_size' are the same option" in found[7]
+    assert "unknown key 'colour'" in found[9]
+
+
 def test_only_must_name_known_processors_or_links(tmp_path: Path, jobs_module: str,
                                                   ipc_dir: Path) -> None:
     path = tmp_path / "system.toml"
@@ -208,7 +274,7 @@ def test_link_retries_in_the_system_file_reach_zjobs_link(tmp_path: Path, jobs_m
     assert "--retries" not in plain.argv
     argv = list(retrying.argv)
     assert argv[argv.index("--retries") + 1] == "3"
-    assert argv[argv.index("--retry-timeout") + 1] == "0.5"
+    assert argv[argv.index("--retry-timeout-s") + 1] == "0.5"
     assert argv[argv.index("--to-requests") + 1:argv.index("--to-requests") + 4] == [
         f"ipc://{ipc_dir}/c.req", "--to-responses", f"ipc://{ipc_dir}/c.pub"]
     assert retrying.describe == "link b->c: b -> c retries=3"
@@ -377,8 +443,11 @@ def test_link_command_usage_errors(tmp_path: Path, jobs_module: str) -> None:
             "--app-dir", str(tmp_path)]
     result = runner.invoke(main, [*base, "--transform", f"{jobs_module}:NOT_A_JOB"])
     assert result.exit_code == 2 and "is not callable" in result.output
-    result = runner.invoke(main, [*base, "--filter", f"{jobs_module}:missing"])
+    result = runner.invoke(main, [*base, "--keep", f"{jobs_module}:missing"])
     assert result.exit_code == 2 and "has no attribute 'missing'" in result.output
+    result = runner.invoke(main, [*base, "--filter", f"{jobs_module}:missing"])  # old name
+    assert result.exit_code == 2 and "has no attribute 'missing'" in result.output
+    assert "--filter is deprecated; use --keep" in result.output
     result = runner.invoke(main, [*base, "--from-requests", "tcp://127.0.0.1:3",
                                   "--from-requests", "tcp://127.0.0.1:4"])
     assert result.exit_code == 2 and "once per --from" in result.output

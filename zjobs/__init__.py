@@ -2,6 +2,10 @@
 
 A job implements ``run(request, resources)``; a processor serves it on a PULL socket
 (requests) and a PUB socket (responses); clients in any language send and listen.
+
+The names below are the public API, grouped by concept; the modules they come from are
+private. The asyncio names (and ``DnsMembership``, which needs dnspython) load on first
+use, so that ``import zjobs`` imports neither asyncio nor click.
 """
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
@@ -17,16 +21,19 @@ from zjobs.core.job import MISS, GetCache, PutCache, Run
 from zjobs.core.load import LoadSnapshot
 from zjobs.core.membership import Members, Membership, StaticMembership
 from zjobs.core.monitor import ProcessorMonitor
+from zjobs.core.options import Keepalive, ProcessorOptions
 from zjobs.errors import (
     BindError,
     CallTimeout,
     ClosedError,
     ConnectError,
+    CrashedError,
     EncodeError,
     KeyFileError,
     LoadError,
     MembershipError,
     NotReady,
+    OptionsError,
     ProcessorsGone,
     ProtocolError,
     ReceiveTimeout,
@@ -37,12 +44,13 @@ from zjobs.errors import (
     Timeout,
     ZJobsError,
 )
-from zjobs.processor.sync import Endpoints, Processor, ZmqProcessor
+from zjobs.processor.base import Endpoints, Processor
+from zjobs.processor.memory import MemoryProcessor
+from zjobs.processor.sync import ZmqProcessor
 from zjobs.run.daemon import Daemon, ServeSettings
 from zjobs.run.membership import SystemFileMembership
 from zjobs.run.runner import ProcessorProcess
-from zjobs.transport.keepalive import Keepalive
-from zjobs.transport.memory import MemoryProcessor, MemoryReceiver, MemorySender
+from zjobs.transport.memory import MemoryReceiver, MemorySender
 from zjobs.transport.receiver import McReceive, ZmqReceiver
 from zjobs.transport.reconnect import Reconnect
 from zjobs.transport.security import CurveClient, CurveServer, KeyPair
@@ -61,7 +69,6 @@ if _TYPE_CHECKING:
     )
     from zjobs.transport.dns import DnsMembership
 
-# The asyncio names load on first use, so that ``import zjobs`` does not import asyncio.
 _ASYNC_NAMES = frozenset({
     "AsyncClient", "AsyncGetCache", "AsyncPutCache", "AsyncRun", "AsyncZmqProcessor",
     "AsyncZmqReceiver", "AsyncZmqSender",
@@ -75,7 +82,7 @@ def __getattr__(name: str) -> _Any:
         globals()[name] = DnsMembership
         return DnsMembership
     if name in _ASYNC_NAMES:
-        from zjobs import aio
+        from zjobs import aio  # the facade sits beside this one; it imports asyncio
 
         value = getattr(aio, name)
         globals()[name] = value
@@ -86,73 +93,87 @@ def __getattr__(name: str) -> _Any:
 __version__ = "0.1.0"
 """The package version (what ``zjobs --version`` prints; see CHANGELOG.md)."""
 
-__all__ = [
-    "MISS",
-    "AsyncClient",
-    "AsyncGetCache",
-    "AsyncPutCache",
-    "AsyncRun",
-    "AsyncZmqProcessor",
-    "AsyncZmqReceiver",
-    "AsyncZmqSender",
-    "BindError",
-    "CachedJob",
-    "CallTimeout",
-    "Client",
-    "ClosedError",
-    "ConnectError",
-    "Counters",
-    "CurveClient",
-    "CurveServer",
-    "Daemon",
-    "DnsMembership",
-    "EncodeError",
-    "Endpoints",
-    "ErrorInfo",
+__all__ = [  # noqa: RUF022 (grouped by concept, as the README presents them)
+    # Jobs: what a job is, and caching its answers
+    "Run",
     "GetCache",
-    "Keepalive",
-    "KeyFileError",
-    "KeyPair",
-    "Link",
-    "LinkCounters",
-    "LoadError",
-    "LoadSnapshot",
-    "McReceive",
-    "Members",
-    "Membership",
-    "MembershipError",
-    "MembershipWatcher",
-    "MemoryCache",
-    "MemoryProcessor",
-    "MemoryReceiver",
-    "MemorySender",
-    "MpSend",
-    "NotReady",
-    "Pipeline",
-    "Processor",
-    "ProcessorMonitor",
-    "ProcessorProcess",
-    "ProcessorsGone",
-    "ProtocolError",
     "PutCache",
-    "ReceiveTimeout",
+    "MISS",
+    "cached",
+    "CachedJob",
+    "MemoryCache",
+    # Processors: serving a job, and how
+    "Processor",
+    "ZmqProcessor",
+    "ProcessorOptions",
+    "Keepalive",
+    "Endpoints",
+    "Counters",
+    "LoadSnapshot",
+    # Calling processors: clients, senders and receivers, the messages they carry
+    "Client",
+    "MpSend",
+    "McReceive",
+    "ZmqSender",
+    "ZmqReceiver",
     "Reconnect",
-    "RemoteError",
     "Request",
     "Response",
-    "Run",
-    "SendTimeout",
-    "ServeSettings",
-    "Stage",
-    "StageError",
-    "StartError",
+    "ErrorInfo",
+    "ProcessorMonitor",
+    # Membership: which processors a client talks to, and how that set changes
+    "Members",
+    "Membership",
     "StaticMembership",
     "SystemFileMembership",
-    "Timeout",
+    "DnsMembership",
+    "MembershipWatcher",
+    # In memory, without sockets (for tests)
+    "MemoryProcessor",
+    "MemorySender",
+    "MemoryReceiver",
+    # asyncio (zjobs.aio; loaded on first use)
+    "AsyncRun",
+    "AsyncGetCache",
+    "AsyncPutCache",
+    "AsyncZmqProcessor",
+    "AsyncClient",
+    "AsyncZmqSender",
+    "AsyncZmqReceiver",
+    # Composition: links and pipelines between processors
+    "Link",
+    "LinkCounters",
+    "Pipeline",
+    "Stage",
+    # Processes and daemons
+    "ProcessorProcess",
+    "Daemon",
+    "ServeSettings",
+    # Security (CURVE)
+    "CurveServer",
+    "CurveClient",
+    "KeyPair",
+    # Errors (the tree is drawn in zjobs.errors)
     "ZJobsError",
-    "ZmqProcessor",
-    "ZmqReceiver",
-    "ZmqSender",
+    "ProtocolError",
+    "EncodeError",
+    "BindError",
+    "ConnectError",
+    "StartError",
+    "CrashedError",
+    "OptionsError",
+    "LoadError",
+    "KeyFileError",
+    "MembershipError",
+    "RemoteError",
+    "StageError",
+    "Timeout",
+    "SendTimeout",
+    "ReceiveTimeout",
+    "CallTimeout",
+    "ProcessorsGone",
+    "NotReady",
+    "ClosedError",
+    # The version
     "__version__",
-    "cached",
 ]

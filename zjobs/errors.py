@@ -8,6 +8,8 @@ Every error zjobs raises derives from :class:`ZJobsError`::
     ├── BindError              an endpoint could not be bound (names the endpoint)
     ├── ConnectError           an endpoint could not be connected (names the endpoint)
     ├── StartError             a processor could not start (its resources factory raised)
+    ├── CrashedError           a processor's or link's background thread or task died
+    ├── OptionsError           processor options that cannot be used (also a ValueError)
     ├── LoadError              a MODULE:OBJECT reference cannot be loaded (also a ValueError)
     ├── KeyFileError           a CURVE key file is missing or unusable (names the file)
     ├── MembershipError        the set of processors cannot be read (a DNS name, a file)
@@ -94,6 +96,35 @@ class MembershipError(ZJobsError):
 
 class StartError(ZJobsError):
     """A processor failed to start, for example because its resources factory raised."""
+
+
+class CrashedError(ZJobsError):
+    """The background thread or task of a processor or link died of an exception that was
+    not a job's failure; raised from its next ``stop()``/``close()``.
+
+    Attributes:
+        owner: what crashed, e.g. ``"processor 'square'"`` or ``"link 'a->b'"``.
+        cause: the exception that ended it (also ``__cause__``).
+    """
+
+    def __init__(self, owner: str, cause: BaseException) -> None:
+        super().__init__(f"{owner} crashed: {type(cause).__name__}: {cause}")
+        self.owner = owner
+        self.cause = cause
+        self.__cause__ = cause
+
+
+class OptionsError(ZJobsError, ValueError):
+    """Processor options that cannot be used: a value out of range, of the wrong type, or an
+    unknown name.
+
+    Attributes:
+        problems: ``(option name, what is wrong)`` for every mistake found.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{name}: {message}" for name, message in problems))
+        self.problems = list(problems)
 
 
 class LoadError(ZJobsError, ValueError):

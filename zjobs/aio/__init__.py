@@ -1,8 +1,8 @@
 """zjobs for asyncio: async jobs, and processors, clients, senders and receivers for a loop.
 
 They sit beside the sync classes over the same ZJP/1 frames (:mod:`zjobs.wire.protocol`) and
-the same answering rules (:class:`zjobs.core.handler.RequestHandler`); only the waiting differs.
-Nothing outside this package imports asyncio.
+the same answering rules and job-call flow (:class:`zjobs.core.handler.RequestHandler`);
+only the waiting differs. ``import zjobs`` does not import this package (nor asyncio).
 
     from zjobs.aio import AsyncZmqProcessor
 
@@ -16,9 +16,9 @@ Nothing outside this package imports asyncio.
 
 from zjobs.client.aio import AsyncClient
 from zjobs.client.async_watcher import AsyncMembershipWatcher
+from zjobs.core.async_job import AsyncGetCache, AsyncPutCache, AsyncRun, is_async_job
 from zjobs.core.async_resources import AsyncResources
 from zjobs.processor.aio import AsyncZmqProcessor
-from zjobs.processor.async_job import AsyncGetCache, AsyncPutCache, AsyncRun, is_async_job
 from zjobs.transport.async_receiver import AsyncMcReceive, AsyncZmqReceiver
 from zjobs.transport.async_sender import AsyncMpSend, AsyncZmqSender
 

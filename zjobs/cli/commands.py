@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn, TextIO
 
 import click
@@ -33,16 +35,18 @@ from zjobs.client.sync import Client
 from zjobs.client.watcher import MembershipWatcher
 from zjobs.compose.link import Link
 from zjobs.core.membership import Membership
+from zjobs.core.options import DEFAULT_MAX_MESSAGE_SIZE, Keepalive, ProcessorOptions, option_names
 from zjobs.demo import run_demo
 from zjobs.errors import (
     BindError,
     ConnectError,
     KeyFileError,
     LoadError,
+    OptionsError,
     StartError,
     ZJobsError,
 )
-from zjobs.processor.sync import Endpoints
+from zjobs.processor.base import Endpoints
 from zjobs.run.daemon import Daemon, ServedProcessor, ServeSettings
 from zjobs.run.export import write_systemd
 from zjobs.run.loader import add_app_dir, load_callable
@@ -50,18 +54,14 @@ from zjobs.run.supervisor import LIFELINE_ENV, Supervisor, watch_lifeline
 from zjobs.run.system import (
     LINK_READY,
     SERVE_READY,
+    SERVE_SETTINGS_COMMAND,
     SystemFileError,
     load_system,
     start_system,
 )
 from zjobs.transport.receiver import ZmqReceiver
 from zjobs.transport.security import CurveClient, CurveServer, write_key_pair
-from zjobs.transport.sockets import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    check_resolvable,
-    connectable,
-    is_dns_endpoint,
-)
+from zjobs.transport.sockets import check_resolvable, connectable, is_dns_endpoint
 from zjobs.wire.codec import encode
 from zjobs.wire.jsonvalues import from_json
 
@@ -88,7 +88,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (LoadError, BindError, ConnectError, KeyFileError) as exc:
+        except (LoadError, BindError, ConnectError, KeyFileError, OptionsError) as exc:
             raise CliError(str(exc), RET_USAGE) from exc
         except ZJobsError as exc:
             raise CliError(str(exc), RET_ERROR) from exc
@@ -105,6 +105,22 @@ class _Option(click.Option):
 
 
 option = functools.partial(click.option, cls=_Option)
+
+
+def renamed(*decls: str, **attrs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """A hidden option under a deprecated flag (``--cache``), still read, like its
+    environment variable; :func:`take_renamed` merges it into the option's new name."""
+    return option(*decls, hidden=True, **attrs)
+
+
+def take_renamed(old: str, new: str, old_value: Any, new_value: Any) -> Any:
+    """The value of an option given by its new or its deprecated name (a warning for the old)."""
+    if old_value is None:
+        return new_value
+    _echo(f"Warning: {old} is deprecated; use {new}", sys.stderr)
+    if new_value is not None:
+        raise CliError(f"{old} and {new} are the same option: give {new} only", RET_USAGE)
+    return old_value
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -359,81 +375,126 @@ def _stop_with_supervisor(stop: Callable[[], object]) -> None:
         raise CliError(f"{LIFELINE_ENV}={fd!r}: {exc}", RET_USAGE) from exc
 
 
-@main.command()
-@click.argument("job", metavar="MODULE:OBJECT")
-@option("--requests", required=True, metavar="EP",
-        help="Endpoint to bind for requests, e.g. tcp://*:5555 (tcp://127.0.0.1:* picks a port).")
-@option("--responses", required=True, metavar="EP",
-        help="Endpoint to bind for responses, e.g. tcp://*:5556.")
-@option("--name", metavar="NAME", help="Processor name in responses [default: the job's name].")
-@option("--resources", metavar="MODULE:FACTORY",
-        help="Factory of the job's resources (a function, or a generator that yields once).")
-@option("--cache", type=click.IntRange(min=0), default=0, show_default=True, metavar="SIZE",
-        help="Cache up to SIZE responses in memory (0: no cache).")
-@option("--max-message-size", type=click.IntRange(min=1), default=DEFAULT_MAX_MESSAGE_SIZE,
-        show_default=True, metavar="BYTES", help="Largest request frame accepted.")
-@option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
-                                         case_sensitive=False),
-        default="INFO", show_default=True, help="Logging level (logs go to stderr).")
-@_LOG_FORMAT
-@option("--app-dir", type=click.Path(file_okay=False), default=".", show_default=True,
-        metavar="DIR", help="Folder to import MODULE from.")
-@option("--secret-key", metavar="FILE",
-        help="The server's secret key file (NAME.key_secret): encrypt both sockets with CURVE.")
-@option("--allow-clients", metavar="DIR",
-        help="Admit only clients whose public key files (*.key) are in DIR "
-             "[default with --secret-key: any client that knows the server key].")
-@option("--concurrency", type=click.IntRange(min=1), metavar="N",
-        help="Requests in flight at once. Async jobs (async def run) are detected and served "
-             "on an event loop [default for them: 100]; a sync job given N runs in N threads "
-             "(its resources must be thread-safe) [default for it: one at a time].")
-@option("--dedup-size", type=click.IntRange(min=0), default=10_000, show_default=True,
-        metavar="N", help="Responses kept to answer a retried request id without running "
-                          "the job again (0: no replay window).")
-@option("--dedup-ttl", type=click.FloatRange(min=0), default=60.0, show_default=True,
-        metavar="S", help="Seconds a retried request id is answered from the replay window.")
-@option("--heartbeat-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
-        metavar="S", help="Seconds between heartbeats on the reserved topic (0: none).")
-@option("--metrics", metavar="HOST:PORT",
-        help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one; the "
-             "log says which). Needs the extra: pip install 'zjobs[metrics]'.")
-def serve(job: str, requests: str, responses: str, name: str | None, resources: str | None,
-          cache: int, max_message_size: int, log_level: str, log_format: str, app_dir: str,
-          secret_key: str | None, allow_clients: str | None, concurrency: int | None,
-          dedup_size: int, dedup_ttl: float, heartbeat_interval: float,
-          metrics: str | None) -> None:
-    """Serve a job as a daemon, in the foreground, until SIGTERM or Ctrl-C.
+_DEFAULTS = ProcessorOptions()
 
-    MODULE:OBJECT is a function f(request, resources), a class with a run method
-    (instantiated with no arguments), or an instance. Once bound it prints one line to
-    stdout: listening requests=EP responses=EP name=NAME instance=ID, with wildcards
-    resolved (ID is the instance id its responses carry). Logs go to stderr. SIGTERM or
-    SIGINT stops it gracefully: the job in progress finishes and its response is
-    published, then it exits with status 0. Under zjobs up it also stops when zjobs up is
-    gone, even killed with SIGKILL.
 
-    With --secret-key both sockets use CURVE (see zjobs keygen); the log says whether
-    clients are authenticated and how many keys are allowed.
+def _default(name: str) -> str:
+    """How the default of processor option ``name`` is shown in --help."""
+    value = getattr(_DEFAULTS, name)
+    return "none" if value is None else str(value)
 
-    \b
-    Examples:
-      zjobs serve zjobs.demo:square --requests tcp://127.0.0.1:5555 \\
-          --responses tcp://127.0.0.1:5556
-      zjobs serve zjobs.demo:square --requests tcp://*:5555 --responses tcp://*:5556 \\
-          --secret-key keys/server.key_secret --allow-clients keys/clients
-    """
+
+def _keepalive(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """--keepalive: IDLE_S,INTERVAL_S,COUNT[,ZMTP_INTERVAL_MS[,ZMTP_TIMEOUT_MS]] as a
+    Keepalive (its fields in order), off as None."""
+    if value is None or value.lower() == "off":
+        return None
+    try:
+        return Keepalive(*(int(part) for part in value.split(",")))
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(f"{value!r} is not IDLE_S,INTERVAL_S,COUNT"
+                                 "[,ZMTP_INTERVAL_MS[,ZMTP_TIMEOUT_MS]] or off",
+                                 ctx, param) from exc
+
+
+_SERVE_OPTIONS = (
+    option("--requests", required=True, metavar="EP",
+           help="Endpoint to bind for requests, e.g. tcp://*:5555 (tcp://127.0.0.1:* picks a "
+                "port)."),
+    option("--responses", required=True, metavar="EP",
+           help="Endpoint to bind for responses, e.g. tcp://*:5556."),
+    option("--name", metavar="NAME", help="Processor name in responses [default: the job's "
+                                          "name]."),
+    option("--resources", metavar="MODULE:FACTORY",
+           help="Factory of the job's resources (a function, or a generator that yields once)."),
+    option("--cache-size", type=click.IntRange(min=0), metavar="SIZE",
+           help=f"Cache up to SIZE responses in memory (0: no cache) "
+                f"[default: {_default('cache_size')}]."),
+    renamed("--cache", type=click.IntRange(min=0), metavar="SIZE"),
+    option("--concurrency", type=click.IntRange(min=1), metavar="N",
+           help="Requests in flight at once. Async jobs (async def run) are detected and "
+                "served on an event loop [default for them: 100]; a sync job given N runs in N "
+                "threads (its resources must be thread-safe) [default for it: one at a time]."),
+    option("--threads", is_flag=True,
+           help="Run an async job's sync methods (e.g. get_cache) in the pool of "
+                "--concurrency threads instead of on the event loop."),
+    option("--dedup-size", type=click.IntRange(min=0), metavar="N",
+           help=f"Responses kept to answer a retried request id without running the job "
+                f"again (0: no replay window) [default: {_default('dedup_size')}]."),
+    option("--dedup-ttl-s", type=click.FloatRange(min=0), metavar="S",
+           help=f"Seconds a retried request id is answered from the replay window "
+                f"[default: {_default('dedup_ttl_s')}]."),
+    renamed("--dedup-ttl", type=click.FloatRange(min=0), metavar="S"),
+    option("--heartbeat-interval-s", type=click.FloatRange(min=0), metavar="S",
+           help=f"Seconds between heartbeats on the reserved topic (0: none) "
+                f"[default: {_default('heartbeat_interval_s')}]."),
+    renamed("--heartbeat-interval", type=click.FloatRange(min=0), metavar="S"),
+    option("--max-message-size", type=click.IntRange(min=-1), metavar="BYTES",
+           help=f"Largest request frame accepted (-1: no limit) "
+                f"[default: {_default('max_message_size')}]."),
+    option("--rcvhwm", type=click.IntRange(min=0), metavar="N",
+           help=f"Requests queued before senders are held back (0: no limit) "
+                f"[default: {_default('rcvhwm')}]."),
+    option("--sndhwm", type=click.IntRange(min=0), metavar="N",
+           help=f"Responses queued per subscriber before they are dropped for it (0: no "
+                f"limit) [default: {_default('sndhwm')}]."),
+    option("--linger-ms", type=click.IntRange(min=-1), metavar="MS",
+           help=f"How long responses may still flush after the sockets close (-1: until sent) "
+                f"[default: {_default('linger_ms')}]."),
+    option("--keepalive", callback=_keepalive, metavar="IDLE,INTERVAL,COUNT|off",
+           help="TCP keepalive on both sockets: seconds idle before the first probe, seconds "
+                "between probes, unanswered probes that drop a connection (then, optionally, "
+                "ZMTP heartbeats on the PUB socket: INTERVAL_MS,TIMEOUT_MS); off: the "
+                "kernel's defaults [default: 5,1,5]."),
+    option("--metrics", metavar="HOST:PORT",
+           help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one; the "
+                "log says which). Needs the extra: pip install 'zjobs[metrics]'."),
+)
+
+
+def serve_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the processor options to ``serve``; the command gets them as ``options``
+    (a :class:`~zjobs.ProcessorOptions`) and ``resources``."""
+
+    @functools.wraps(command)
+    def wrapper(*, resources: str | None, threads: bool, cache: int | None,
+                dedup_ttl: float | None, heartbeat_interval: float | None,
+                **given: Any) -> Any:
+        given["cache_size"] = take_renamed("--cache", "--cache-size", cache,
+                                           given["cache_size"])
+        given["dedup_ttl_s"] = take_renamed("--dedup-ttl", "--dedup-ttl-s", dedup_ttl,
+                                            given["dedup_ttl_s"])
+        interval = take_renamed("--heartbeat-interval", "--heartbeat-interval-s",
+                                heartbeat_interval, given["heartbeat_interval_s"])
+        given["heartbeat_interval_s"] = interval
+        extra = {k: given.pop(k) for k in list(given) if k not in option_names()}
+        fields = {k: v for k, v in given.items() if v is not None}
+        if interval == 0:
+            fields["heartbeat_interval_s"] = None
+        if "keepalive" in _given_params():  # given as off: None, which is not "not given"
+            fields["keepalive"] = given["keepalive"]
+        if threads:
+            fields["threads"] = True
+        return command(options=ProcessorOptions(**fields), resources=resources, **extra)
+
+    outer = wrapper
+    for add in reversed(_SERVE_OPTIONS):
+        outer = add(outer)
+    return outer
+
+
+def _given_params() -> set[str]:
+    """The parameters of the running command given on the command line or environment."""
+    ctx = click.get_current_context()
+    return {name for name in ctx.params
+            if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
+
+
+def _serve(settings: ServeSettings, log_level: str, log_format: str, app_dir: str) -> None:
+    """What ``serve`` and the processor children of ``up`` run: the daemon, printing the
+    endpoints and instance once bound, stopping when ``zjobs up`` is gone."""
     configure_logging(log_level, log_format)
     add_app_dir(app_dir)
-    if allow_clients is not None and secret_key is None:
-        raise CliError("--allow-clients needs --secret-key (the server's secret key file)",
-                       RET_USAGE)
-    security = (CurveServer(secret_key, allow_clients=allow_clients)
-                if secret_key is not None else None)
-    settings = ServeSettings(job, requests, responses, name, resources, cache,
-                             max_message_size, security, concurrency=concurrency,
-                             dedup_size=dedup_size, dedup_ttl_s=dedup_ttl,
-                             heartbeat_interval_s=heartbeat_interval or None,
-                             metrics=metrics)
 
     def ready(processor: ServedProcessor) -> None:
         ep = processor.endpoints
@@ -444,8 +505,85 @@ def serve(job: str, requests: str, responses: str, name: str | None, resources: 
     _stop_with_supervisor(lambda: daemon.request_stop("supervisor gone"))
     try:
         daemon.run(on_ready=ready)
-    except (ImportError, ValueError) as exc:  # the metrics extra, a malformed address
+    except ImportError as exc:  # the metrics extra
         raise CliError(str(exc), RET_USAGE) from exc
+    except ValueError as exc:  # a malformed metrics address (OptionsError is one too)
+        raise CliError(str(exc), RET_USAGE) from exc
+
+
+_APP_DIR = option("--app-dir", type=click.Path(file_okay=False), default=".",
+                  show_default=True, metavar="DIR", help="Folder to import MODULE from.")
+
+
+@main.command()
+@click.argument("job", metavar="MODULE:OBJECT")
+@serve_options
+@option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                         case_sensitive=False),
+        default="INFO", show_default=True, help="Logging level (logs go to stderr).")
+@_LOG_FORMAT
+@_APP_DIR
+@option("--secret-key", metavar="FILE",
+        help="The server's secret key file (NAME.key_secret): encrypt both sockets with CURVE.")
+@option("--allow-clients", metavar="DIR",
+        help="Admit only clients whose public key files (*.key) are in DIR "
+             "[default with --secret-key: any client that knows the server key].")
+def serve(job: str, options: ProcessorOptions, resources: str | None, log_level: str,
+          log_format: str, app_dir: str, secret_key: str | None,
+          allow_clients: str | None) -> None:
+    """Serve a job as a daemon, in the foreground, until SIGTERM or Ctrl-C.
+
+    MODULE:OBJECT is a function f(request, resources), a class with a run method
+    (instantiated with no arguments), or an instance. Once bound it prints one line to
+    stdout: listening requests=EP responses=EP name=NAME instance=ID, with wildcards
+    resolved (ID is the instance id its responses carry). Logs go to stderr. SIGTERM or
+    SIGINT stops it gracefully: the job in progress finishes and its response is
+    published, then it exits with status 0. Under zjobs up it also stops when zjobs up is
+    gone, even killed with SIGKILL. If the processor itself crashes it exits with status 1
+    and the cause on stderr.
+
+    Every processor option has a flag: its name in ProcessorOptions (and in system
+    files), with dashes. With --secret-key both sockets use CURVE (see zjobs keygen); the
+    log says whether clients are authenticated and how many keys are allowed.
+
+    \b
+    Examples:
+      zjobs serve zjobs.demo:square --requests tcp://127.0.0.1:5555 \\
+          --responses tcp://127.0.0.1:5556
+      zjobs serve zjobs.demo:square --requests tcp://*:5555 --responses tcp://*:5556 \\
+          --secret-key keys/server.key_secret --allow-clients keys/clients
+    """
+    if allow_clients is not None and secret_key is None:
+        raise CliError("--allow-clients needs --secret-key (the server's secret key file)",
+                       RET_USAGE)
+    security = (CurveServer(secret_key, allow_clients=allow_clients)
+                if secret_key is not None else None)
+    _serve(ServeSettings.of(job, options, resources=resources, security=security), log_level,
+           log_format, app_dir)
+
+
+@main.command(SERVE_SETTINGS_COMMAND, hidden=True)
+@click.argument("settings_json", metavar="JSON")
+@option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                         case_sensitive=False),
+        default="INFO", show_default=True, help="Logging level (logs go to stderr).")
+@_LOG_FORMAT
+@_APP_DIR
+def serve_settings(settings_json: str, log_level: str, log_format: str, app_dir: str) -> None:
+    """Serve the ServeSettings given as JSON (ServeSettings.to_dict): how zjobs up starts
+    each processor replica of a system file. Otherwise the same as serve.
+
+    \b
+    Example:
+      zjobs serve-settings '{"job": "zjobs.demo:square", "cache_size": 100}'
+    """
+    try:
+        data = json.loads(settings_json)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"settings: invalid JSON: {exc}", RET_USAGE) from exc
+    if not isinstance(data, dict):
+        raise CliError("settings: must be a JSON object", RET_USAGE)
+    _serve(ServeSettings.from_dict(data), log_level, log_format, app_dir)
 
 
 # -- send ---------------------------------------------------------------------------------
@@ -640,6 +778,9 @@ class _StopFlag:
         self.raised = True
 
 
+_LINK_READY_S = 30.0
+_LINK_RETRY_S = 5.0
+
 _LOG_LEVEL = option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                      case_sensitive=False),
                     default="INFO", show_default=True, help="Logging level (logs go to stderr).")
@@ -661,29 +802,32 @@ _LOG_LEVEL = option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"
              "needed by --retries, to see which requests it answered.")
 @option("--retries", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
         help="Send a request again (same id, marked for the replay window) when the "
-             "downstream published no answer within --retry-timeout, up to N times.")
-@option("--retry-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
-        show_default=True, metavar="S", help="Seconds to wait for the downstream's answer.")
+             "downstream published no answer within --retry-timeout-s, up to N times.")
+@option("--retry-timeout-s", type=click.FloatRange(min=0, min_open=True), metavar="S",
+        help=f"Seconds to wait for the downstream's answer [default: {_LINK_RETRY_S}].")
+@renamed("--retry-timeout", type=click.FloatRange(min=0, min_open=True), metavar="S")
 @option("--topic", default="", metavar="T",
         help="Only forward work whose topic starts with T [default: all].")
 @option("--transform", metavar="MODULE:FUNC",
         help="Turn each result into the next request: FUNC(value) returns the new value.")
-@option("--filter", "keep", metavar="MODULE:FUNC",
-        help="Forward only the results for which FUNC(value) is true.")
+@option("--keep", metavar="MODULE:FUNC",
+        help="A filter: forward only the results for which FUNC(value) is true.")
+@renamed("--filter", "old_filter", metavar="MODULE:FUNC")
 @option("--name", default="link", show_default=True,
         help="Name in logs, and in the errors the link reports itself.")
-@option("--ready-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
-        show_default=True, metavar="S", help="Seconds to wait for the upstream processors.")
+@option("--ready-timeout-s", type=click.FloatRange(min=0, min_open=True), metavar="S",
+        help=f"Seconds to wait for the upstream processors [default: {_LINK_READY_S}].")
+@renamed("--ready-timeout", type=click.FloatRange(min=0, min_open=True), metavar="S")
 @_LOG_LEVEL
 @_LOG_FORMAT
-@option("--app-dir", type=click.Path(file_okay=False), default=".", show_default=True,
-        metavar="DIR", help="Folder to import MODULE from.")
+@_APP_DIR
 @curve_client_options
 def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, ...],
          dns_server: str | None, answers: tuple[str, ...], retries: int,
-         retry_timeout: float, topic: str, transform: str | None, keep: str | None,
-         name: str, ready_timeout: float, log_level: str, log_format: str, app_dir: str,
-         security: CurveClient | None) -> None:
+         retry_timeout_s: float | None, retry_timeout: float | None, topic: str,
+         transform: str | None, keep: str | None, old_filter: str | None, name: str,
+         ready_timeout_s: float | None, ready_timeout: float | None, log_level: str,
+         log_format: str, app_dir: str, security: CurveClient | None) -> None:
     """Forward the results of processors as requests to another, until SIGTERM or Ctrl-C.
 
     Every ok response of the --from processors becomes a request to the --to-requests
@@ -691,9 +835,10 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
     Errors travel on as pings carrying meta["zjobs.error"] (with the stage that failed),
     to the end of the chain; errors of work with no topic go to the topic
     zjobs.dead-letter. Once subscribed it prints one line: forwarding name=NAME ...
+    If the link itself crashes it exits with status 1 and the cause on stderr.
 
     With --retries N it also listens to the downstream's responses (--to-responses) and
-    sends a request again when no answer came within --retry-timeout: a downstream that
+    sends a request again when no answer came within --retry-timeout-s: a downstream that
     was restarted runs the work its predecessor lost. Work its caller retries (a Pipeline
     with retries) is forwarded marked for the replay windows with or without this.
 
@@ -703,6 +848,11 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
           --to-requests tcp://127.0.0.1:5557 --transform myjobs:prepare
     """
     configure_logging(log_level, log_format)
+    keep = take_renamed("--filter", "--keep", old_filter, keep)
+    ready_s = take_renamed("--ready-timeout", "--ready-timeout-s", ready_timeout,
+                           ready_timeout_s) or _LINK_READY_S
+    retry_s = take_renamed("--retry-timeout", "--retry-timeout-s", retry_timeout,
+                           retry_timeout_s) or _LINK_RETRY_S
     if probes and len(probes) != len(sources):
         raise CliError("give --from-requests once per --from (in the same order), or not "
                        "at all", RET_USAGE)
@@ -738,8 +888,8 @@ def link(sources: tuple[str, ...], probes: tuple[str, ...], targets: tuple[str, 
     watcher: MembershipWatcher | None = None
     try:
         running = Link(upstreams, downstreams, name=name, topic=topic,
-                       transform=transform_fn, keep=keep_fn, ready_timeout_s=ready_timeout,
-                       security=security, retries=retries, retry_timeout_s=retry_timeout)
+                       transform=transform_fn, keep=keep_fn, ready_timeout_s=ready_s,
+                       security=security, retries=retries, retry_timeout_s=retry_s)
         with running:
             if membership is not None:
                 watcher = MembershipWatcher(membership,
@@ -779,12 +929,13 @@ def up(file: str, check: bool, only: str | None, export: tuple[str, str] | None,
        log_level: str, log_format: str) -> None:
     """Start the processors and links described in FILE, supervised, until SIGTERM or Ctrl-C.
 
-    Each processor replica runs as `zjobs serve`, each link as `zjobs link`, in child
-    processes whose output is shown prefixed with their name (their logs and errors on
-    stderr, the lines scripts read on stdout). A child that dies is
-    restarted with a backoff. Once everything answers it prints where everything listens
-    and a line starting with "ready:". SIGTERM or Ctrl-C stops every child gracefully and
-    exits with 0. With --check, mistakes are listed as FILE:LINE: problem, exit code 2.
+    Each processor replica runs as a `zjobs serve` daemon (handed its settings from the
+    file), each link as `zjobs link`, in child processes whose output is shown prefixed
+    with their name (their logs and errors on stderr, the lines scripts read on stdout).
+    A child that dies is restarted with a backoff. Once everything answers it prints where
+    everything listens and a line starting with "ready:". SIGTERM or Ctrl-C stops every
+    child gracefully and exits with 0. With --check, mistakes are listed as
+    FILE:LINE: problem, exit code 2.
 
     With --export systemd DIR the same processes become systemd units instead (ExecStart
     runs this environment's zjobs); install them with
@@ -1053,22 +1204,44 @@ def bench(quick: bool, rounds: int | None, json_path: str | None) -> None:
     processor in a separate process: pipelined throughput and sequential latency over tcp
     and ipc, cache hits, a 64 KiB payload, 1 vs 2 processes, and the processor's memory
     over 1,000,000 requests. Ratios zjobs / raw are what to read: absolute numbers depend
-    on the machine. Same as `python benchmarks/run.py`.
+    on the machine. Same as `python benchmarks/run.py`; it needs a source checkout (the
+    harness, benchmarks/harness.py, is not installed with the package).
 
     \b
     Example:
       zjobs bench --quick
       zjobs bench --json results.json
     """
-    from zjobs.benchmark import Settings, run, write_json
-
-    settings = Settings.quick() if quick else Settings()
+    harness = load_harness(BENCHMARKS)
+    settings = harness.Settings.quick() if quick else harness.Settings()
     if rounds is not None:
         settings.rounds = rounds
-    results = run(settings, out=_echo)
+    results = harness.run(settings, out=_echo)
     if json_path is not None:
-        write_json(results, Path(json_path))
+        harness.write_json(results, Path(json_path))
         _echo(f"results written to {json_path}")
+
+
+BENCHMARKS = Path(zjobs.__file__).resolve().parent.parent / "benchmarks"
+"""Where a source checkout keeps the benchmark harness, next to the package."""
+
+
+def load_harness(folder: Path) -> ModuleType:
+    """Import ``benchmarks/harness.py`` of the source checkout zjobs runs from.
+
+    The folder goes on ``sys.path`` (and so to the processes the harness spawns, which
+    import its jobs by module name).
+
+    Raises:
+        CliError: no harness there, as when zjobs is installed from a wheel.
+    """
+    if not (folder / "harness.py").is_file():
+        raise CliError(f"zjobs bench needs a source checkout of zjobs: no benchmark harness "
+                       f"at {folder / 'harness.py'} (clone the repository and run it there, "
+                       "or python benchmarks/run.py)", RET_ERROR)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return importlib.import_module("harness")
 
 
 # -- demo ---------------------------------------------------------------------------------

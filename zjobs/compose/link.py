@@ -10,8 +10,15 @@ upstream; fan-in is one link from several upstreams (or two links into one downs
 Readiness (the slow-joiner rule): :meth:`Link.start` returns only after each upstream
 processor answered a ping published on the link's own topic, so the link's subscription is
 live and no early response is missed. That needs the upstream *request* endpoints: give
-upstreams as :class:`~zjobs.Endpoints` (or processors). With a bare response endpoint the
-link cannot probe it and logs a warning.
+upstreams as :class:`~zjobs.Endpoints`, or as anything that has ``endpoints`` (a
+:class:`~zjobs.ZmqProcessor`, an :class:`~zjobs.aio.AsyncZmqProcessor`, a started
+:class:`~zjobs.ProcessorProcess`). With a bare response endpoint the link cannot probe it
+and logs a warning.
+
+Failures: a response the link cannot forward is sent on as an error (see above). Anything
+else that ends the link's thread (a socket error, a filter raising KeyboardInterrupt) is
+kept: :attr:`Link.forwarding` turns false and the next :meth:`Link.stop` raises
+:class:`~zjobs.CrashedError` from it.
 
 Retries: the results a link forwarded into a downstream processor that dies are lost
 with it (its queue, the job in progress). A link with ``retries`` also subscribes to the
@@ -53,8 +60,15 @@ from typing import Any, Self
 import zmq
 
 from zjobs.core import tracing
-from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, SendTimeout, Timeout
-from zjobs.processor.sync import Endpoints, ZmqProcessor
+from zjobs.errors import (
+    ClosedError,
+    CrashedError,
+    NotReady,
+    ReceiveTimeout,
+    SendTimeout,
+    Timeout,
+)
+from zjobs.processor.base import Endpoints, HasEndpoints
 from zjobs.transport.receiver import ZmqReceiver, as_topic
 from zjobs.transport.sender import IdGenerator, ZmqSender
 from zjobs.transport.sockets import ClientSecurity
@@ -81,12 +95,13 @@ log = logging.getLogger(__name__)
 _TICK_S = 0.05  # longest the link thread waits before checking for stop
 _READY_TOPIC = "zjobs.link-ready"
 
-Upstream = Endpoints | ZmqProcessor | str
-"""An upstream processor: its endpoints, the processor itself, or its response endpoint."""
+Upstream = Endpoints | HasEndpoints | str
+"""An upstream processor: its endpoints, the processor itself (any kind, or anything else
+that has ``endpoints``), or its response endpoint."""
 
-Downstream = Endpoints | ZmqProcessor | str
-"""A downstream processor: its endpoints, the processor itself, or its request endpoint
-(a link with retries needs the response endpoint too)."""
+Downstream = Endpoints | HasEndpoints | str
+"""A downstream processor: its endpoints, the processor itself (any kind), or its request
+endpoint (a link with retries needs the response endpoint too)."""
 
 Transform = Callable[[Any], Any]
 """A function from the upstream response value to the downstream request value."""
@@ -125,20 +140,30 @@ class LinkCounters:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+def endpoints_of(peer: Endpoints | HasEndpoints) -> Endpoints:
+    """The endpoints a local peer connects to, of a processor or of endpoints given as such.
+
+    Raises:
+        ValueError: ``peer`` does not know its endpoints yet (a process not started).
+    """
+    endpoints = peer if isinstance(peer, Endpoints) else peer.endpoints
+    if endpoints is None:
+        raise ValueError(f"{peer!r} has no endpoints yet: start it first")
+    return endpoints.connectable()
+
+
 def _upstream(source: Upstream) -> tuple[str | None, str]:
-    if isinstance(source, ZmqProcessor):
-        source = source.connect_endpoints
-    if isinstance(source, Endpoints):
-        return source.requests, source.responses
-    return None, source
+    if isinstance(source, str):
+        return None, source
+    endpoints = endpoints_of(source)
+    return endpoints.requests, endpoints.responses
 
 
 def _downstream(target: Downstream) -> tuple[str, str | None]:
-    if isinstance(target, ZmqProcessor):
-        target = target.connect_endpoints
-    if isinstance(target, Endpoints):
-        return target.requests, target.responses
-    return target, None
+    if isinstance(target, str):
+        return target, None
+    endpoints = endpoints_of(target)
+    return endpoints.requests, endpoints.responses
 
 
 class _Unanswered:
@@ -152,8 +177,9 @@ class _Unanswered:
         self.retries = retries  # sends left
 
 
-def _many(value: Any, single: type | tuple[type, ...]) -> list[Any]:
-    return [value] if isinstance(value, single) else list(value)
+def _many(value: Any) -> list[Any]:
+    # One peer, or an iterable of them (endpoints and processors are not iterables).
+    return [value] if isinstance(value, str | Endpoints | HasEndpoints) else list(value)
 
 
 def _refuse_own_source(name: str, probes: list[str], targets: list[str]) -> None:
@@ -169,12 +195,12 @@ class Link:
     """Forwards the responses of upstream processors as requests to a downstream one.
 
     Args:
-        sources: the upstream processor(s): :class:`~zjobs.Endpoints` or processors (the
-            link can then verify its subscription, see the module docstring), or bare
-            response endpoints.
-        targets: the downstream processor(s): :class:`~zjobs.Endpoints` or processors
-            (needed for ``retries``), or their request endpoints; several are a group that
-            shares the work (each request goes to one of them).
+        sources: the upstream processor(s): :class:`~zjobs.Endpoints`, or anything that has
+            ``endpoints`` such as processors of any kind (the link can then verify its
+            subscription, see the module docstring), or bare response endpoints.
+        targets: the downstream processor(s): the same kinds (needed for ``retries``), or
+            their request endpoints; several are a group that shares the work (each
+            request goes to one of them).
         name: names the link in logs and in the errors it raises itself.
         topic: the topic prefix to take work from (``""``: every response of the sources).
             Callers that share processors with other traffic give their work topics under
@@ -220,8 +246,8 @@ class Link:
         retry_timeout_s: float = 5.0,
         max_hops: int = MAX_HOPS,
     ) -> None:
-        pairs = [_upstream(s) for s in _many(sources, (str, Endpoints, ZmqProcessor))]
-        downs = [_downstream(t) for t in _many(targets, (str, Endpoints, ZmqProcessor))]
+        pairs = [_upstream(s) for s in _many(sources)]
+        downs = [_downstream(t) for t in _many(targets)]
         self.name = name
         self.topic = as_topic(topic)
         self.transform = transform
@@ -258,6 +284,7 @@ class Link:
         self._expiry: list[tuple[float, int, tuple[bytes, Id]]] = []
         self._order = itertools.count()  # heap tie-breaker: ids of both types never compare
         self._backlog: collections.deque[Response] = collections.deque()
+        self._crash: BaseException | None = None
         self._tally = collections.Counter[str]()
         self._last_dead_log = 0.0
         self._last_cycle_log = 0.0
@@ -391,17 +418,13 @@ class Link:
                         response = receiver.receive(timeout=_TICK_S)
                     except ReceiveTimeout:
                         continue
-                try:
-                    self._handle(response)
-                except ClosedError:
-                    return
-                except Exception:
-                    log.exception("link %s: forwarding response %r failed", self.name,
-                                  response.id)
+                self._handle(response)
         except ClosedError:
-            return
-        except Exception:
-            log.exception("link %s crashed", self.name)
+            if not stopping.is_set():  # closed under it: no more forwarding is possible
+                self._crash = ClosedError(f"link {self.name!r}: its sockets were closed")
+        except BaseException as exc:  # kept for stop(): the thread has no caller
+            log.error("link %s crashed", self.name, exc_info=exc)
+            self._crash = exc
         finally:
             if self._unanswered:
                 log.warning("link %s: stopped with %d request(s) the downstream has not "
@@ -604,6 +627,7 @@ class Link:
 
         Raises:
             Timeout: the link thread did not finish within ``timeout_s``.
+            CrashedError: the link thread had died (raised once, after closing).
         """
         self._stopping.set()
         thread = self._thread
@@ -612,11 +636,14 @@ class Link:
             if thread.is_alive():
                 raise Timeout(f"link {self.name!r} did not stop within {timeout_s}s")
         with self._lock:
-            if self._state == "stopped":
-                return
+            closing = self._state != "stopped"
             self._state = "stopped"
-        self._close_sockets()
-        log.debug("link %s stopped: %s", self.name, self.counters.as_dict())
+        if closing:
+            self._close_sockets()
+            log.debug("link %s stopped: %s", self.name, self.counters.as_dict())
+        crash, self._crash = self._crash, None
+        if crash is not None:
+            raise CrashedError(f"link {self.name!r}", crash)
 
     close = stop
 

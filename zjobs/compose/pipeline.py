@@ -43,9 +43,9 @@ from typing import Any, Self
 import zmq
 
 from zjobs.client.sync import Client
-from zjobs.compose.link import Link, Transform
-from zjobs.errors import RemoteError, StageError
-from zjobs.processor.sync import Endpoints, ZmqProcessor
+from zjobs.compose.link import Link, Transform, endpoints_of
+from zjobs.errors import CrashedError, RemoteError, StageError
+from zjobs.processor.base import Endpoints, HasEndpoints
 from zjobs.transport.receiver import ZmqReceiver
 from zjobs.transport.sender import USE_SENDER_DEFAULT, UseSenderDefault, ZmqSender
 from zjobs.transport.sockets import ClientSecurity, endpoint_list
@@ -75,18 +75,21 @@ class Stage:
     keep: Callable[[Any], bool] | None = None
 
     @classmethod
-    def of(cls, processor: ZmqProcessor, **options: Any) -> Stage:
-        """The stage served by a (local) processor."""
-        options.setdefault("name", processor.name)
-        return cls(processor.connect_endpoints, **options)
+    def of(cls, processor: HasEndpoints, **options: Any) -> Stage:
+        """The stage served by a processor of any kind (or anything that has ``endpoints``,
+        such as a started :class:`~zjobs.ProcessorProcess`); named after it when it has a
+        name."""
+        if processor.name:
+            options.setdefault("name", processor.name)
+        return cls(endpoints_of(processor), **options)
 
 
-def _stage(item: Stage | ZmqProcessor | Endpoints, index: int) -> Stage:
+def _stage(item: Stage | HasEndpoints | Endpoints, index: int) -> Stage:
     if isinstance(item, Stage):
         return item
-    if isinstance(item, ZmqProcessor):
-        return Stage.of(item)
-    return Stage(item, name=f"stage{index}")
+    if isinstance(item, Endpoints):
+        return Stage(item, name=f"stage{index}")
+    return Stage.of(item) if item.name else Stage.of(item, name=f"stage{index}")
 
 
 class _ChainEntry:
@@ -163,8 +166,9 @@ class Pipeline:
     """Calls a chain of processors as one function.
 
     Args:
-        stages: the stages in order: :class:`Stage`\\ s, local processors, or
-            :class:`~zjobs.Endpoints` of running processors.
+        stages: the stages in order: :class:`Stage`\\ s, processors of any kind (sync or
+            asyncio, anything that has ``endpoints``), or :class:`~zjobs.Endpoints` of
+            running processors.
         context: the zmq context (the shared instance by default).
         security: client-side security for every socket.
         timeout_s: the default time one attempt of a call may take end to end.
@@ -179,7 +183,7 @@ class Pipeline:
 
     def __init__(
         self,
-        stages: Iterable[Stage | ZmqProcessor | Endpoints],
+        stages: Iterable[Stage | HasEndpoints | Endpoints],
         *,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         security: ClientSecurity | None = None,
@@ -343,10 +347,20 @@ class Pipeline:
 
     def close(self) -> None:
         """Stop the links and close the caller; pending calls fail with ClosedError.
-        Idempotent."""
+        Idempotent.
+
+        Raises:
+            CrashedError: a link's thread had died (the first one; every link is stopped).
+        """
         self._client.close()
+        crash: CrashedError | None = None
         for link in self.links:
-            link.stop()
+            try:
+                link.stop()
+            except CrashedError as exc:
+                crash = crash or exc
+        if crash is not None:
+            raise crash
 
 
 def _chain_client(requests: str | Sequence[str], responses: str | Sequence[str], *,

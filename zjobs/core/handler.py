@@ -1,8 +1,15 @@
 """The transport-free core of a processor: one request's frames in, its response frames out.
 
-Validation, pings, deadlines, the cache, running the job and turning failures into
-JobFailed responses all live here, so every processor (threaded, in-memory, asyncio)
-behaves the same and the rules are tested without sockets.
+Validation, pings, deadlines, the replay window, the cache, running the job and turning
+failures into JobFailed responses all live here, so every processor (threaded, in-memory,
+asyncio) behaves the same and the rules are tested without sockets.
+
+The job-call flow (cache, run, put, answer or fail) is written once, as a generator
+(:meth:`RequestHandler.flow`): it yields each call of the job it needs as a
+:class:`JobCall` and is sent back what the call returned, or thrown what it raised. The
+sync processors drive it by calling the job directly (:meth:`RequestHandler.handle`); the
+asyncio processor drives the same generator and awaits each call (as httpx's auth flows
+are generators that its sync and async clients both run).
 """
 
 from __future__ import annotations
@@ -10,9 +17,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 from zjobs.core import tracing
 from zjobs.core.dedup import JOINED, ReplayWindow, mark_replay
@@ -28,7 +35,7 @@ from zjobs.wire.protocol import (
     topic_bytes,
 )
 
-__all__ = ["Counters", "RequestHandler", "new_instance_id"]
+__all__ = ["Counters", "Flow", "JobCall", "JobStep", "RequestHandler", "new_instance_id"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,26 @@ class Counters:
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict (for logs and JSON)."""
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+JobStep: TypeAlias = Literal["get_cache", "run", "put_cache"]
+"""Which method of the job a :class:`JobCall` is for (its name)."""
+
+
+class JobCall(NamedTuple):
+    """One call the job-call flow asks its driver to make: the job's ``step`` method with
+    ``args``. The driver sends back what the call returned, or throws in what it raised.
+
+    (A named tuple and a plain string, not a dataclass and an enum: this is the per-request
+    hot path, and both are several times cheaper to make and to look up.)
+    """
+
+    step: JobStep
+    args: tuple[Any, ...]
+
+
+Flow: TypeAlias = Generator[JobCall, Any, list[bytes]]
+"""The job-call flow of one admitted request; its return value is the response frames."""
 
 
 class _Tally:
@@ -128,8 +155,15 @@ class RequestHandler:
         self.instance = instance or new_instance_id()
         self.encoder = ResponseEncoder(name, self.instance)
         self._run = run_job(job)
-        self._get_cache = job.get_cache if isinstance(job, GetCache) else None
-        self._put_cache = job.put_cache if isinstance(job, PutCache) else None
+        self.has_get_cache = isinstance(job, GetCache)
+        """The job has ``get_cache``: the flow asks it before running."""
+        self.has_put_cache = isinstance(job, PutCache)
+        """The job has ``put_cache``: the flow calls it after each successful run."""
+        self._methods: dict[str, Callable[..., Any]] = {"run": self._run}
+        if isinstance(job, GetCache):
+            self._methods["get_cache"] = job.get_cache
+        if isinstance(job, PutCache):
+            self._methods["put_cache"] = job.put_cache
         self._clock_ms = clock_ms
         self._tally = _Tally()
         self._drops = _DropLog()
@@ -150,13 +184,12 @@ class RequestHandler:
         started = self.load.start()
         try:
             with tracing.run_span(self.name, admitted.meta):
-                return self._execute(admitted)
+                return self.drive(self.flow(admitted))
         finally:
             self.load.finish(started)
 
-    # The steps below are every rule of answering a request except calling the job, so a
-    # processor that calls it differently (asyncio, a thread pool) shares them: admit, then
-    # answer from the cache or the job's value, or fail with what the job raised.
+    # admit() then flow() are every rule of answering a request; handle() drives the flow
+    # by calling the job directly, the asyncio processor by awaiting it.
 
     def admit(self, frames: Sequence[bytes]) -> Request | list[bytes] | None:
         """Validate a request message and answer what needs no job.
@@ -244,31 +277,60 @@ class RequestHandler:
             self._tally.replays += joined
         return frames
 
-    def cache_put_failed(self, request: Request) -> None:
-        """Log that ``put_cache`` raised (the response is still sent); call from ``except``."""
-        log.warning("processor %s: put_cache failed for id %r", self.name, request.id,
-                    exc_info=True)
+    def flow(self, request: Request) -> Flow:
+        """The job-call flow of an admitted request: ``get_cache`` (a hit is answered
+        cached), else ``run`` and answer, then ``put_cache``; whatever a call raises is a
+        JobFailed answer, except that a failing ``put_cache`` is only logged.
 
-    def _execute(self, request: Request) -> list[bytes]:
-        if self._get_cache is not None:
+        Yields each :class:`JobCall` for the driver to make; returns the response frames.
+        A driver throws in every exception of a call except those that must stop the
+        processor instead (KeyboardInterrupt, or the cancellation of an asyncio task).
+        """
+        if self.has_get_cache:
             try:
-                hit = self._get_cache(request.value, self.resources)
+                hit = yield JobCall("get_cache", (request.value, self.resources))
                 if hit is not MISS:
                     return self.answer(request, hit, cached=True)
-            except KeyboardInterrupt:
+            except GeneratorExit:
                 raise
             except BaseException as exc:
                 return self.fail(request, exc)
         try:
-            value = self._run(request.value, self.resources)
-            frames = self.answer(request, value)
-        except KeyboardInterrupt:
+            value = yield JobCall("run", (request.value, self.resources))
+            frames = self.answer(request, value)  # an unencodable value is a job failure
+        except GeneratorExit:
             raise
         except BaseException as exc:  # a job must not stop the processor, SystemExit included
             return self.fail(request, exc)
-        if self._put_cache is not None:
+        if self.has_put_cache:
             try:
-                self._put_cache(request.value, value, self.resources)
-            except Exception:
-                self.cache_put_failed(request)
+                yield JobCall("put_cache", (request.value, value, self.resources))
+            except GeneratorExit:
+                raise
+            except BaseException:
+                log.warning("processor %s: put_cache failed for id %r", self.name,
+                            request.id, exc_info=True)
         return frames
+
+    def drive(self, flow: Flow) -> list[bytes]:
+        """Run ``flow`` to its end by calling the job's methods in this thread.
+
+        Raises:
+            KeyboardInterrupt: from the job; it stops the processor instead of failing the job.
+        """
+        methods = self._methods
+        try:
+            call = next(flow)
+            while True:
+                try:
+                    result = methods[call.step](*call.args)
+                except KeyboardInterrupt:
+                    flow.close()
+                    raise
+                except BaseException as exc:
+                    call = flow.throw(exc)
+                else:
+                    call = flow.send(result)
+        except StopIteration as done:
+            frames: list[bytes] = done.value
+            return frames

@@ -6,9 +6,10 @@ so requests wait in ZeroMQ's queues (bounded by the high-water marks, then sende
 instead of piling up in memory: that is the backpressure. Responses are published as each
 job finishes, out of order; ids keep them correlated.
 
-The rules for answering (validation, pings, deadlines, the cache, JobFailed) are
-:class:`~zjobs.core.handler.RequestHandler`'s, shared with the sync processors; only calling
-the job differs (see :mod:`zjobs.processor.async_job`).
+The rules for answering (validation, pings, deadlines, the replay window) and the job-call
+flow (cache, run, put, JobFailed) are :class:`~zjobs.core.handler.RequestHandler`'s, shared
+with the sync processors; this processor only drives that flow by awaiting each call of
+the job (see :mod:`zjobs.processor.async_job`).
 
 Serve it inside a running loop with ``await processor.serve()`` or ``async with``, or in
 a thread with its own loop with :meth:`~AsyncZmqProcessor.start`/``stop()`` from sync code.
@@ -20,52 +21,31 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import zmq
 import zmq.asyncio
 
+from zjobs.client.aio import AsyncClient
 from zjobs.core import tracing
+from zjobs.core.async_job import is_async_job
 from zjobs.core.async_resources import AsyncResources
-from zjobs.core.handler import new_instance_id
-from zjobs.core.job import MISS, Job, describe_job, run_job
+from zjobs.core.job import Job, describe_job
+from zjobs.core.options import DEFAULT_CONCURRENCY, ProcessorOptions
 from zjobs.core.resources import ResourceFactory
 from zjobs.errors import StartError, Timeout
-from zjobs.processor.async_job import JobCalls, is_async_job
-from zjobs.processor.sync import BaseZmqProcessor, Endpoints
+from zjobs.processor.async_job import JobCalls
+from zjobs.processor.base import BaseZmqProcessor, build_options
 from zjobs.transport.async_receiver import recv_nowait
-from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.publisher import Publisher
-from zjobs.transport.sockets import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    ProcessorSockets,
-    ServerSecurity,
-)
+from zjobs.transport.sockets import ServerSecurity
 from zjobs.wire.protocol import Request
-
-if TYPE_CHECKING:
-    from zjobs.client.aio import AsyncClient
 
 __all__ = ["DEFAULT_CONCURRENCY", "AsyncZmqProcessor"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 100
-"""How many requests an :class:`AsyncZmqProcessor` has in flight unless told otherwise."""
-
 _BURST = 100  # messages taken without yielding to the loop, so finished jobs get to publish
-
-
-def _interrupts(exc: BaseException) -> bool:
-    """True for an exception that must stop the processor instead of failing the job."""
-    if isinstance(exc, KeyboardInterrupt):
-        return True
-    # The job may raise CancelledError itself (e.g. from a future it awaited): that is a job
-    # failure. Only a cancellation of the task running it is ours.
-    if isinstance(exc, asyncio.CancelledError):
-        task = asyncio.current_task()
-        return task is not None and task.cancelling() > 0
-    return False
 
 
 class AsyncZmqProcessor(BaseZmqProcessor):
@@ -75,85 +55,49 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         job: an async job (``async def run(request, resources)``, optionally async
             ``get_cache``/``put_cache``, or an ``async def`` function), or a sync job with
             ``threads=True``.
-        requests: endpoint to bind the PULL socket on (``tcp://127.0.0.1:*`` picks a port).
-        responses: endpoint to bind the PUB socket on.
-        name: written into every response; defaults to the job's name.
+        options: how to serve (:class:`~zjobs.ProcessorOptions`), the same options as
+            :class:`~zjobs.ZmqProcessor`'s, with these two meaningful here: ``concurrency``,
+            how many requests may be in flight at once (:data:`DEFAULT_CONCURRENCY` when
+            None), and ``threads``, to run the job's sync methods in a pool of
+            ``concurrency`` threads instead of on the loop (required for a sync job, whose
+            resources must then be thread-safe). Its fields may also be given as keywords,
+            which override it.
         resources: a factory for the resources passed to the job: as for
             :class:`~zjobs.ZmqProcessor`, or a coroutine function or an async generator
             function (see :mod:`zjobs.core.async_resources`); opened and closed inside the loop.
-        concurrency: how many requests may be in flight at once (at least 1).
-        threads: run the job's sync methods in a pool of ``concurrency`` threads instead of
-            on the loop. Required for a sync job, whose resources must then be thread-safe.
         context: the zmq context (the shared instance by default).
-        max_message_size: largest request frame accepted (ZMQ_MAXMSGSIZE).
-        linger_ms: how long published responses may still flush after the sockets close.
-        rcvhwm: requests queued in ZeroMQ before senders are held back.
-        sndhwm: responses queued per subscriber before the publisher drops for that subscriber.
         security: server-side security (e.g. CURVE) for both sockets. If it has a
             ``release_server(socket)`` method, that is called after each socket is closed.
-        dedup_size: how many recent responses are kept to answer a repeated request id
-            without running the job again; 0 turns this off.
-        dedup_ttl_s: how long after a request was taken up a repeat of it is answered from
-            that window.
-        heartbeat_interval_s: seconds between heartbeats; None sends none.
-        keepalive: TCP keepalive on both sockets, dropping dead peers' connections.
-        metrics: ``HOST:PORT`` to serve Prometheus metrics on (needs ``zjobs[metrics]``).
-
-    The options shared with :class:`~zjobs.ZmqProcessor` mean the same there and here.
 
     Raises:
         BindError: an endpoint could not be bound (the error names it).
-        TypeError: ``job`` is not a job, or is a sync job without ``threads=True``.
-        ValueError: ``concurrency`` is below 1.
+        TypeError: ``job`` is not a job, is a sync job without ``threads=True``, or a
+            keyword is not an option.
+        OptionsError: an option's value cannot be used.
     """
 
     def __init__(
         self,
         job: Job,
+        options: ProcessorOptions | None = None,
         *,
-        requests: str = "tcp://127.0.0.1:*",
-        responses: str = "tcp://127.0.0.1:*",
-        name: str | None = None,
         resources: ResourceFactory | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        threads: bool = False,
         context: zmq.Context[Any] | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        linger_ms: int = 1000,
-        rcvhwm: int = 1000,
-        sndhwm: int = 100_000,
         security: ServerSecurity | None = None,
-        dedup_size: int = 10_000,
-        dedup_ttl_s: float = 60.0,
-        heartbeat_interval_s: float | None = 1.0,
-        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
-        metrics: str | None = None,
+        **fields: Any,
     ) -> None:
-        run_job(job)
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
-        self._check_options(dedup_size, dedup_ttl_s, heartbeat_interval_s)
-        if not threads and not is_async_job(job):
+        options = build_options(options, fields, "AsyncZmqProcessor")
+        if not options.threads and not is_async_job(job):
             raise TypeError(f"{describe_job(job)} is a sync job: pass threads=True to run it in "
                             "a thread pool (its resources must then be thread-safe), or serve it "
                             "with ZmqProcessor")
-        self.job = job
-        self.name = name or describe_job(job)
-        self.instance = new_instance_id()
-        self.concurrency = concurrency
-        self.threads = threads
-        self.dedup_size = dedup_size
-        self.dedup_ttl_s = dedup_ttl_s
-        self.heartbeat_interval_s = heartbeat_interval_s
-        self.context = context or zmq.Context.instance()
+        self.concurrency = options.concurrency or DEFAULT_CONCURRENCY
+        """How many requests may be in flight at once."""
         self._resources = AsyncResources(resources)
-        self._handler = None
         self._calls: JobCalls | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._state = "created"
-        self._lock = threading.Lock()
         self._stop_flag = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -167,16 +111,8 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         self._publisher: Publisher | None = None
         # Publishing never waits (PUB drops at its high-water mark), so a plain PUB socket
         # used from the loop's thread is enough.
-        self._sockets = ProcessorSockets(
-            self.context, requests, responses, max_message_size=max_message_size,
-            linger_ms=linger_ms, rcvhwm=rcvhwm, sndhwm=sndhwm, keepalive=keepalive,
-            security=security, pull_class=zmq.asyncio.Socket, pub_class=zmq.Socket)
-        self.endpoints = Endpoints(self._sockets.requests, self._sockets.responses)
-        try:
-            self._serve_metrics(metrics)
-        except BaseException:
-            self._sockets.close()
-            raise
+        self._setup(job, options, context=context, security=security,
+                    pull_class=zmq.asyncio.Socket, pub_class=zmq.Socket)
 
     def __repr__(self) -> str:
         ep = getattr(self, "endpoints", None)
@@ -193,8 +129,6 @@ class AsyncZmqProcessor(BaseZmqProcessor):
 
     def async_client(self, **options: Any) -> AsyncClient:
         """An :class:`~zjobs.aio.AsyncClient` connected to this processor."""
-        from zjobs.client.aio import AsyncClient
-
         options.setdefault("context", self.context)
         return AsyncClient.connect(self.connect_endpoints.requests,
                                    self.connect_endpoints.responses, **options)
@@ -241,7 +175,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
             value = await self._resources.open()
         except Exception as exc:
             raise self._resources_failed(exc) from exc
-        if self.threads:
+        if self.options.threads:
             self._pool = ThreadPoolExecutor(self.concurrency,
                                             thread_name_prefix=f"zjobs-pool-{self.name}")
         self._handler = self._new_handler(value)
@@ -253,7 +187,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         assert handler is not None and pub is not None
         # Numbered responses and heartbeats, as ZmqProcessor publishes them.
         self._publisher = Publisher(pub, name=self.name, instance=self.instance,
-                                    heartbeat_interval_s=self.heartbeat_interval_s,
+                                    heartbeat_interval_s=self.options.heartbeat_interval_s,
                                     counters=lambda: handler.counters.as_dict(),
                                     load=handler.load.snapshot)
         self._publisher.start()
@@ -280,6 +214,9 @@ class AsyncZmqProcessor(BaseZmqProcessor):
             await self._drain()
         if not reader.cancelled() and reader.exception() is not None:
             raise reader.exception()  # type: ignore[misc]
+        crash, self._crash = self._crash, None
+        if crash is not None:
+            raise crash  # a task publishing a response failed
 
     async def _drain(self) -> None:
         # Graceful stop: wait for the jobs in flight (they publish as they finish).
@@ -330,9 +267,11 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         self._tasks.discard(task)
         assert self._slots is not None
         self._slots.release()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("processor %s: answering a request failed", self.name,
-                      exc_info=task.exception())
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # Not a job's failure (that is an answer): publishing broke. Stop serving.
+            log.error("processor %s: answering a request failed", self.name, exc_info=exc)
+            self._crashed(exc)
+            self.request_stop()
 
     def _publish(self, frames: list[bytes]) -> None:
         assert self._publisher is not None
@@ -350,32 +289,9 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         self._publish(frames)
 
     async def _respond(self, request: Request) -> list[bytes]:
-        # RequestHandler._execute's flow, with the job's methods awaited.
         handler, calls = self._handler, self._calls
         assert handler is not None and calls is not None
-        resources = handler.resources
-        if calls.get_cache is not None:
-            try:
-                hit = await calls.get_cache(request.value, resources)
-                if hit is not MISS:
-                    return handler.answer(request, hit, cached=True)
-            except BaseException as exc:
-                if _interrupts(exc):
-                    raise
-                return handler.fail(request, exc)
-        try:
-            value = await calls.run(request.value, resources)
-            frames = handler.answer(request, value)
-        except BaseException as exc:  # a job must not stop the processor, SystemExit included
-            if _interrupts(exc):
-                raise
-            return handler.fail(request, exc)
-        if calls.put_cache is not None:
-            try:
-                await calls.put_cache(request.value, value, resources)
-            except Exception:
-                handler.cache_put_failed(request)
-        return frames
+        return await calls.drive(handler.flow(request))
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -443,6 +359,10 @@ class AsyncZmqProcessor(BaseZmqProcessor):
     def start(self) -> Self:
         """Serve in a background thread with its own event loop; return once serving.
 
+        If serving dies of anything but a job's failure (a job raising KeyboardInterrupt, a
+        socket error), the processor stops and the next :meth:`stop` raises
+        :class:`~zjobs.CrashedError` from it.
+
         Raises:
             StartError: the resources factory raised (the processor is then stopped).
         """
@@ -453,8 +373,9 @@ class AsyncZmqProcessor(BaseZmqProcessor):
                 asyncio.run(self._serving())
             except StartError:
                 pass  # raised by start()
-            except Exception:
-                log.exception("processor %s crashed", self.name)
+            except BaseException as exc:  # kept for stop(): the thread has no caller
+                log.error("processor %s crashed", self.name, exc_info=exc)
+                self._crashed(exc)
 
         self._thread = threading.Thread(target=main, name=f"zjobs-processor-{self.name}",
                                         daemon=True)
@@ -474,6 +395,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
 
         Raises:
             Timeout: the jobs in flight did not finish within ``timeout_s``.
+            CrashedError: serving in the background thread had died (raised once).
         """
         self.request_stop()
         with self._lock:
@@ -483,6 +405,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         if never_ran:
             self._close_metrics()
             self._sockets.close()
+            self._done.set()
             return
         if self._loop_thread is threading.current_thread():
             return
@@ -491,8 +414,13 @@ class AsyncZmqProcessor(BaseZmqProcessor):
                           f"{self.in_flight} job(s) still running")
         if self._thread is not None:
             self._thread.join()  # it ends right after closing everything
+            self._raise_crash()
 
     close = stop
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait until serving has ended (stopped, or crashed); True once it has."""
+        return self._done.wait(timeout_s)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -1,9 +1,11 @@
-"""Async jobs: how to tell one apart, and how the event loop calls a job's methods.
+"""How the event loop calls a job: each of its methods as a coroutine function, and the
+driver that runs the job-call flow (:meth:`zjobs.core.handler.RequestHandler.flow`) by
+awaiting each call.
 
-An async job is a job whose ``run`` is an ``async def`` (or an ``async def`` function
-``f(request, resources)``); its ``get_cache`` and ``put_cache`` may be ``async def`` too.
-Sync methods run either on the loop (for quick ones, such as :func:`zjobs.cached`'s
-in-memory cache) or, when the processor has a thread pool, in that pool.
+Async methods are awaited on the loop. Sync methods run either on the loop (for quick
+ones, such as :func:`zjobs.cached`'s in-memory cache) or, when the processor has a thread
+pool, in that pool. The job protocols themselves (:class:`AsyncRun` ...) and
+:func:`is_async_job` live in :mod:`zjobs.core.async_job`, re-exported here.
 """
 
 from __future__ import annotations
@@ -12,66 +14,38 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any, TypeAlias
 
-from zjobs.core.cache import CachedJob
+from zjobs.core.async_job import (
+    AsyncGetCache,
+    AsyncPutCache,
+    AsyncRun,
+    is_async_job,
+    is_coroutine_function,
+)
+from zjobs.core.handler import Flow
 from zjobs.core.job import GetCache, Job, PutCache, run_job
 
-__all__ = ["AsyncGetCache", "AsyncPutCache", "AsyncRun", "JobCalls", "is_async_job"]
-
-
-@runtime_checkable
-class AsyncRun(Protocol):
-    """An async job: awaits I/O while turning a request into a response."""
-
-    async def run(self, request: Any, resources: Any) -> Any:
-        """Compute the response; raising makes the processor answer with JobFailed."""
-        ...
-
-
-@runtime_checkable
-class AsyncGetCache(Protocol):
-    """An async job that can answer from a cache it awaits."""
-
-    async def get_cache(self, request: Any, resources: Any) -> Any:
-        """Return the cached response (which may be ``None``) or :data:`zjobs.MISS`."""
-        ...
-
-
-@runtime_checkable
-class AsyncPutCache(Protocol):
-    """An async job whose cache the processor fills after each successful run."""
-
-    async def put_cache(self, request: Any, response: Any, resources: Any) -> None:
-        """Remember ``response`` for ``request``."""
-        ...
-
-
-def _is_coroutine_function(method: object) -> bool:
-    # A callable object with ``async def __call__`` counts: inspect only looks at functions.
-    return (inspect.iscoroutinefunction(method)
-            or inspect.iscoroutinefunction(type(method).__call__))
-
-
-def is_async_job(job: Job) -> bool:
-    """True when ``job`` must be awaited: its ``run`` (or the function itself) is ``async def``.
-
-    A :class:`~zjobs.CachedJob` is async when the job it wraps is. The ``zjobs serve``
-    command uses this to choose :class:`~zjobs.aio.AsyncZmqProcessor`.
-
-    Raises:
-        TypeError: ``job`` is not a job.
-    """
-    if _is_coroutine_function(run_job(job)):
-        return True
-    return isinstance(job, CachedJob) and is_async_job(job.job)
-
+__all__ = ["AsyncGetCache", "AsyncPutCache", "AsyncRun", "JobCalls", "interrupts",
+           "is_async_job"]
 
 AsyncCall: TypeAlias = Callable[..., Awaitable[Any]]
 
 
+def interrupts(exc: BaseException) -> bool:
+    """True for an exception that must stop the processor instead of failing the job."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    # The job may raise CancelledError itself (e.g. from a future it awaited): that is a job
+    # failure. Only a cancellation of the task running it is ours.
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+    return False
+
+
 def _awaitable(method: Callable[..., Any], executor: Executor | None) -> AsyncCall:
-    if _is_coroutine_function(method):
+    if is_coroutine_function(method):
         return method
 
     # A sync method may still return an awaitable (a CachedJob wrapping an async job does).
@@ -90,7 +64,8 @@ def _awaitable(method: Callable[..., Any], executor: Executor | None) -> AsyncCa
 
 
 class JobCalls:
-    """A job's ``run``, ``get_cache`` and ``put_cache`` as coroutine functions.
+    """A job's ``run``, ``get_cache`` and ``put_cache`` as coroutine functions, and the
+    driver of the job-call flow over them.
 
     Async methods are awaited on the loop; sync ones run in ``executor`` when given,
     else on the loop.
@@ -107,3 +82,32 @@ class JobCalls:
                           if isinstance(job, GetCache) else None)
         self.put_cache = (_awaitable(job.put_cache, executor)
                           if isinstance(job, PutCache) else None)
+        self._calls: dict[str, AsyncCall] = {"run": self.run}
+        if self.get_cache is not None:
+            self._calls["get_cache"] = self.get_cache
+        if self.put_cache is not None:
+            self._calls["put_cache"] = self.put_cache
+
+    async def drive(self, flow: Flow) -> list[bytes]:
+        """Run ``flow`` to its end, awaiting each call of the job.
+
+        Raises:
+            KeyboardInterrupt, asyncio.CancelledError: the job was interrupted, or the task
+                running it cancelled; that stops the processor instead of failing the job.
+        """
+        calls = self._calls
+        try:
+            call = next(flow)
+            while True:
+                try:
+                    result = await calls[call.step](*call.args)
+                except BaseException as exc:
+                    if interrupts(exc):
+                        flow.close()
+                        raise
+                    call = flow.throw(exc)
+                else:
+                    call = flow.send(result)
+        except StopIteration as done:
+            frames: list[bytes] = done.value
+            return frames

@@ -1,10 +1,10 @@
-"""Processors: the ``Processor`` interface and ``ZmqProcessor``, which serves one job on
-a PULL socket (requests) and a PUB socket (responses).
+"""ZmqProcessor: serves one job on a PULL socket (requests) and a PUB socket (responses),
+one request at a time, in the calling thread or a background thread.
 
 The sockets are bound when the processor is created, so its endpoints (wildcards
 resolved) are known at once. It then runs in the calling thread (:meth:`run`) or in a
-background thread (:meth:`start`), one request at a time, until stopped. Stopping is
-graceful: the job in progress finishes and its response is published first.
+background thread (:meth:`start`), until stopped. Stopping is graceful: the job in
+progress finishes and its response is published first.
 
 Reliability (see the README's "Reliability and delivery guarantees"): every published
 message carries a sequence number and heartbeats go out every second (even while a job
@@ -17,186 +17,21 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import Any, Self
 
 import zmq
 
-from zjobs.core.dedup import ReplayWindow
-from zjobs.core.handler import Counters, RequestHandler, new_instance_id
-from zjobs.core.job import Job, describe_job, run_job
-from zjobs.core.load import LoadSnapshot
+from zjobs.core.job import Job
+from zjobs.core.options import ProcessorOptions
 from zjobs.core.resources import ResourceFactory, Resources
-from zjobs.errors import ClosedError, StartError, Timeout
-from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
+from zjobs.errors import Timeout
+from zjobs.processor.base import BaseZmqProcessor, Endpoints, Processor, build_options
 from zjobs.transport.publisher import Publisher
-from zjobs.transport.receiver import McReceive, ZmqReceiver
-from zjobs.transport.sender import MpSend, ZmqSender
-from zjobs.transport.sockets import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    ProcessorSockets,
-    ServerSecurity,
-    connectable,
-)
+from zjobs.transport.sockets import ServerSecurity
 
-if TYPE_CHECKING:
-    from zjobs.client.sync import Client
-    from zjobs.transport.metrics import MetricsServer
-
-__all__ = ["Endpoints", "Processor", "ZmqProcessor"]
+__all__ = ["BaseZmqProcessor", "Endpoints", "Processor", "ZmqProcessor"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoints:
-    """Where a processor listens: its request (PULL) and response (PUB) endpoints, the two
-    addresses clients, links and pipelines connect to."""
-
-    requests: str
-    responses: str
-
-    def connectable(self) -> Endpoints:
-        """The endpoints a local peer connects to (wildcard hosts become loopback)."""
-        return Endpoints(connectable(self.requests), connectable(self.responses))
-
-
-class Processor(Protocol):
-    """Runs one job: takes requests, runs the job, broadcasts every response."""
-
-    name: str
-
-    @property
-    def counters(self) -> Counters:
-        """What the processor has done so far."""
-        ...
-
-    def run(self) -> None:
-        """Serve in the calling thread until stopped."""
-        ...
-
-    def start(self) -> Self:
-        """Serve in a background thread; return once serving."""
-        ...
-
-    def stop(self, timeout_s: float | None = 10.0) -> None:
-        """Stop serving (the job in progress finishes first) and release everything."""
-        ...
-
-    def sender(self) -> MpSend:
-        """A sender connected to this processor."""
-        ...
-
-    def receiver(self, topics: Iterable[str | bytes] = ("",)) -> McReceive:
-        """A receiver connected to this processor, subscribed to ``topics``."""
-        ...
-
-
-class BaseZmqProcessor:
-    """What :class:`ZmqProcessor` and :class:`~zjobs.aio.AsyncZmqProcessor` share once
-    bound: their state and counters, peers connected to them, serving only once, and the
-    request handler built from their options. Not for use on its own."""
-
-    job: Job
-    name: str
-    instance: str
-    context: zmq.Context[Any]
-    endpoints: Endpoints
-    dedup_size: int
-    dedup_ttl_s: float
-    _state: str
-    _lock: threading.Lock
-    _handler: RequestHandler | None
-    metrics: MetricsServer | None
-    """The processor's Prometheus endpoint, when it was given a ``metrics`` address."""
-    _sockets: ProcessorSockets
-
-    @staticmethod
-    def _check_options(dedup_size: int, dedup_ttl_s: float,
-                       heartbeat_interval_s: float | None) -> None:
-        if dedup_size < 0 or dedup_ttl_s < 0:
-            raise ValueError("dedup_size and dedup_ttl_s must not be negative")
-        if heartbeat_interval_s is not None and heartbeat_interval_s <= 0:
-            raise ValueError("heartbeat_interval_s must be positive (or None)")
-
-    @property
-    def state(self) -> str:
-        """One of created, running, stopping, stopped."""
-        return self._state
-
-    @property
-    def counters(self) -> Counters:
-        """A snapshot of the processor's counters (all zero before it serves)."""
-        handler = self._handler
-        return handler.counters if handler is not None else Counters()
-
-    @property
-    def load(self) -> LoadSnapshot:
-        """Jobs run so far, their durations, and the requests in flight now."""
-        handler = self._handler
-        return handler.load.snapshot() if handler is not None else LoadSnapshot()
-
-    @property
-    def sender_disconnects(self) -> int:
-        """Senders' connections to the request endpoint that closed: a sender that is done,
-        or one libzmq cut off for a request frame larger than ``max_message_size`` (that
-        request is never seen, so it is in no counter); logged at most every 10 s."""
-        return self._sockets.sender_disconnects
-
-    @property
-    def connect_endpoints(self) -> Endpoints:
-        """The endpoints a local peer connects to (wildcard hosts become loopback)."""
-        return self.endpoints.connectable()
-
-    def sender(self, **options: Any) -> ZmqSender:
-        """A sync :class:`~zjobs.ZmqSender` connected to this processor (options go to its
-        constructor)."""
-        options.setdefault("context", self.context)
-        return ZmqSender(self.connect_endpoints.requests, **options)
-
-    def receiver(self, topics: Iterable[str | bytes] = ("",), **options: Any) -> ZmqReceiver:
-        """A sync :class:`~zjobs.ZmqReceiver` connected to this processor, subscribed to
-        ``topics``."""
-        options.setdefault("context", self.context)
-        return ZmqReceiver(self.connect_endpoints.responses, topics=topics, **options)
-
-    def client(self, **options: Any) -> Client:
-        """A sync :class:`~zjobs.Client` connected to this processor."""
-        from zjobs.client.sync import Client
-
-        options.setdefault("context", self.context)
-        return Client.connect(self.connect_endpoints.requests, self.connect_endpoints.responses,
-                              **options)
-
-    def _serve_metrics(self, address: str | None) -> None:
-        self.metrics = None
-        if address is not None:
-            # An optional dependency (zjobs[metrics]): imported only when asked for.
-            from zjobs.transport.metrics import MetricsServer, ProcessorCollector
-
-            self.metrics = MetricsServer(address, ProcessorCollector(
-                self.name, lambda: self.counters.as_dict(), lambda: self.load))
-
-    def _close_metrics(self) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
-
-    def _claim(self, how: str) -> None:
-        with self._lock:
-            if self._state != "created":
-                raise ClosedError(f"processor {self.name!r} is {self._state}: "
-                                  f"{how} needs a new processor")
-            self._state = "running"
-
-    def _resources_failed(self, exc: Exception) -> StartError:
-        return StartError(f"processor {self.name!r}: resources factory failed: "
-                          f"{type(exc).__name__}: {exc}")
-
-    def _new_handler(self, resources: Any) -> RequestHandler:
-        window = ReplayWindow(self.dedup_size, self.dedup_ttl_s) if self.dedup_size else None
-        return RequestHandler(self.job, name=self.name, resources=resources,
-                              instance=self.instance, replay_window=window)
 
 
 class ZmqProcessor(BaseZmqProcessor):
@@ -205,89 +40,52 @@ class ZmqProcessor(BaseZmqProcessor):
     Args:
         job: an object with ``run(request, resources)`` (optionally ``get_cache`` and
             ``put_cache``), or a function ``f(request, resources)``.
-        requests: endpoint to bind the PULL socket on (``tcp://127.0.0.1:*`` picks a port).
-        responses: endpoint to bind the PUB socket on.
-        name: written into every response; defaults to the job's name.
-        resources: a factory for the resources passed to the job (see :mod:`zjobs.core.resources`);
-            called when serving starts, closed when it stops.
+        options: how to serve (:class:`~zjobs.ProcessorOptions`: endpoints, name, cache,
+            replay window, heartbeats, high-water marks, keepalive, Prometheus metrics
+            (see :attr:`metrics`)...). Its fields may also
+            be given as keywords (``requests=...``, ``dedup_size=...``), which override it.
+            ``concurrency`` must be None or 1 and ``threads`` false: this processor answers
+            one request at a time (use :class:`~zjobs.aio.AsyncZmqProcessor` for more).
+        resources: a factory for the resources passed to the job (see
+            :mod:`zjobs.core.resources`); called when serving starts, closed when it stops.
         context: the zmq context (the shared instance by default).
-        max_message_size: largest request frame accepted (ZMQ_MAXMSGSIZE); a peer sending a
-            larger one is disconnected by libzmq.
-        linger_ms: how long published responses may still flush after the sockets close.
-        rcvhwm: requests queued in the processor before senders are held back.
-        sndhwm: responses queued per subscriber before the publisher drops for that subscriber.
-        dedup_size: how many recent responses are kept to answer a repeated request id
-            (a client's retry) without running the job again; 0 turns this off.
-        dedup_ttl_s: how long after a request was taken up a repeat of it is answered from
-            that window.
-        heartbeat_interval_s: seconds between heartbeats on the reserved heartbeat topic;
-            None sends none.
-        keepalive: TCP keepalive on both sockets, dropping dead peers' connections.
         security: server-side security (e.g. CURVE) for both sockets. If it has a
             ``release_server(socket)`` method, that is called after each socket is closed.
-        metrics: ``HOST:PORT`` to serve Prometheus metrics on (``/metrics``; port 0 picks
-            one, see :attr:`metrics`), from creation until stopped. Needs the
-            ``zjobs[metrics]`` extra.
 
     Raises:
         BindError: an endpoint (or the metrics address) could not be bound (the error
             names it).
-        TypeError: ``job`` is not a job.
+        TypeError: ``job`` is not a job, or a keyword is not an option.
+        OptionsError: an option's value cannot be used.
         ImportError: ``metrics`` without prometheus_client installed.
     """
 
     def __init__(
         self,
         job: Job,
+        options: ProcessorOptions | None = None,
         *,
-        requests: str = "tcp://127.0.0.1:*",
-        responses: str = "tcp://127.0.0.1:*",
-        name: str | None = None,
         resources: ResourceFactory | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        linger_ms: int = 1000,
-        rcvhwm: int = 1000,
-        sndhwm: int = 100_000,
         security: ServerSecurity | None = None,
-        dedup_size: int = 10_000,
-        dedup_ttl_s: float = 60.0,
-        heartbeat_interval_s: float | None = 1.0,
-        keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
-        metrics: str | None = None,
+        **fields: Any,
     ) -> None:
-        run_job(job)  # fail now, not in the serving thread
-        self._check_options(dedup_size, dedup_ttl_s, heartbeat_interval_s)
-        self.dedup_size = dedup_size
-        self.dedup_ttl_s = dedup_ttl_s
-        self.heartbeat_interval_s = heartbeat_interval_s
-        self.job = job
-        self.name = name or describe_job(job)
-        self.instance = new_instance_id()
-        self.context = context or zmq.Context.instance()
+        options = build_options(options, fields, "ZmqProcessor")
+        if options.concurrency not in (None, 1) or options.threads:
+            raise ValueError(f"ZmqProcessor answers one request at a time: concurrency="
+                             f"{options.concurrency}, threads={options.threads} need "
+                             "AsyncZmqProcessor (threads=True for a sync job)")
         self._resources = Resources(resources)
-        self._handler = None
-        self._state = "created"
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._runner: threading.Thread | None = None  # the caller's thread inside run()
         self._done = threading.Event()
-        self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         try:
-            self._sockets = ProcessorSockets(
-                self.context, requests, responses, max_message_size=max_message_size,
-                linger_ms=linger_ms, rcvhwm=rcvhwm, sndhwm=sndhwm, keepalive=keepalive,
-                security=security)
+            self._setup(job, options, context=context, security=security)
         except BaseException:
             self._close_wake()
-            raise
-        self.endpoints = Endpoints(self._sockets.requests, self._sockets.responses)
-        try:
-            self._serve_metrics(metrics)
-        except BaseException:
-            self._close_sockets()
             raise
 
     def __repr__(self) -> str:
@@ -320,6 +118,10 @@ class ZmqProcessor(BaseZmqProcessor):
     def start(self) -> Self:
         """Serve in a background thread; return once the resources are open.
 
+        If the serving thread dies of anything but a job's failure (a job raising
+        KeyboardInterrupt, a socket error), the processor stops and the next :meth:`stop`
+        raises :class:`~zjobs.CrashedError` from it.
+
         Raises:
             StartError: the resources factory raised (the processor is then stopped).
         """
@@ -337,8 +139,9 @@ class ZmqProcessor(BaseZmqProcessor):
                 finally:
                     opened.set()
                 self._serve()
-            except Exception:
-                log.exception("processor %s crashed", self.name)
+            except BaseException as exc:  # kept for stop(): the thread has no caller
+                log.error("processor %s crashed", self.name, exc_info=exc)
+                self._crashed(exc)
             finally:
                 self._finish()
 
@@ -366,7 +169,7 @@ class ZmqProcessor(BaseZmqProcessor):
         poller.register(self._wake_r, zmq.POLLIN)
         stopping = self._stopping
         publisher = Publisher(pub, name=self.name, instance=self.instance,
-                              heartbeat_interval_s=self.heartbeat_interval_s,
+                              heartbeat_interval_s=self.options.heartbeat_interval_s,
                               counters=lambda: handler.counters.as_dict(),
                               load=handler.load.snapshot)
         handle, publish = handler.handle, publisher.publish
@@ -401,6 +204,7 @@ class ZmqProcessor(BaseZmqProcessor):
 
         Raises:
             Timeout: the job in progress did not finish within ``timeout_s``.
+            CrashedError: the serving thread had died (raised once).
         """
         self.request_stop()
         thread = self._thread
@@ -420,8 +224,14 @@ class ZmqProcessor(BaseZmqProcessor):
                 self._state = "stopped"
         if never_ran:
             self._close_sockets()
+            self._done.set()
+        self._raise_crash()
 
     close = stop
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait until serving has ended (stopped, or crashed); True once it has."""
+        return self._done.wait(timeout_s)
 
     def _finish(self) -> None:
         self._state = "stopping"

@@ -1,12 +1,14 @@
 """One processor as a daemon of the current process: what ``zjobs serve`` and child
 processes run.
 
-:class:`ServeSettings` says what to serve and where; :class:`Daemon` builds the processor
-on its own zmq context, serves until asked to stop (by :meth:`Daemon.request_stop`, or by
-SIGTERM/SIGINT when it handles signals), then drains gracefully: the job in progress
-finishes and its response is flushed before the context is terminated. Requests still
-queued and not started are not answered; the ``stopped`` log line tells how many were
-received and answered.
+:class:`ServeSettings` says what to serve (the job and its resources, by object or by
+``MODULE:OBJECT`` name, and the server security) and how (it *is* a
+:class:`~zjobs.ProcessorOptions`, with every processor option); :class:`Daemon` builds the
+processor on its own zmq context, serves until asked to stop (by
+:meth:`Daemon.request_stop`, or by SIGTERM/SIGINT when it handles signals), then drains
+gracefully: the job in progress finishes and its response is flushed before the context
+is terminated. Requests still queued and not started are not answered; the ``stopped``
+log line tells how many were received and answered.
 """
 
 from __future__ import annotations
@@ -15,23 +17,25 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import zmq
 
-from zjobs.core.cache import cached
+from zjobs.core.async_job import is_async_job
 from zjobs.core.handler import Counters
 from zjobs.core.job import Job
+from zjobs.core.options import ProcessorOptions, option_names
 from zjobs.core.resources import ResourceFactory
-from zjobs.errors import ZJobsError
-from zjobs.processor.aio import DEFAULT_CONCURRENCY, AsyncZmqProcessor
-from zjobs.processor.async_job import is_async_job
+from zjobs.errors import OptionsError, ZJobsError
 from zjobs.processor.sync import ZmqProcessor
 from zjobs.run.loader import load_factory, load_job
-from zjobs.transport.sockets import DEFAULT_MAX_MESSAGE_SIZE, ServerSecurity
+from zjobs.transport.sockets import ServerSecurity
+
+if TYPE_CHECKING:
+    from zjobs.processor.aio import AsyncZmqProcessor
 
 __all__ = ["Daemon", "ServeSettings", "ServedProcessor", "build_processor"]
 
@@ -41,52 +45,83 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True, slots=True)
-class ServeSettings:
-    """What a daemon serves, and where: the options of ``zjobs serve`` as one picklable value,
-    so the CLI, child processes and custom entry points build the same processor.
+class ServeSettings(ProcessorOptions):
+    """What a daemon serves, and how: the job, its resources and security, and every
+    :class:`~zjobs.ProcessorOptions` field (given as keywords), as one picklable value, so
+    the CLI, child processes, system files and custom entry points build the same processor.
 
     Args:
         job: a job, or ``"MODULE:OBJECT"`` naming one (a function, a class with ``run``,
             or an instance); a name keeps the settings picklable for child processes.
-        requests: endpoint to bind for requests (``tcp://*:5555``, ``tcp://127.0.0.1:*``...).
-        responses: endpoint to bind for responses.
-        name: the processor name in responses; the job's name by default.
         resources: a resources factory, or ``"MODULE:FACTORY"`` naming one.
-        cache_size: when positive, wrap the job in an in-memory LRU cache of this size.
-        max_message_size: largest request frame accepted, in bytes.
         security: server-side security for both sockets (e.g. CURVE).
-        concurrency: requests in flight at once. An async job (``async def run``) is served
-            by :class:`~zjobs.aio.AsyncZmqProcessor` with this limit (100 when None); a
-            sync job given a limit runs in a pool of that many threads (its resources must
-            be thread-safe), and without one it runs one request at a time.
-        dedup_size: responses kept in the replay window (0: no window); see
-            :class:`~zjobs.ZmqProcessor`.
-        dedup_ttl_s: how long a repeated request id is answered from the replay window.
-        heartbeat_interval_s: seconds between heartbeats; None sends none.
-        metrics: ``HOST:PORT`` to serve Prometheus metrics on (``/metrics``); None: none.
-            Needs the ``zjobs[metrics]`` extra.
+        **options: the processor options (``requests``, ``name``, ``cache_size``,
+            ``concurrency``...). ``concurrency`` also chooses the processor: an async job
+            (``async def run``) is served by :class:`~zjobs.aio.AsyncZmqProcessor` (100 in
+            flight when None); a sync job given a number runs in a pool of that many
+            threads (its resources must be thread-safe), and without one it runs one
+            request at a time in a :class:`~zjobs.ZmqProcessor`.
+
+    Example::
+
+        Daemon(ServeSettings("myjobs:square", requests="tcp://*:5555",
+                             responses="tcp://*:5556", cache_size=1000)).run()
     """
 
     job: str | Job
-    requests: str = "tcp://127.0.0.1:*"
-    responses: str = "tcp://127.0.0.1:*"
-    name: str | None = None
-    resources: str | ResourceFactory | None = None
-    cache_size: int = 0
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    security: ServerSecurity | None = None
-    concurrency: int | None = None
-    dedup_size: int = 10_000
-    dedup_ttl_s: float = 60.0
-    heartbeat_interval_s: float | None = 1.0
-    metrics: str | None = None
+    resources: str | ResourceFactory | None = field(default=None, kw_only=True)
+    security: ServerSecurity | None = field(default=None, kw_only=True)
+
+    @classmethod
+    def of(cls, job: str | Job, options: ProcessorOptions, *,
+           resources: str | ResourceFactory | None = None,
+           security: ServerSecurity | None = None) -> ServeSettings:
+        """The settings serving ``job`` with ``options``."""
+        return cls(job, resources=resources, security=security,
+                   **{name: getattr(options, name) for name in option_names()})
 
     def describe(self) -> str:
         """The job as a person would name it (its reference, or its repr)."""
         return self.job if isinstance(self.job, str) else repr(self.job)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain values (JSON), for a child process started by command.
 
-ServedProcessor: TypeAlias = ZmqProcessor | AsyncZmqProcessor
+        Raises:
+            TypeError: the job or resources are objects, not names, or security is set:
+                only :mod:`pickle` (:class:`~zjobs.ProcessorProcess`) can carry those.
+        """
+        if not isinstance(self.job, str) or not (self.resources is None
+                                                 or isinstance(self.resources, str)):
+            raise TypeError("only settings naming the job and resources as MODULE:OBJECT "
+                            "convert to plain values")
+        if self.security is not None:
+            raise TypeError("settings with security do not convert to plain values")
+        return {"job": self.job, "resources": self.resources,
+                **ProcessorOptions.to_dict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServeSettings:
+        """Settings from what :meth:`to_dict` wrote (and the same keys as a system file).
+
+        Raises:
+            OptionsError: a missing job, an unknown key, a value that cannot be used.
+        """
+        rest = dict(data)
+        job, resources = rest.pop("job", None), rest.pop("resources", None)
+        problems = [] if isinstance(job, str) and job else [("job", "must be MODULE:OBJECT")]
+        if resources is not None and not isinstance(resources, str):
+            problems.append(("resources", "must be MODULE:FACTORY"))
+        try:
+            options = ProcessorOptions.from_dict(rest)
+        except OptionsError as exc:
+            problems += exc.problems
+        if problems:
+            raise OptionsError(problems)
+        return cls.of(job, options, resources=resources)
+
+
+ServedProcessor: TypeAlias = "ZmqProcessor | AsyncZmqProcessor"
 """What :func:`build_processor` builds: a sync or an asyncio processor."""
 
 
@@ -99,23 +134,18 @@ def build_processor(settings: ServeSettings,
         BindError: an endpoint cannot be bound.
     """
     job: Any = load_job(settings.job)
-    if settings.cache_size > 0:
-        job = cached(job, maxsize=settings.cache_size)
     factory = load_factory(settings.resources) if settings.resources is not None else None
-    reliability: dict[str, Any] = {
-        "dedup_size": settings.dedup_size, "dedup_ttl_s": settings.dedup_ttl_s,
-        "heartbeat_interval_s": settings.heartbeat_interval_s, "metrics": settings.metrics}
-    if settings.concurrency is not None or is_async_job(job):
-        return AsyncZmqProcessor(job, requests=settings.requests, responses=settings.responses,
-                                 name=settings.name, resources=factory, context=context,
-                                 max_message_size=settings.max_message_size,
-                                 security=settings.security,
-                                 concurrency=settings.concurrency or DEFAULT_CONCURRENCY,
-                                 threads=not is_async_job(job), **reliability)
-    return ZmqProcessor(job, requests=settings.requests, responses=settings.responses,
-                        name=settings.name, resources=factory, context=context,
-                        max_message_size=settings.max_message_size,
-                        security=settings.security, **reliability)
+    options = settings.options
+    if options.concurrency is not None or options.threads or is_async_job(job):
+        # Imported here, where it is needed: importing zjobs must not import asyncio.
+        from zjobs.processor.aio import AsyncZmqProcessor
+
+        return AsyncZmqProcessor(job, options.replace(threads=not is_async_job(job)
+                                                      or options.threads),
+                                 resources=factory, context=context,
+                                 security=settings.security)
+    return ZmqProcessor(job, options, resources=factory, context=context,
+                        security=settings.security)
 
 
 class Daemon:
@@ -168,7 +198,7 @@ class Daemon:
         Raises:
             LoadError, BindError: before anything was served.
             StartError: the resources factory raised.
-            ZJobsError: the processor stopped by itself (it crashed; the error is logged).
+            CrashedError: the processor stopped by itself (it crashed: the cause is attached).
         """
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         previous: dict[signal.Signals, Any] = {}
@@ -189,12 +219,12 @@ class Daemon:
                     log.info("metrics for %r at %s", processor.name, processor.metrics.url)
                 if on_ready is not None:
                     on_ready(processor)
-            while not self._stop.wait(0.5):
-                # A signal may land between the wait and this check and stop the processor
-                # at once: that is a requested stop, not a crash.
-                if processor.state == "stopped" and not self._stop.is_set():
-                    raise ZJobsError(f"processor {processor.name!r} stopped unexpectedly")
-            processor.stop(timeout_s=None)
+            # request_stop() stops the processor, so its end is all there is to wait for;
+            # signal handlers still run while this thread waits.
+            processor.wait()
+            processor.stop(timeout_s=None)  # raises CrashedError if it ended by itself
+            if not self._stop.is_set():
+                raise ZJobsError(f"processor {processor.name!r} stopped unexpectedly")
             counters = processor.counters
             log.info("stopped %r (%s): %s sender_disconnects=%d", processor.name,
                      self.stop_reason,

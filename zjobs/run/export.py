@@ -26,11 +26,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from zjobs.core.options import Keepalive, ProcessorOptions, option_names
 from zjobs.run.supervisor import Supervisor
 from zjobs.run.system import LinkSpec, Problem, ProcessorSpec, System, SystemFileError
 from zjobs.transport.sockets import connectable
 
-__all__ = ["default_command", "systemd_units", "write_systemd"]
+__all__ = ["default_command", "serve_flags", "systemd_units", "write_systemd"]
 
 _UNIT_CHARS = re.compile(r"[^A-Za-z0-9_.:-]")
 _REQUESTS_VAR, _RESPONSES_VAR = "ZJOBS_UNIT_REQUESTS", "ZJOBS_UNIT_RESPONSES"
@@ -43,6 +44,32 @@ def default_command() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-m", "zjobs"]
+
+
+def serve_flags(options: ProcessorOptions) -> list[str]:
+    """The ``zjobs serve`` flags for the options that differ from the defaults, except the
+    name and endpoints (a unit gives those itself). A unit file holds a command line, so
+    here, unlike for ``zjobs up``'s children, the options become flags: each is its field's
+    name with dashes, None written as the flag's "none" value."""
+    words: list[str] = []
+    defaults = ProcessorOptions()
+    for name in option_names():
+        value = getattr(options, name)
+        if name in ("name", "requests", "responses") or value == getattr(defaults, name):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            words += [flag] if value else []
+        elif isinstance(value, Keepalive):
+            parts = [value.idle_s, value.interval_s, value.count]
+            if value.zmtp_interval_ms is not None:
+                parts += [value.zmtp_interval_ms, value.zmtp_timeout_ms]
+            words += [flag, ",".join(map(str, parts))]
+        elif value is None:  # heartbeat_interval_s and keepalive: "none" on the command line
+            words += [flag, "off" if name == "keepalive" else "0"]
+        else:
+            words += [flag, str(value)]
+    return words
 
 
 def _unit_part(text: str) -> str:
@@ -160,8 +187,7 @@ def systemd_units(system: System, *, command: Sequence[str] | None = None,
                  "--name", spec.name, "--app-dir", str(system.app_dir)]
         if spec.resources:
             words += ["--resources", spec.resources]
-        if spec.cache:
-            words += ["--cache", str(spec.cache)]
+        words += serve_flags(spec.options)
         replica = " (replica %i)" if template else ""
         pre = [_exec([mkdir, "-p", d]) for d in _ipc_dirs((*spec.requests, *spec.responses))]
         add(names.processor(spec, template),
@@ -199,12 +225,12 @@ def systemd_units(system: System, *, command: Sequence[str] | None = None,
                     words += ["--to-responses", connectable(responses)]
             after += names.instances(target)
         if link.retries:
-            words += ["--retries", str(link.retries), "--retry-timeout",
+            words += ["--retries", str(link.retries), "--retry-timeout-s",
                       repr(link.retry_timeout_s)]
         if link.transform:
             words += ["--transform", link.transform]
-        if link.filter:
-            words += ["--filter", link.filter]
+        if link.keep:
+            words += ["--keep", link.keep]
         # Only this host's processors can be ordered; the others are reached over the network.
         local = [u for u in dict.fromkeys(after) if any(
             u in names.instances(p) for p in system.processors.values() if system.runs(p.key))]

@@ -26,12 +26,13 @@ from typing import Any, Self
 from zjobs.client.sync import Client
 from zjobs.core.handler import Counters
 from zjobs.core.job import Job
+from zjobs.core.options import ProcessorOptions
 from zjobs.core.resources import ResourceFactory
 from zjobs.errors import BindError, LoadError, StartError, Timeout, ZJobsError
-from zjobs.processor.sync import Endpoints
+from zjobs.processor.base import Endpoints, build_options
 from zjobs.run.daemon import Daemon, ServedProcessor, ServeSettings
 from zjobs.run.loader import add_app_dir
-from zjobs.transport.sockets import DEFAULT_MAX_MESSAGE_SIZE, ServerSecurity
+from zjobs.transport.sockets import ServerSecurity
 
 __all__ = ["ProcessorProcess"]
 
@@ -42,38 +43,40 @@ class ProcessorProcess:
     """A processor serving in a child process, with a handle to stop or kill it.
 
     The job and resources factory are given by name (``"MODULE:OBJECT"``, imported in the
-    child) or as picklable objects (module-level functions, classes, instances). The other
-    arguments are those of :class:`~zjobs.run.daemon.ServeSettings`.
+    child) or as picklable objects (module-level functions, classes, instances). The child
+    is handed the :class:`~zjobs.ServeSettings` built from them (pickled), so every
+    processor option reaches it.
 
     Args:
         job: the job, or ``"MODULE:OBJECT"``.
-        requests, responses: endpoints to bind; wildcard ports are resolved, see
-            :attr:`endpoints`. inproc cannot cross processes: use tcp or ipc.
-        name: the processor name; the job's name by default.
+        options: how the child serves (:class:`~zjobs.ProcessorOptions`: endpoints, name,
+            concurrency, cache, replay window, heartbeats...); its fields may also be given
+            as keywords, which override it. Wildcard ports are resolved, see
+            :attr:`endpoints`; inproc cannot cross processes: use tcp or ipc.
         resources: a resources factory, or ``"MODULE:FACTORY"``.
-        cache_size: when positive, an in-memory LRU cache of that many responses.
-        max_message_size: largest request frame accepted, in bytes.
         security: server-side security (must be picklable).
         log_level: when given, the child logs its lifecycle to stderr at this level.
         app_dir: a folder the child imports the job from (the current folder by default).
+
+    Raises:
+        TypeError: a keyword is not a processor option.
+        OptionsError: an option's value cannot be used.
     """
 
     def __init__(
         self,
         job: str | Job,
+        options: ProcessorOptions | None = None,
         *,
-        requests: str = "tcp://127.0.0.1:*",
-        responses: str = "tcp://127.0.0.1:*",
-        name: str | None = None,
         resources: str | ResourceFactory | None = None,
-        cache_size: int = 0,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         security: ServerSecurity | None = None,
         log_level: str | int | None = None,
         app_dir: str | None = None,
+        **fields: Any,
     ) -> None:
-        self.settings = ServeSettings(job, requests, responses, name, resources, cache_size,
-                                      max_message_size, security)
+        self.settings = ServeSettings.of(job, build_options(options, fields, "ProcessorProcess"),
+                                         resources=resources, security=security)
+        """What the child serves, and how."""
         self.log_level = log_level
         self.app_dir = app_dir or os.getcwd()
         self.endpoints: Endpoints | None = None

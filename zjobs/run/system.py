@@ -12,21 +12,29 @@ A system file declares processors and the links between them::
     responses = "ipc:///tmp/demo/parse.pub"      # with fixed ports
     # name = "parse"          processor name in responses (default: the table key)
     # resources = "jobs:open" resources factory (function, or generator yielding once)
-    # cache = 0               in-memory LRU cache size
     # replicas = 1            N processes sharing the work; each needs its endpoints:
     #                         a list of N, or one pattern with {i} (0..N-1)
     # metrics = "127.0.0.1:9101"  Prometheus /metrics of each replica, HOST:PORT with a
     #                         fixed port (a list, or a pattern with {i}); needs zjobs[metrics]
+    # cache_size = 0          ... and every other ProcessorOptions field, by its name:
+    # concurrency, threads, dedup_size, dedup_ttl_s, heartbeat_interval_s,
+    # max_message_size, rcvhwm, sndhwm, linger_ms, keepalive ({idle_s = 5, ...});
+    # false stands for None (heartbeat_interval_s = false: no heartbeats)
 
     [[links]]
     from = "parse"           # a processor, or a list (fan-in)
     to = "store"             # a processor, or a list; replicas are a group either way
     # topic = ""             only work whose topic starts with this
     # transform = "jobs:f"   value -> value, applied before sending on
-    # filter = "jobs:keep"   value -> bool; false ends the work there
+    # keep = "jobs:keep"     value -> bool; false ends the work there (a filter)
     # name = "parse->store"
     # retries = 0            send work again that the target did not answer (a target
     # retry_timeout_s = 5.0  that restarted lost it), after this many seconds
+
+Deprecated spellings still read: ``cache`` for ``cache_size``, ``filter`` for ``keep``.
+
+Each processor replica runs as a child process started from its
+:class:`~zjobs.ServeSettings` (handed over as JSON), so every option reaches it.
 
 Endpoints must be fixed (no ``*`` or ``0`` port): links and callers, maybe on other hosts,
 connect to them. ``inproc://`` cannot cross processes and is refused.
@@ -44,6 +52,8 @@ small scanner (:class:`_LineIndex`) finds the line of each table header and key.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import sys
 import time
@@ -53,7 +63,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from zjobs.errors import LoadError, NotReady, ReceiveTimeout, SendTimeout, StartError, ZJobsError
+from zjobs.core.options import ProcessorOptions, option_names
+from zjobs.errors import (
+    LoadError,
+    NotReady,
+    OptionsError,
+    ReceiveTimeout,
+    SendTimeout,
+    StartError,
+    ZJobsError,
+)
+from zjobs.run.daemon import ServeSettings
 from zjobs.run.loader import add_app_dir, load_factory, load_job, load_object
 from zjobs.run.supervisor import ChildSpec, Probe, Supervisor
 from zjobs.transport.http import parse_address
@@ -76,6 +96,8 @@ __all__ = [
     "start_system",
 ]
 
+log = logging.getLogger(__name__)
+
 LINK_READY = "forwarding "
 """``zjobs link`` prints a line starting with this once its subscriptions are live."""
 
@@ -85,12 +107,20 @@ SERVE_READY = "listening "
 
 _INSTANCE = re.compile(r"\binstance=(\S+)")
 
+SERVE_SETTINGS_COMMAND = "serve-settings"
+"""The (hidden) ``zjobs`` command a processor child runs: it serves the
+:class:`~zjobs.ServeSettings` given as JSON."""
+
 _TOP_KEYS = ("system", "processors", "links")
 _SYSTEM_KEYS = ("app_dir", "name")
-_PROCESSOR_KEYS = ("job", "requests", "responses", "name", "resources", "cache", "replicas",
-                   "metrics")
-_LINK_KEYS = ("from", "to", "topic", "transform", "filter", "name", "retries",
+_PROCESSOR_KEYS = ("job", "resources", "replicas", *option_names())
+_LINK_KEYS = ("from", "to", "topic", "transform", "keep", "name", "retries",
               "retry_timeout_s")
+# Old spellings, still read: one name for one thing across Python, CLI and system file.
+_PROCESSOR_DEPRECATED = {"cache": "cache_size"}
+_LINK_DEPRECATED = {"filter": "keep"}
+# Options a system file gives per replica (a list, or a pattern with {i}), not once.
+_PER_REPLICA = ("requests", "responses", "metrics")
 _TCP = re.compile(r"^tcp://(?P<host>\[[^\]]*\]|[^:/\[\]]+):(?P<port>[^:/]+)$")
 _IPC = re.compile(r"^ipc://.+$")
 
@@ -118,19 +148,23 @@ class SystemFileError(ZJobsError):
 
 @dataclass(frozen=True, slots=True)
 class ProcessorSpec:
-    """A processor declared in a system file; one entry of ``requests``/``responses`` per
-    replica."""
+    """A processor declared in a system file; one entry of ``requests``/``responses`` (and
+    ``metrics``) per replica, and the options every replica serves with."""
 
     key: str
-    name: str
     job: str
     requests: tuple[str, ...]
     responses: tuple[str, ...]
     resources: str | None = None
-    cache: int = 0
+    options: ProcessorOptions = field(default_factory=ProcessorOptions)
     line: int | None = None
     metrics: tuple[str, ...] = ()
     """Each replica's Prometheus address (HOST:PORT), or () for none."""
+
+    @property
+    def name(self) -> str:
+        """The processor name in responses (the table key unless ``name`` is set)."""
+        return self.options.name or self.key
 
     @property
     def replicas(self) -> int:
@@ -140,6 +174,13 @@ class ProcessorSpec:
     def replica_name(self, index: int) -> str:
         """The supervised child's name: the key, with ``.i`` when there are replicas."""
         return self.key if self.replicas == 1 else f"{self.key}.{index}"
+
+    def settings(self, index: int) -> ServeSettings:
+        """What replica ``index`` serves: the options, with its endpoints (and metrics)."""
+        options = self.options.replace(
+            name=self.name, requests=self.requests[index], responses=self.responses[index],
+            metrics=self.metrics[index] if self.metrics else None)
+        return ServeSettings.of(self.job, options, resources=self.resources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +192,7 @@ class LinkSpec:
     targets: tuple[str, ...]
     topic: str = ""
     transform: str | None = None
-    filter: str | None = None
+    keep: str | None = None
     line: int | None = None
     retries: int = 0
     """Times the link sends work again that its target did not answer (see ``Link``)."""
@@ -355,32 +396,54 @@ def _endpoints(check: _Checker, table: tuple[str, ...], data: dict[str, Any], ke
     return tuple(values)
 
 
+def _renamed(check: _Checker, table: tuple[str, ...], data: dict[str, Any],
+             renames: dict[str, str], what: str) -> dict[str, Any]:
+    """``data`` with deprecated keys under their new names (a warning for each)."""
+    out = dict(data)
+    for old, new in renames.items():
+        if old not in out:
+            continue
+        line = check.index.line(table, old)
+        where = f"{check.path}:{line}" if line else str(check.path)
+        value = out.pop(old)
+        if new in out:
+            check.report(table, old, f"{what}: {old!r} and {new!r} are the same option "
+                                     f"(give {new!r} only)")
+        else:
+            log.warning("%s: %s: %r is deprecated, write %r", where, what, old, new)
+            out[new] = value
+    return out
+
+
 def _processor(check: _Checker, key: str, data: Any) -> ProcessorSpec | None:
     table = ("processors", key)
     what = f"processor {key!r}"
     if not isinstance(data, dict):
         check.report(table, None, f"{what}: must be a table ([processors.{key}])")
         return None
+    data = _renamed(check, table, data, _PROCESSOR_DEPRECATED, what)
     check.unknown_keys(table, data, _PROCESSOR_KEYS, what)
     job = check.string(table, data, "job", what, required=True)
-    name = check.string(table, data, "name", what) or key
     resources = check.string(table, data, "resources", what)
     replicas = data.get("replicas", 1)
     if type(replicas) is not int or replicas < 1:
         check.report(table, "replicas", f"{what}: replicas must be a whole number >= 1")
         replicas = 1
-    cache = data.get("cache", 0)
-    if type(cache) is not int or cache < 0:
-        check.report(table, "cache", f"{what}: cache must be a whole number >= 0")
-        cache = 0
     requests = _endpoints(check, table, data, "requests", replicas, what)
     responses = _endpoints(check, table, data, "responses", replicas, what)
     metrics = _endpoints(check, table, data, "metrics", replicas, what, required=False)
+    values = {k: v for k, v in data.items() if k in option_names() and k not in _PER_REPLICA}
+    try:
+        options = ProcessorOptions.from_dict(values)
+    except OptionsError as exc:
+        for name, problem in exc.problems:
+            check.report(table, name, f"{what}: {name} {problem}")
+        options = ProcessorOptions()
     check.reference(table, "job", job, what, "job", key)
     check.reference(table, "resources", resources, what, "resources", key)
     if job is None or not requests or not responses:
         return None
-    return ProcessorSpec(key, name, job, requests, responses, resources, cache,
+    return ProcessorSpec(key, job, requests, responses, resources, options,
                          check.index.line(table), metrics)
 
 
@@ -410,6 +473,7 @@ def _link(check: _Checker, index: int, data: Any, declared: Iterable[str]) -> Li
     if not isinstance(data, dict):
         check.report(table, None, f"{what}: must be a table ([[links]])")
         return None
+    data = _renamed(check, table, data, _LINK_DEPRECATED, what)
     check.unknown_keys(table, data, _LINK_KEYS, what)
     sources = _names(check, table, data, "from", what, declared)
     targets = _names(check, table, data, "to", what, declared)
@@ -418,7 +482,7 @@ def _link(check: _Checker, index: int, data: Any, declared: Iterable[str]) -> Li
         check.report(table, "topic", f"{what}: topic must be a string")
         topic = ""
     transform = check.string(table, data, "transform", what)
-    keep = check.string(table, data, "filter", what)
+    keep = check.string(table, data, "keep", what)
     retries = data.get("retries", 0)
     if type(retries) is not int or retries < 0:
         check.report(table, "retries", f"{what}: retries must be a whole number >= 0")
@@ -432,7 +496,7 @@ def _link(check: _Checker, index: int, data: Any, declared: Iterable[str]) -> Li
     if sources and targets:
         name = name or f"{'+'.join(sources)}->{'+'.join(targets)}"
     check.reference(table, "transform", transform, what, "transform", name)
-    check.reference(table, "filter", keep, what, "filter", name)
+    check.reference(table, "keep", keep, what, "filter", name)
     if not sources or not targets or name is None:
         return None
     return LinkSpec(name, sources, targets, topic, transform, keep, check.index.line(table),
@@ -610,8 +674,9 @@ def _ping_instance(requests: str, responses: str) -> Probe:
 
 def processor_children(system: System, python: str = sys.executable, *,
                        log_format: str = "text") -> list[ChildSpec]:
-    """One ``zjobs serve`` child per replica of each processor this host runs; each is
-    ready once it printed that it is listening and answered a ping from that instance.
+    """One child per replica of each processor this host runs, serving its
+    :class:`~zjobs.ServeSettings` (passed as JSON, not rebuilt into options); each is ready
+    once it printed that it is listening and answered a ping from that instance.
     ``log_format`` is passed on (``--log-format``)."""
     children = []
     for spec in system.processors.values():
@@ -619,15 +684,9 @@ def processor_children(system: System, python: str = sys.executable, *,
             continue
         for i, (requests, responses) in enumerate(zip(spec.requests, spec.responses,
                                                       strict=True)):
-            argv = [python, "-m", "zjobs", "serve", spec.job, "--requests", requests,
-                    "--responses", responses, "--name", spec.name,
+            settings = json.dumps(spec.settings(i).to_dict(), separators=(",", ":"))
+            argv = [python, "-m", "zjobs", SERVE_SETTINGS_COMMAND, settings,
                     "--app-dir", str(system.app_dir), "--log-format", log_format]
-            if spec.resources:
-                argv += ["--resources", spec.resources]
-            if spec.cache:
-                argv += ["--cache", str(spec.cache)]
-            if spec.metrics:
-                argv += ["--metrics", spec.metrics[i]]
             name = spec.replica_name(i)
             children.append(ChildSpec(
                 name, argv, ready_line=SERVE_READY, probe=_ping_instance(requests, responses),
@@ -656,12 +715,12 @@ def link_children(system: System, python: str = sys.executable, *,
                 argv += ["--to-requests", connectable(requests), "--to-responses",
                          connectable(responses)]
         if link.retries:
-            argv += ["--retries", str(link.retries), "--retry-timeout",
+            argv += ["--retries", str(link.retries), "--retry-timeout-s",
                      repr(link.retry_timeout_s)]
         if link.transform:
             argv += ["--transform", link.transform]
-        if link.filter:
-            argv += ["--filter", link.filter]
+        if link.keep:
+            argv += ["--keep", link.keep]
         extra = f" topic={link.topic!r}" if link.topic else ""
         extra += f" retries={link.retries}" if link.retries else ""
         children.append(ChildSpec(

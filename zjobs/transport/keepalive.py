@@ -21,73 +21,38 @@ A peer that is alive but stopped (SIGSTOP, a hung process) is found by the proce
 heartbeats of :mod:`zjobs.wire.heartbeat` (``Client(liveness=...)``), which say what is
 wrong without dropping anything. ``zmtp_interval_ms`` still offers ZMTP heartbeats for a
 sender that prefers a fast cut of a stalled peer to its queued requests (see there).
+
+The settings themselves, :class:`~zjobs.core.options.Keepalive`, are a processor or client
+option and live with the other options in :mod:`zjobs.core.options`; this module applies
+them to sockets.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final
 
 import zmq
 
-__all__ = ["DEFAULT_KEEPALIVE", "Keepalive"]
+from zjobs.core.options import DEFAULT_KEEPALIVE, Keepalive
+
+__all__ = ["DEFAULT_KEEPALIVE", "Keepalive", "apply_keepalive"]
 
 # Sockets that send application messages and never stop reading their connections (they
 # receive only commands and subscriptions): the only ones where ZMTP heartbeats may go.
 _SENDING: Final = frozenset({zmq.PUSH, zmq.PUB, zmq.XPUB})
 
 
-@dataclass(frozen=True, slots=True)
-class Keepalive:
-    """How a socket notices dead connections (TCP keepalive), and optionally stalled peers
-    (ZMTP heartbeats on sending sockets).
-
-    With the defaults, a connection that carried nothing for ``idle_s`` is probed every
-    ``interval_s`` and dropped after ``count`` unanswered probes: a vanished peer host is
-    noticed within ``idle_s + interval_s * count`` = 10 s of silence. A peer that is only
-    slow, or whose process is stopped, still answers (its kernel does), so its connection
-    and everything queued on it are kept.
-
-    Attributes:
-        idle_s: seconds without traffic before the first probe (``ZMQ_TCP_KEEPALIVE_IDLE``).
-        interval_s: seconds between probes (``ZMQ_TCP_KEEPALIVE_INTVL``).
-        count: unanswered probes that drop the connection (``ZMQ_TCP_KEEPALIVE_CNT``).
-        zmtp_interval_ms: ZMTP heartbeats every this many ms on sending sockets (PUSH, PUB);
-            None (the default): none. Such a socket drops a connection whose peer has not
-            read its PING within ``zmtp_timeout_ms``: a stopped peer, but also one merely
-            busy (its queue full), and whatever was queued for it is lost (retries resend
-            requests; a subscriber loses responses). Receiving sockets (SUB, PULL) never get
-            them, nor do peers get a TTL, since a reader whose reading paused would cut its
-            own connection and could abort the process (see the module docstring).
-        zmtp_timeout_ms: how long a sending socket waits for its peer to answer a PING.
-    """
-
-    idle_s: int = 5
-    interval_s: int = 1
-    count: int = 5
-    zmtp_interval_ms: int | None = None
-    zmtp_timeout_ms: int = 5000
-
-    def __post_init__(self) -> None:
-        if self.idle_s <= 0 or self.interval_s <= 0 or self.count <= 0:
-            raise ValueError("keepalive idle_s, interval_s and count must be positive")
-        if (self.zmtp_interval_ms is not None and self.zmtp_interval_ms <= 0) \
-                or self.zmtp_timeout_ms <= 0:
-            raise ValueError("keepalive zmtp_interval_ms and zmtp_timeout_ms must be positive")
-
-    def apply(self, socket: zmq.Socket[Any]) -> None:
-        """Set the options on ``socket`` (before it binds or connects; they apply to its
-        later connections). ZMTP heartbeats go only to a sending socket (PUSH, PUB)."""
-        socket.setsockopt(zmq.TCP_KEEPALIVE, 1)
-        socket.setsockopt(zmq.TCP_KEEPALIVE_IDLE, self.idle_s)
-        socket.setsockopt(zmq.TCP_KEEPALIVE_INTVL, self.interval_s)
-        socket.setsockopt(zmq.TCP_KEEPALIVE_CNT, self.count)
-        if self.zmtp_interval_ms is not None and socket.type in _SENDING:
-            socket.setsockopt(zmq.HEARTBEAT_IVL, self.zmtp_interval_ms)
-            socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, self.zmtp_timeout_ms)
-            socket.setsockopt(zmq.HEARTBEAT_TTL, 0)  # no TTL: the reader keeps its connection
-
-
-DEFAULT_KEEPALIVE: Final = Keepalive()
-"""TCP keepalive: probe after 5 s of silence, every second, drop after 5 unanswered probes;
-no ZMTP heartbeats."""
+def apply_keepalive(socket: zmq.Socket[Any], keepalive: Keepalive | None) -> None:
+    """Set ``keepalive``'s options on ``socket`` (before it binds or connects; they apply to
+    its later connections); None leaves the kernel's defaults. ZMTP heartbeats go only to a
+    sending socket (PUSH, PUB)."""
+    if keepalive is None:
+        return
+    socket.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    socket.setsockopt(zmq.TCP_KEEPALIVE_IDLE, keepalive.idle_s)
+    socket.setsockopt(zmq.TCP_KEEPALIVE_INTVL, keepalive.interval_s)
+    socket.setsockopt(zmq.TCP_KEEPALIVE_CNT, keepalive.count)
+    if keepalive.zmtp_interval_ms is not None and socket.type in _SENDING:
+        socket.setsockopt(zmq.HEARTBEAT_IVL, keepalive.zmtp_interval_ms)
+        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, keepalive.zmtp_timeout_ms)
+        socket.setsockopt(zmq.HEARTBEAT_TTL, 0)  # no TTL: the reader keeps its connection

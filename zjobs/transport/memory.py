@@ -1,8 +1,11 @@
-"""In-memory transport: a processor, sender and receiver built on queues, with no sockets.
+"""In-memory transport: the bus a processor serves on, and a sender and receiver for it,
+built on queues, with no sockets.
 
-They speak the same ZJP/1 frames as the ZeroMQ classes (so the same validation and the
-same Client work over them), which shows the interfaces are not tied to ZeroMQ and
-gives users a fast, socket-free double for unit tests::
+A :class:`MemoryBus` is what a bound PULL and PUB socket pair is for ZeroMQ: a bounded
+queue of request messages and the receivers subscribed to the responses. The sender and
+receiver speak the same ZJP/1 frames as the ZeroMQ classes (so the same validation and the
+same Client work over them), which shows the interfaces are not tied to ZeroMQ.
+:class:`~zjobs.MemoryProcessor` (in :mod:`zjobs.processor.memory`) serves a job on a bus::
 
     with MemoryProcessor(square) as proc, proc.client() as client:
         assert client.call(7) == 49
@@ -15,24 +18,100 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Self
+from typing import Any, Protocol, Self, TypeAlias
 
-from zjobs.core.dedup import ReplayWindow
-from zjobs.core.handler import Counters, RequestHandler
-from zjobs.core.job import Job, describe_job, run_job
-from zjobs.core.resources import ResourceFactory, Resources
-from zjobs.errors import ClosedError, ReceiveTimeout, SendTimeout, StartError, Timeout
+from zjobs.errors import ClosedError, ReceiveTimeout, SendTimeout
 from zjobs.transport.receiver import as_topic
 from zjobs.transport.sender import USE_SENDER_DEFAULT, IdGenerator, UseSenderDefault
 from zjobs.wire.protocol import Id, Meta, Request, Response, parse_response
 
-__all__ = ["MemoryProcessor", "MemoryReceiver", "MemorySender"]
+__all__ = ["HasBus", "MemoryBus", "MemoryReceiver", "MemorySender"]
 
-_STOP = object()
+
+class MemoryBus:
+    """One in-memory processor's two ends: a bounded queue of request messages (its PULL
+    side) and the receivers its responses are delivered to (its PUB side).
+
+    Args:
+        name: the processor's name (in errors and reprs).
+        maxsize: request messages queued before senders wait (backpressure).
+    """
+
+    def __init__(self, name: str, maxsize: int = 1000) -> None:
+        self.name = name
+        self._requests: queue.Queue[list[bytes] | None] = queue.Queue(maxsize)
+        self._subscribers: list[MemoryReceiver] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"<MemoryBus {self.name!r} queued={self._requests.qsize()} "
+                f"subscribers={len(self._subscribers)}>")
+
+    @property
+    def subscribers(self) -> tuple[MemoryReceiver, ...]:
+        """The receivers responses are delivered to."""
+        with self._lock:
+            return tuple(self._subscribers)
+
+    def put(self, frames: list[bytes], timeout_s: float | None) -> None:
+        """Queue one request message, waiting up to ``timeout_s`` for room.
+
+        Raises:
+            SendTimeout: the queue stayed full.
+        """
+        try:
+            self._requests.put(frames, timeout=timeout_s)
+        except queue.Full:
+            raise SendTimeout([self.name], timeout_s) from None
+
+    def put_stop(self, timeout_s: float | None) -> bool:
+        """Queue the end of the requests after those queued; False when the queue stayed full."""
+        try:
+            self._requests.put(None, timeout=timeout_s)
+        except queue.Full:
+            return False
+        return True
+
+    def take(self) -> list[bytes] | None:
+        """The next request message, waiting for one; None once :meth:`put_stop` is reached."""
+        return self._requests.get()
+
+    def subscribe(self, receiver: MemoryReceiver) -> None:
+        """Deliver the responses published from now on to ``receiver`` too."""
+        with self._lock:
+            self._subscribers.append(receiver)
+
+    def unsubscribe(self, receiver: MemoryReceiver) -> None:
+        """Stop delivering to ``receiver``; a no-op when it is not subscribed."""
+        with self._lock:
+            if receiver in self._subscribers:
+                self._subscribers.remove(receiver)
+
+    def publish(self, frames: list[bytes]) -> None:
+        """Deliver a response message to every subscriber whose topics match it."""
+        for receiver in self.subscribers:
+            receiver.deliver(frames)
+
+
+class HasBus(Protocol):
+    """Something served on a :class:`MemoryBus`, such as :class:`~zjobs.MemoryProcessor`."""
+
+    @property
+    def bus(self) -> MemoryBus:
+        """The bus it serves on."""
+        ...
+
+
+Target: TypeAlias = MemoryBus | HasBus
+"""What a memory sender or receiver connects to: a bus, or what serves on one."""
+
+
+def _bus(target: Target) -> MemoryBus:
+    return target if isinstance(target, MemoryBus) else target.bus
 
 
 class MemoryReceiver:
-    """An :class:`~zjobs.McReceive` fed by :class:`MemoryProcessor` publications.
+    """An :class:`~zjobs.McReceive` fed by what a :class:`~zjobs.MemoryProcessor` publishes.
 
     Like a SUB socket it drops what does not fit in its queue (``maxsize``), counting it.
     """
@@ -43,7 +122,7 @@ class MemoryReceiver:
         self.skipped = 0
         """Messages that were not responses (reserved topic, malformed, unknown status)."""
         self._queue: queue.Queue[list[bytes]] = queue.Queue(maxsize)
-        self._sources: list[MemoryProcessor] = []
+        self._sources: list[MemoryBus] = []
         self._closed = False
 
     def __repr__(self) -> str:
@@ -55,10 +134,11 @@ class MemoryReceiver:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def connect(self, processor: MemoryProcessor) -> None:
-        """Receive what ``processor`` publishes."""
-        processor._subscribers.append(self)
-        self._sources.append(processor)
+    def connect(self, processor: Target) -> None:
+        """Receive what ``processor`` (or a bus) publishes."""
+        bus = _bus(processor)
+        bus.subscribe(self)
+        self._sources.append(bus)
 
     def subscribe(self, topic: str | bytes) -> None:
         """Also receive responses whose topic starts with ``topic``."""
@@ -96,16 +176,15 @@ class MemoryReceiver:
         """Stop receiving; idempotent."""
         self._closed = True
         for source in self._sources:
-            if self in source._subscribers:
-                source._subscribers.remove(self)
+            source.unsubscribe(self)
         self._sources.clear()
 
 
 class MemorySender:
-    """An :class:`~zjobs.MpSend` that hands requests to :class:`MemoryProcessor` queues,
-    round-robin like a PUSH socket."""
+    """An :class:`~zjobs.MpSend` that hands requests to :class:`~zjobs.MemoryProcessor`
+    queues (their buses), round-robin like a PUSH socket."""
 
-    def __init__(self, processors: Sequence[MemoryProcessor] = (), *,
+    def __init__(self, processors: Sequence[Target] = (), *,
                  send_timeout_s: float | None = None) -> None:
         self.processors = list(processors)
         self.send_timeout_s = send_timeout_s
@@ -114,7 +193,7 @@ class MemorySender:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<MemorySender processors={[p.name for p in self.processors]}>"
+        return f"<MemorySender processors={[_bus(p).name for p in self.processors]}>"
 
     def __enter__(self) -> Self:
         return self
@@ -122,8 +201,8 @@ class MemorySender:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def connect(self, processor: MemoryProcessor) -> None:
-        """Also send to ``processor``."""
+    def connect(self, processor: Target) -> None:
+        """Also send to ``processor`` (or a bus)."""
         self.processors.append(processor)
 
     def send(
@@ -150,170 +229,9 @@ class MemorySender:
         if not self.processors:
             raise SendTimeout([], limit)
         target = self.processors[next(self._turn) % len(self.processors)]
-        try:
-            target._inbox.put(frames, timeout=limit)
-        except queue.Full:
-            raise SendTimeout([target.name], limit) from None
+        _bus(target).put(frames, limit)
         return rid
 
     def close(self) -> None:
         """Stop sending; idempotent."""
         self._closed = True
-
-
-class MemoryProcessor:
-    """A :class:`~zjobs.Processor` that serves a job from a queue in a background thread: the
-    ZJP/1 rules without sockets, a fast double for unit tests.
-
-    Args:
-        job: the job, as for :class:`~zjobs.ZmqProcessor`.
-        name: written into responses; the job's name by default.
-        resources: resources factory, opened on start and closed on stop.
-        maxsize: requests queued before senders block (backpressure).
-    """
-
-    def __init__(self, job: Job, *, name: str | None = None,
-                 resources: ResourceFactory | None = None, maxsize: int = 1000) -> None:
-        run_job(job)
-        self.job = job
-        self.name = name or describe_job(job)
-        self._inbox: queue.Queue[Any] = queue.Queue(maxsize)
-        self._subscribers: list[MemoryReceiver] = []
-        self._resources = Resources(resources)
-        self._handler: RequestHandler | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: threading.Thread | None = None  # the caller's thread inside run()
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._state = "created"
-
-    def __repr__(self) -> str:
-        return f"<MemoryProcessor {self.name!r} {self._state}>"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def counters(self) -> Counters:
-        """A snapshot of the processor's counters."""
-        return self._handler.counters if self._handler is not None else Counters()
-
-    def sender(self) -> MemorySender:
-        """A sender to this processor."""
-        return MemorySender([self])
-
-    def receiver(self, topics: Iterable[str | bytes] = ("",)) -> MemoryReceiver:
-        """A receiver of this processor's responses."""
-        receiver = MemoryReceiver(topics)
-        receiver.connect(self)
-        return receiver
-
-    def client(self, **options: Any) -> Any:
-        """A :class:`~zjobs.Client` over this processor's queues."""
-        from zjobs.client.sync import Client
-
-        return Client(self.sender(), self.receiver(topics=()), **options)
-
-    def _open(self) -> None:
-        with self._lock:
-            if self._state != "created":
-                raise ClosedError(f"processor {self.name!r} is {self._state}")
-            try:
-                value = self._resources.open()
-            except Exception as exc:
-                raise StartError(f"processor {self.name!r}: resources factory failed: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-            self._handler = RequestHandler(self.job, name=self.name, resources=value,
-                                           replay_window=ReplayWindow())
-            self._state = "running"
-
-    def start(self) -> Self:
-        """Open the resources and serve in a background thread.
-
-        Raises:
-            StartError: the resources factory raised.
-            ClosedError: the processor already ran.
-        """
-        self._open()
-        self._thread = threading.Thread(target=self._main, name=f"zjobs-memory-{self.name}",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def run(self) -> None:
-        """Open the resources and serve in the calling thread until :meth:`stop` is called.
-
-        Raises:
-            StartError: the resources factory raised.
-            ClosedError: the processor already ran.
-        """
-        self._open()
-        self._runner = threading.current_thread()
-        self._main()
-
-    def _main(self) -> None:
-        try:
-            self._serve()
-        finally:
-            self._finish()
-
-    def _serve(self) -> None:
-        handler = self._handler
-        assert handler is not None
-        while True:
-            frames = self._inbox.get()
-            if frames is _STOP:
-                return
-            out = handler.handle(frames)
-            if out is not None:
-                for subscriber in list(self._subscribers):
-                    subscriber.deliver(out)
-
-    def _finish(self) -> None:
-        with self._lock:
-            if self._state == "stopped":
-                return
-            self._state = "stopped"
-        try:
-            self._resources.close()
-        finally:
-            self._done.set()
-
-    def stop(self, timeout_s: float | None = 10.0) -> None:
-        """Finish what is queued before the stop, then close the resources. Idempotent.
-
-        Raises:
-            Timeout: the job in progress did not finish within ``timeout_s`` (the resources
-                stay open; call ``stop`` again later).
-        """
-        with self._lock:
-            if self._state == "created":
-                self._state = "stopped"
-            if self._state == "stopped":
-                return
-            send_stop = self._state == "running"
-            self._state = "stopping"
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        if send_stop:
-            try:
-                self._inbox.put(_STOP, timeout=timeout_s)
-            except queue.Full:
-                self._state = "running"
-                raise Timeout(f"processor {self.name!r}: its queue stayed full for "
-                              f"{timeout_s}s") from None
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        thread, runner = self._thread, self._runner
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(left)
-            if thread.is_alive():
-                raise Timeout(f"processor {self.name!r} did not stop within {timeout_s}s: "
-                              "its job is still running")
-        elif runner is not None and runner is not threading.current_thread():
-            if not self._done.wait(left):  # run() in another thread closes the resources
-                raise Timeout(f"processor {self.name!r} did not stop within {timeout_s}s: "
-                              "its job is still running")
-
-    close = stop

@@ -18,8 +18,9 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import zmq
 
+from zjobs.core.options import DEFAULT_MAX_MESSAGE_SIZE, Keepalive
 from zjobs.errors import BindError, ClosedError, ConnectError
-from zjobs.transport.keepalive import Keepalive
+from zjobs.transport.keepalive import apply_keepalive
 from zjobs.transport.reconnect import Reconnect
 from zjobs.transport.watch import DisconnectWatch
 
@@ -41,9 +42,6 @@ __all__ = [
     "is_dns_endpoint",
     "send_multipart",
 ]
-
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
-"""Largest frame a processor accepts (ZMQ_MAXMSGSIZE); a peer sending more is disconnected."""
 
 DEFAULT_RCVHWM = 10_000
 """Responses a receiver holds unread per connection before its publisher drops for it.
@@ -294,9 +292,8 @@ class ProcessorSockets:
             self.pull.maxmsgsize = max_message_size
             self.pub.linger = linger_ms
             self.pub.sndhwm = sndhwm
-            if keepalive is not None:
-                keepalive.apply(self.pull)
-                keepalive.apply(self.pub)
+            apply_keepalive(self.pull, keepalive)
+            apply_keepalive(self.pub, keepalive)
             if security is not None:
                 security.configure_server(self.pull)
                 security.configure_server(self.pub)
@@ -410,8 +407,7 @@ class SocketPeer(Generic[S]):
         sock = self._live()
         try:
             options(sock)
-            if keepalive is not None:
-                keepalive.apply(sock)
+            apply_keepalive(sock, keepalive)
             if reconnect is not None:
                 reconnect.apply(sock)
             if security is not None:

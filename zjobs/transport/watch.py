@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 __all__ = ["DisconnectWatch"]
 
@@ -61,6 +60,10 @@ class DisconnectWatch:
         return f"<DisconnectWatch {self.endpoint} disconnects={self.disconnects}>"
 
     def _run(self) -> None:
+        # pyzmq's monitor helpers import zmq.asyncio (so asyncio): here, not at module level,
+        # so that importing zjobs imports no asyncio.
+        from zmq.utils.monitor import parse_monitor_message
+
         events = self._events
         while True:
             if not events.poll(_POLL_MS):

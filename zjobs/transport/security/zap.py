@@ -7,15 +7,19 @@ cannot even bind. Two processors with different allow lists in the same (default
 context would therefore share one list. Instead each :class:`~zjobs.transport.security.CurveServer`
 puts its sockets in a ZAP domain of its own (``socket.zap_domain``), and the one shared
 authenticator checks the client key against that domain's set, through pyzmq's public
-per-domain credentials callback. Allow-any servers register a domain too, so they keep
-admitting every client when another server starts the authenticator in their context.
+per-domain credentials callback (``Authenticator.configure_curve_callback``). Allow-any
+servers register a domain too, so they keep admitting every client when another server
+starts the authenticator in their context.
 
 The alternative, a private context per secured processor, was rejected: it breaks
 ``inproc://`` endpoints and the caller's choice of context, and two processors given the
 same context would still collide.
 
 The authenticator is reference-counted: it starts with the first domain registered in
-a context and its thread (named ``zjobs-zap``) stops when the last one is released.
+a context and its thread (pyzmq's ``AuthenticationThread``) stops when the last one is
+released. pyzmq has no call to remove a domain's callback, so every domain is registered
+with one shared :class:`_Policies` callback that looks the domain up: a released domain
+denies, and the authenticator keeps one small entry per domain it has seen until it stops.
 Server sockets also set ``ZMQ_ZAP_ENFORCE_DOMAIN``: without it libzmq admits every CURVE
 client when no handler is bound (fail open); with it, no handler means no client.
 
@@ -57,7 +61,7 @@ class _Policy:
         self._reported: set[bytes] = set()
 
     def callback(self, domain: str, key: bytes) -> bool:
-        """pyzmq's credentials-provider hook: is the Z85 client ``key`` allowed?"""
+        """Is the Z85 client ``key`` allowed (logging a refusal once per key)?"""
         if self.keys is None or key in self.keys:
             log.debug("ZAP domain %s: admitted client key %s", domain, key.decode())
             return True
@@ -70,15 +74,21 @@ class _Policy:
         return False
 
 
-class _Policies(dict[str, _Policy]):
-    """The per-domain policies, read by the authenticator thread.
+class _Policies:
+    """The per-domain policies of one authenticator: the credentials callback registered
+    for every domain, read by the authenticator thread.
 
     A domain released while one of its handshakes is still queued is looked up after
-    removal; it then denies instead of raising KeyError in the authenticator thread.
+    removal; it then denies.
     """
 
-    def __missing__(self, domain: str) -> _Policy:
-        return _Policy(domain, frozenset())
+    def __init__(self) -> None:
+        self.by_domain: dict[str, _Policy] = {}
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """pyzmq's credentials-provider hook: is the Z85 client ``key`` allowed in ``domain``?"""
+        policy = self.by_domain.get(domain)
+        return policy is not None and policy.callback(domain, key)
 
 
 class _Shared:
@@ -88,10 +98,9 @@ class _Shared:
         self.policies = _Policies()
         self.users: dict[str, int] = {}
         self.auth = self._start(context)
-        self.auth.thread.name = "zjobs-zap"
 
     def _start(self, context: zmq.Context[zmq.Socket[bytes]]) -> ThreadAuthenticator:
-        from zmq.auth.thread import ThreadAuthenticator
+        from zmq.auth.thread import ThreadAuthenticator  # imports asyncio: only when needed
 
         # libzmq frees an inproc name only once the closed socket is reaped, so the
         # endpoint of an authenticator stopped a moment ago may still look taken: retry
@@ -99,7 +108,6 @@ class _Shared:
         deadline = time.monotonic() + _REBIND_S
         while True:
             auth = ThreadAuthenticator(context, log=log.getChild("pyzmq"))
-            auth.credentials_providers = self.policies
             try:
                 auth.start()
                 return auth
@@ -111,6 +119,11 @@ class _Shared:
                 reason = ("another ZAP authenticator already runs in this zmq context"
                           if exc.errno == zmq.EADDRINUSE else exc.strerror)
                 raise BindError(ZAP_ENDPOINT, reason) from exc
+
+    def register(self, domain: str, keys: frozenset[bytes] | None) -> None:
+        """Admit ``keys`` (None: any key) in ``domain``."""
+        self.policies.by_domain[domain] = _Policy(domain, keys)
+        self.auth.configure_curve_callback(domain, credentials_provider=self.policies)
 
     def stop(self) -> None:
         self.auth.stop()
@@ -139,7 +152,7 @@ def acquire(context: zmq.Context[zmq.Socket[bytes]], domain: str,
         if shared is None:
             shared = _running[context.underlying] = _Shared(context)
         if domain not in shared.users:
-            shared.policies[domain] = _Policy(domain, keys)
+            shared.register(domain, keys)
         shared.users[domain] = shared.users.get(domain, 0) + 1
 
 
@@ -153,7 +166,7 @@ def release(context: zmq.Context[zmq.Socket[bytes]], domain: str) -> None:
         if shared.users[domain] > 0:
             return
         del shared.users[domain]
-        shared.policies.pop(domain, None)
+        shared.policies.by_domain.pop(domain, None)
         if not shared.users:
             del _running[context.underlying]
             shared.stop()

@@ -3,7 +3,8 @@
 Both sides use the same topology (PUSH -> PULL, PUB -> SUB), the same message layout
 (a msgpack header map and a msgpack body) and a processor in a separate process, so the
 ratios zjobs / raw say what the framework costs or gains. Run it with
-``python benchmarks/run.py`` or ``zjobs bench``; ``--quick`` for a smoke run.
+``python benchmarks/run.py`` or ``zjobs bench`` (from a source checkout: this file is not
+part of the installed package); ``--quick`` for a smoke run.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ JOBS: dict[str, Callable[[Any, Any], Any]] = {
 
 def _serve_zjobs(job: str, cached: bool, requests: str, responses: str, conn: Any) -> None:
     from zjobs import ZmqProcessor
-    from zjobs.core.cache import cached as with_cache
+    from zjobs import cached as with_cache
 
     target: Any = JOBS[job]
     if cached:
