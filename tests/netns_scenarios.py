@@ -1,0 +1,298 @@
+"""The network faults of issue 14, each a function that plays it out on a
+:class:`~netns.RoutedNetwork` under load and returns what happened as an :class:`Outcome`.
+
+``tests/test_netfaults.py`` runs short versions (a few seconds of outage, a few hundred
+calls) and asserts the counts; ``benchmarks/netfaults.py`` runs long ones (20 s cuts,
+thousands of calls) and prints them. A scenario waits for conditions where there is one
+to wait for (both hosts busy, the client's connections dropped or back, the healed host
+running calls again); only the fault schedule itself (how long a cut or a flap lasts, how
+far apart the two paths heal) is a time.
+
+A cut lasts at least until both ends dropped their connections (each end's keepalive
+gave up: 5 to 6 s with the default ``Keepalive``), as in a long outage. A shorter cut is
+another story: the connections survive it, and what the client had written into the cut
+connection is delivered late, when the path heals, even after the client gave up on it
+(the kernel keeps sending what a closed socket had queued), so a retried call can run on
+both hosts. ``benchmarks/netfaults.py --short-cut`` measures that case.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from netns import Daemon, Driver, DriverResult, Path_, RoutedNetwork
+
+from zjobs.testing import wait_until
+
+CONDITION_TIMEOUT_S = 60.0
+WARM_RUNS = 20  # runs each host must have made before a fault, and after a heal
+
+
+@dataclass(frozen=True)
+class Load:
+    """How the client calls: ``workers`` threads, ``rate`` calls a second in all, each
+    call with ``timeout_s`` per attempt and ``retries``."""
+
+    rate: float = 100.0
+    workers: int = 8
+    timeout_s: float = 1.0
+    retries: int = 8
+    max_calls: int = 100_000
+    zmq_options: dict[str, int] = field(default_factory=dict)
+    """ZeroMQ socket options for every socket of the client (e.g. ``CONNECT_TIMEOUT``)."""
+
+    @property
+    def call_limit_s(self) -> float:
+        """The time a call may take in all attempts: ``timeout_s x (retries + 1)``."""
+        return self.timeout_s * (self.retries + 1)
+
+    def args(self) -> dict[str, Any]:
+        return {"rate": self.rate, "workers": self.workers, "timeout_s": self.timeout_s,
+                "retries": self.retries, "max_calls": self.max_calls,
+                "zmq_options": self.zmq_options}
+
+
+@dataclass
+class Outcome:
+    """What a scenario did: the client's records, every daemon's runs, and when each fault
+    began and ended (``marks``, monotonic seconds)."""
+
+    scenario: str
+    load: Load
+    result: DriverResult
+    runs: dict[str, list[tuple[int, float]]]
+    marks: dict[str, float]
+
+    @property
+    def calls(self) -> int:
+        return self.result.calls
+
+    @property
+    def answered(self) -> int:
+        return self.result.answered
+
+    @property
+    def lost(self) -> int:
+        """Calls that got no answer (whatever error they got instead)."""
+        return self.calls - self.answered
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return self.result.errors
+
+    def runs_per_call(self) -> Counter[int]:
+        return Counter(key for runs in self.runs.values() for key, _ in runs)
+
+    def ran_twice(self) -> list[int]:
+        """Calls whose job ran more than once (on one host or on several)."""
+        return sorted(key for key, count in self.runs_per_call().items() if count > 1)
+
+    def run_times(self, key: int) -> dict[str, list[float]]:
+        """Where and when the job of call ``key`` ran."""
+        return {name: [at for k, at in runs if k == key] for name, runs in self.runs.items()}
+
+    def ran_unanswered(self) -> int:
+        """Calls whose job ran although the caller got an error."""
+        ran = self.runs_per_call()
+        return sum(1 for r in self.result.records if r[4] is not None and ran[r[0]])
+
+    def first_run_after(self, name: str, mark: str) -> float | None:
+        """Seconds from ``marks[mark]`` to the first run on processor ``name`` after it."""
+        at = self.marks[mark]
+        later = [t for _, t in self.runs[name] if t >= at]
+        return min(later) - at if later else None
+
+    def runs_between(self, name: str, start: str, end: str) -> int:
+        """Runs on ``name`` between two marks."""
+        lo, hi = self.marks[start], self.marks[end]
+        return sum(1 for _, t in self.runs[name] if lo <= t < hi)
+
+    def errors_with(self, kind: str) -> list[list[Any]]:
+        return [r for r in self.result.records if r[4] == kind]
+
+    def slowest_error_s(self) -> float:
+        """The longest a failed call took from its start to its error."""
+        return max((r[2] - r[1] for r in self.result.records if r[4] is not None), default=0.0)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures of the closing note (JSON-friendly)."""
+        out: dict[str, Any] = {
+            "scenario": self.scenario, "calls": self.calls, "answered": self.answered,
+            "lost": self.lost, "errors": self.errors, "ran_twice": len(self.ran_twice()),
+            "ran_unanswered": self.ran_unanswered(), "per_processor": self.result.per_processor,
+            "resent": self.result.resent, "replays": self.result.replays,
+            "slowest_error_s": round(self.slowest_error_s(), 3),
+        }
+        for name in self.runs:
+            for mark in ("heal", "responses_heal"):
+                if mark in self.marks:
+                    after = self.first_run_after(name, mark)
+                    out[f"first_run_after_{mark}_s[{name}]"] = (
+                        None if after is None else round(after, 3))
+        base = self.marks.get("cut", 0.0)
+        out["marks_s"] = {k: round(v - base, 3) for k, v in self.marks.items()}
+        return out
+
+
+def _start(rn: RoutedNetwork, daemons: list[Daemon], load: Load,
+           endpoints: dict[str, str] | None = None) -> Driver:
+    """The driver calling ``daemons`` (through ``endpoints`` where given), ready."""
+    via = endpoints or {}
+    requests = [via.get(d.peer.requests, d.peer.requests) for d in daemons]
+    responses = [via.get(d.peer.responses, d.peer.responses) for d in daemons]
+    driver = rn.driver(requests, responses, **load.args())
+    driver.wait_ready()
+    return driver
+
+
+def _until(predicate: Callable[[], bool], what: str,
+           timeout_s: float = CONDITION_TIMEOUT_S) -> float:
+    """Wait for a condition; the monotonic time it held."""
+    try:
+        wait_until(predicate, timeout_s=timeout_s, interval_s=0.01)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout_s}s: {what}") from None
+    return time.monotonic()
+
+
+def _busy(daemons: list[Daemon], since: float = 0.0, runs: int = WARM_RUNS) -> float:
+    return _until(lambda: all(d.runs_between(since) >= runs for d in daemons),
+                  f"each of {[d.name for d in daemons]} ran {runs} calls")
+
+
+def _outage(rn: RoutedNetwork, daemon: Daemon, path: Path_, cut_at: float, outage_s: float,
+            marks: dict[str, float], *, cut_for: float | None = None,
+            after_drop_s: float = 0.0) -> None:
+    """Wait until both ends dropped their ``path`` connections (their keepalives gave up),
+    ``outage_s`` passed since the cut and ``after_drop_s`` since the client dropped; with
+    ``cut_for`` instead, just that long."""
+    if cut_for is not None:
+        time.sleep(max(0.0, cut_at + cut_for - time.monotonic()))
+        return
+    marks["client_dropped"] = _until(lambda: rn.established(daemon, path) == 0,
+                                     f"the client dropped its {path} connections to "
+                                     f"{daemon.name}")
+    marks["host_dropped"] = _until(lambda: rn.established(daemon, path, side="host") == 0,
+                                   f"{daemon.name} dropped its {path} connections")
+    end = max(cut_at + outage_s, marks["client_dropped"] + after_drop_s)
+    time.sleep(max(0.0, end - time.monotonic()))
+
+
+def _finish(name: str, load: Load, driver: Driver, daemons: list[Daemon],
+            marks: dict[str, float], *, stop: bool = True) -> Outcome:
+    """Stop the calls (or, ``stop=False``, let the driver make them all), and count."""
+    result = driver.finish(stop=stop)
+    return Outcome(name, load, result, {d.name: d.runs() for d in daemons}, marks)
+
+
+def _reconnected(rn: RoutedNetwork, daemon: Daemon, marks: dict[str, float]) -> None:
+    marks["reconnected"] = _until(lambda: rn.established(daemon) == 2,
+                                  f"the client reconnected both paths to {daemon.name}")
+
+
+# -- the scenarios -------------------------------------------------------------------------
+
+
+def delay_and_loss(rn: RoutedNetwork, load: Load, *, calls: int, delay_ms: float = 50.0,
+                   loss_percent: float = 5.0) -> Outcome:
+    """Two hosts, every byte delayed ``delay_ms`` each way and ``loss_percent`` % of the
+    client link's packets dropped each way, for the whole run of ``calls`` calls."""
+    daemons = [rn.serve("a"), rn.serve("b")]
+    via = rn.forward(daemons, delay_ms)
+    rn.loss(loss_percent)
+    driver = _start(rn, daemons, replace(load, max_calls=calls), via)
+    marks = {"start": driver.started_at}
+    return _finish("delay_and_loss", load, driver, daemons, marks, stop=False)
+
+
+def cut_one_of_two(rn: RoutedNetwork, load: Load, *, outage_s: float,
+                   cut_for: float | None = None) -> Outcome:
+    """Two hosts under load; all traffic to and from host b cut for ``outage_s`` (at least
+    until both ends dropped their connections; exactly ``cut_for`` s when given), then
+    healed."""
+    a, b = rn.serve("a"), rn.serve("b")
+    driver = _start(rn, [a, b], load)
+    _busy([a, b])
+    cut = rn.cut(b)
+    marks = {"cut": time.monotonic()}
+    _outage(rn, b, "both", marks["cut"], outage_s, marks, cut_for=cut_for)
+    marks["heal"] = cut.heal()
+    _reconnected(rn, b, marks)
+    _busy([b], since=marks["heal"])
+    return _finish("cut_one_of_two", load, driver, [a, b], marks)
+
+
+def cut_only_host(rn: RoutedNetwork, load: Load, *, outage_s: float,
+                  name: str = "cut_only_host") -> Outcome:
+    """One host under load, cut for ``outage_s`` (at least until both ends dropped their
+    connections, and two attempts' time after the client did, so that calls begin while
+    it has no connection at all), then healed: those calls can only wait or fail."""
+    a = rn.serve("a")
+    driver = _start(rn, [a], load)
+    _busy([a])
+    cut = rn.cut(a)
+    marks = {"cut": time.monotonic()}
+    _outage(rn, a, "both", marks["cut"], outage_s, marks, after_drop_s=2 * load.timeout_s)
+    marks["heal"] = cut.heal()
+    _reconnected(rn, a, marks)
+    _busy([a], since=marks["heal"])
+    return _finish(name, load, driver, [a], marks)
+
+
+def cut_responses(rn: RoutedNetwork, load: Load, *, outage_s: float) -> Outcome:
+    """One host under load; only its response path cut for ``outage_s``: requests still
+    arrive and run, their answers are lost until the path heals."""
+    a = rn.serve("a")
+    driver = _start(rn, [a], load)
+    _busy([a])
+    cut = rn.cut(a, "responses")
+    marks = {"cut": time.monotonic()}
+    _outage(rn, a, "responses", marks["cut"], outage_s, marks)
+    marks["heal"] = cut.heal()
+    _reconnected(rn, a, marks)
+    _busy([a], since=marks["reconnected"])
+    return _finish("cut_responses", load, driver, [a], marks)
+
+
+def link_flaps(rn: RoutedNetwork, load: Load, *, flaps: int, down_s: float,
+               up_s: float) -> Outcome:
+    """Two hosts under load; the router's link to host b goes down for ``down_s`` and up
+    for ``up_s``, ``flaps`` times."""
+    a, b = rn.serve("a"), rn.serve("b")
+    driver = _start(rn, [a, b], load)
+    _busy([a, b])
+    marks: dict[str, float] = {}
+    for n in range(flaps):
+        marks[f"down{n}"] = rn.link_down("b")
+        if n == 0:
+            marks["cut"] = marks["down0"]
+        time.sleep(down_s)
+        marks[f"up{n}"] = rn.link_up("b")
+        time.sleep(up_s)
+    marks["heal"] = marks[f"up{flaps - 1}"]
+    _busy([b], since=marks["heal"])
+    return _finish("link_flaps", load, driver, [a, b], marks)
+
+
+def split_rejoin(rn: RoutedNetwork, load: Load, *, outage_s: float, gap_s: float) -> Outcome:
+    """Two hosts under load; host b cut for ``outage_s`` (at least until the client dropped
+    its connections); then its request path heals, and its response path ``gap_s`` after
+    the request connection is back up, so b is reachable for requests it cannot answer."""
+    a, b = rn.serve("a"), rn.serve("b")
+    driver = _start(rn, [a, b], load)
+    _busy([a, b])
+    requests_cut, responses_cut = rn.cut(b, "requests"), rn.cut(b, "responses")
+    marks = {"cut": time.monotonic()}
+    _outage(rn, b, "both", marks["cut"], outage_s, marks)
+    marks["requests_heal"] = requests_cut.heal()
+    marks["requests_up"] = _until(lambda: rn.established(b, "requests") == 1,
+                                  "the client reconnected its request path to b")
+    time.sleep(gap_s)
+    marks["responses_heal"] = marks["heal"] = responses_cut.heal()
+    _reconnected(rn, b, marks)
+    _busy([b], since=marks["heal"])
+    return _finish("split_rejoin", load, driver, [a, b], marks)
