@@ -211,6 +211,16 @@ class Rule:
             self.healed_at = time.monotonic()
         return self.healed_at
 
+    def dropped(self) -> int:
+        """Packets the rules dropped so far (while they are in place)."""
+        total = 0
+        for chain, handle in self.handles:
+            listing = self.network.nft("-a", "list", "chain", "inet", "zjobs", chain)
+            for line in listing.splitlines():
+                if line.rstrip().endswith(f"# handle {handle}"):
+                    total += int(line.split("counter packets ")[1].split()[0])
+        return total
+
 
 class RoutedNetwork:
     """A client and processor hosts, each on its own link to a router that forwards between
@@ -300,11 +310,11 @@ class RoutedNetwork:
         else:
             port = daemon.ports[path]
             matches = [f"ip daddr {addr} tcp dport {port}", f"ip saddr {addr} tcp sport {port}"]
-        return self._rule(("cut", f"{match} drop") for match in matches)
+        return self._rule(("cut", f"{match} counter drop") for match in matches)
 
     def loss(self, percent: float) -> Rule:
         """Drop ``percent`` % of the packets at random, each way, on the client's link."""
-        drop = f"numgen random mod 1000 < {round(percent * 10)} drop"
+        drop = f"numgen random mod 1000 < {round(percent * 10)} counter drop"
         link = f'"{self.client.router_if}"'
         return self._rule([("lossin", f"iifname {link} {drop}"),
                            ("lossout", f"oifname {link} {drop}")])

@@ -42,6 +42,8 @@ class Load:
     timeout_s: float = 1.0
     retries: int = 8
     max_calls: int = 100_000
+    after_heal_s: float = 0.0
+    """Keep calling at least this long after the (last) heal."""
     zmq_options: dict[str, int] = field(default_factory=dict)
     """ZeroMQ socket options for every socket of the client (e.g. ``CONNECT_TIMEOUT``)."""
 
@@ -66,6 +68,8 @@ class Outcome:
     result: DriverResult
     runs: dict[str, list[tuple[int, float]]]
     marks: dict[str, float]
+    dropped: int = 0
+    """Packets the fault's nftables rules dropped (proof that the fault was in place)."""
 
     @property
     def calls(self) -> int:
@@ -125,14 +129,20 @@ class Outcome:
             "lost": self.lost, "errors": self.errors, "ran_twice": len(self.ran_twice()),
             "ran_unanswered": self.ran_unanswered(), "per_processor": self.result.per_processor,
             "resent": self.result.resent, "replays": self.result.replays,
-            "slowest_error_s": round(self.slowest_error_s(), 3),
+            "slowest_error_s": round(self.slowest_error_s(), 3), "packets_dropped": self.dropped,
         }
-        for name in self.runs:
-            for mark in ("heal", "responses_heal"):
-                if mark in self.marks:
-                    after = self.first_run_after(name, mark)
-                    out[f"first_run_after_{mark}_s[{name}]"] = (
-                        None if after is None else round(after, 3))
+        if "heal" in self.marks:
+            heal = self.marks["heal"]
+            if "reconnected" in self.marks:
+                out["reconnected_after_heal_s"] = round(self.marks["reconnected"] - heal, 3)
+            after = {name: sum(1 for _, t in runs if t >= heal)
+                     for name, runs in self.runs.items()}
+            total = max(1, sum(after.values()))
+            for name in self.runs:
+                first = self.first_run_after(name, "heal")
+                out[f"first_run_after_heal_s[{name}]"] = None if first is None else round(first, 3)
+                if len(self.runs) > 1:
+                    out[f"share_after_heal[{name}]"] = round(after[name] / total, 3)
         base = self.marks.get("cut", 0.0)
         out["marks_s"] = {k: round(v - base, 3) for k, v in self.marks.items()}
         return out
@@ -183,10 +193,12 @@ def _outage(rn: RoutedNetwork, daemon: Daemon, path: Path_, cut_at: float, outag
 
 
 def _finish(name: str, load: Load, driver: Driver, daemons: list[Daemon],
-            marks: dict[str, float], *, stop: bool = True) -> Outcome:
+            marks: dict[str, float], *, stop: bool = True, dropped: int = 0) -> Outcome:
     """Stop the calls (or, ``stop=False``, let the driver make them all), and count."""
+    if "heal" in marks:
+        time.sleep(max(0.0, marks["heal"] + load.after_heal_s - time.monotonic()))
     result = driver.finish(stop=stop)
-    return Outcome(name, load, result, {d.name: d.runs() for d in daemons}, marks)
+    return Outcome(name, load, result, {d.name: d.runs() for d in daemons}, marks, dropped)
 
 
 def _reconnected(rn: RoutedNetwork, daemon: Daemon, marks: dict[str, float]) -> None:
@@ -203,10 +215,12 @@ def delay_and_loss(rn: RoutedNetwork, load: Load, *, calls: int, delay_ms: float
     client link's packets dropped each way, for the whole run of ``calls`` calls."""
     daemons = [rn.serve("a"), rn.serve("b")]
     via = rn.forward(daemons, delay_ms)
-    rn.loss(loss_percent)
+    loss = rn.loss(loss_percent)
     driver = _start(rn, daemons, replace(load, max_calls=calls), via)
     marks = {"start": driver.started_at}
-    return _finish("delay_and_loss", load, driver, daemons, marks, stop=False)
+    result = driver.finish(stop=False)
+    return Outcome("delay_and_loss", load, result, {d.name: d.runs() for d in daemons}, marks,
+                   loss.dropped())
 
 
 def cut_one_of_two(rn: RoutedNetwork, load: Load, *, outage_s: float,
@@ -220,10 +234,11 @@ def cut_one_of_two(rn: RoutedNetwork, load: Load, *, outage_s: float,
     cut = rn.cut(b)
     marks = {"cut": time.monotonic()}
     _outage(rn, b, "both", marks["cut"], outage_s, marks, cut_for=cut_for)
+    dropped = cut.dropped()
     marks["heal"] = cut.heal()
     _reconnected(rn, b, marks)
     _busy([b], since=marks["heal"])
-    return _finish("cut_one_of_two", load, driver, [a, b], marks)
+    return _finish("cut_one_of_two", load, driver, [a, b], marks, dropped=dropped)
 
 
 def cut_only_host(rn: RoutedNetwork, load: Load, *, outage_s: float,
@@ -237,10 +252,11 @@ def cut_only_host(rn: RoutedNetwork, load: Load, *, outage_s: float,
     cut = rn.cut(a)
     marks = {"cut": time.monotonic()}
     _outage(rn, a, "both", marks["cut"], outage_s, marks, after_drop_s=2 * load.timeout_s)
+    dropped = cut.dropped()
     marks["heal"] = cut.heal()
     _reconnected(rn, a, marks)
     _busy([a], since=marks["heal"])
-    return _finish(name, load, driver, [a], marks)
+    return _finish(name, load, driver, [a], marks, dropped=dropped)
 
 
 def cut_responses(rn: RoutedNetwork, load: Load, *, outage_s: float) -> Outcome:
@@ -252,10 +268,11 @@ def cut_responses(rn: RoutedNetwork, load: Load, *, outage_s: float) -> Outcome:
     cut = rn.cut(a, "responses")
     marks = {"cut": time.monotonic()}
     _outage(rn, a, "responses", marks["cut"], outage_s, marks)
+    dropped = cut.dropped()
     marks["heal"] = cut.heal()
     _reconnected(rn, a, marks)
     _busy([a], since=marks["reconnected"])
-    return _finish("cut_responses", load, driver, [a], marks)
+    return _finish("cut_responses", load, driver, [a], marks, dropped=dropped)
 
 
 def link_flaps(rn: RoutedNetwork, load: Load, *, flaps: int, down_s: float,
@@ -288,6 +305,7 @@ def split_rejoin(rn: RoutedNetwork, load: Load, *, outage_s: float, gap_s: float
     requests_cut, responses_cut = rn.cut(b, "requests"), rn.cut(b, "responses")
     marks = {"cut": time.monotonic()}
     _outage(rn, b, "both", marks["cut"], outage_s, marks)
+    dropped = requests_cut.dropped() + responses_cut.dropped()
     marks["requests_heal"] = requests_cut.heal()
     marks["requests_up"] = _until(lambda: rn.established(b, "requests") == 1,
                                   "the client reconnected its request path to b")
@@ -295,4 +313,4 @@ def split_rejoin(rn: RoutedNetwork, load: Load, *, outage_s: float, gap_s: float
     marks["responses_heal"] = marks["heal"] = responses_cut.heal()
     _reconnected(rn, b, marks)
     _busy([b], since=marks["heal"])
-    return _finish("split_rejoin", load, driver, [a, b], marks)
+    return _finish("split_rejoin", load, driver, [a, b], marks, dropped=dropped)
