@@ -45,7 +45,8 @@ def read_runs(path: Path) -> list[tuple[int, float]]:
     if not path.exists():
         return []
     runs = []
-    for line in path.read_text().splitlines():
+    # The last piece is empty, or a line still being written: skip it.
+    for line in path.read_text().split("\n")[:-1]:
         key, _, at = line.partition(" ")
         runs.append((int(key), float(at)))
     return runs

@@ -5,7 +5,7 @@ token, and every veth pair is created directly inside its two namespaces, so not
 named in the root namespace and parallel runs never clash. Addresses (10.231.N.0/24, one
 subnet per link) exist only inside these namespaces. :meth:`Network.close` stops every
 process the network started (by PID) and deletes the namespaces, which takes their links
-with them; the ``network`` fixtures call it also when a test fails.
+with them; the test fixtures call it also when a test fails.
 
 :class:`RoutedNetwork` is the shape of the network-fault tests: a client namespace and
 processor hosts, each on its own link to a router namespace that forwards between them.
@@ -50,7 +50,9 @@ from jobs_netfaults import read_runs
 
 START_TIMEOUT_S = 60.0  # a loaded 2-core machine can take seconds to start Python
 
-Path_ = Literal["both", "requests", "responses"]
+NetPath = Literal["both", "requests", "responses"]
+"""Which of a daemon's connections: both, the requests (PUSH to PULL) or the responses
+(PUB to SUB)."""
 
 
 def check_tools(*tools: str) -> None:
@@ -300,7 +302,7 @@ class RoutedNetwork:
             handles.append((chain, int(out.split("# handle ")[1].split()[0])))
         return Rule(self, handles)
 
-    def cut(self, daemon: Daemon, path: Path_ = "both") -> Rule:
+    def cut(self, daemon: Daemon, path: NetPath = "both") -> Rule:
         """Drop, silently and both ways, what the router forwards between the client and the
         daemon's host (``both``) or one of the daemon's two connections (``requests``: the
         client's PUSH to its PULL; ``responses``: its PUB to the client's SUB)."""
@@ -328,7 +330,7 @@ class RoutedNetwork:
         self.net.ip("link", "set", self.hosts[role].router_if, "up", ns=self.router)
         return time.monotonic()
 
-    def established(self, daemon: Daemon, path: Path_ = "both", *,
+    def established(self, daemon: Daemon, path: NetPath = "both", *,
                     side: Literal["client", "host"] = "client") -> int:
         """How many tcp connections are up between the client and the daemon's endpoints
         (``path``), as the client's namespace sees them or as the daemon's host does. After

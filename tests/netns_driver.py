@@ -10,10 +10,10 @@ JSON object per line: ``{"event": "ready", "t": T}`` once the readiness handshak
 then ``{"event": "done", ...}`` with the counts (answered, errors by type, calls per
 processor), the client's counters and one record per call: ``[n, start, end, processor,
 error type, attempts, replay]`` (times from ``time.monotonic``, the clock every namespace
-shares). Options: ``timeout_s``, ``retries``, ``send_timeout_s``, ``keepalive``
-(``[interval_ms, timeout_ms, ttl_ms]`` or null for none, absent for the default) and
-``zmq_options`` (ZeroMQ socket options by name, e.g. ``{"CONNECT_TIMEOUT": 500}``, set as
-defaults of the client's own context, so they apply to every socket it opens).
+shares). Options: ``timeout_s``, ``retries``, ``send_timeout_s``, ``reconnect``
+(``[connect_timeout_ms, interval_ms, max_interval_ms]``, or null for libzmq's own
+reconnecting; absent: zjobs' default) and ``zmq_options`` (ZeroMQ socket options by name,
+set as defaults of the client's own context, for what the client has no option for).
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     for name, value in args.get("zmq_options", {}).items():
         context.setsockopt(getattr(zmq, name), value)
     options: dict[str, Any] = {}
-    if "keepalive" in args:
-        keepalive = args["keepalive"]
-        options["keepalive"] = None if keepalive is None else zjobs.Keepalive(*keepalive)
+    if "reconnect" in args:
+        reconnect = args["reconnect"]
+        options["reconnect"] = None if reconnect is None else zjobs.Reconnect(*reconnect)
     if args.get("send_timeout_s") is not None:
         options["send_timeout_s"] = args["send_timeout_s"]
     timeout_s, retries = float(args["timeout_s"]), int(args["retries"])

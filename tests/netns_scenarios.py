@@ -8,12 +8,18 @@ to wait for (both hosts busy, the client's connections dropped or back, the heal
 running calls again); only the fault schedule itself (how long a cut or a flap lasts, how
 far apart the two paths heal) is a time.
 
-A cut lasts at least until both ends dropped their connections (each end's keepalive
-gave up: 5 to 6 s with the default ``Keepalive``), as in a long outage. A shorter cut is
-another story: the connections survive it, and what the client had written into the cut
-connection is delivered late, when the path heals, even after the client gave up on it
-(the kernel keeps sending what a closed socket had queued), so a retried call can run on
-both hosts. ``benchmarks/netfaults.py --short-cut`` measures that case.
+How long a cut lasts decides what it does, because each end notices a silent peer only
+through TCP keepalive (``Keepalive``: 5 s idle, then 5 probes 1 s apart), and keepalive
+probes only an idle connection. A connection that carries nothing during the cut (the
+processor's request socket, the client's response socket) is dropped after 10 s; one with
+data in flight (the client's request socket, the processor's response socket) is not
+dropped at all: it retransmits with backoff (0.2 s doubling, for minutes) and learns of a
+dropped peer only at its next retransmission after the heal (a reset). A cut shorter
+than 10 s leaves the processor's end open, so the requests the client queued in it are
+delivered when the path heals, also those whose retry ran elsewhere; a longer one has
+them refused. The short versions therefore cut a processor for 12 s where the difference
+matters (one of two hosts, the split rejoin) and 6 s where it does not (one host: its
+replay window answers repeats).
 """
 
 from __future__ import annotations
@@ -21,10 +27,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
-from netns import Daemon, Driver, DriverResult, Path_, RoutedNetwork
+from netns import Daemon, Driver, DriverResult, NetPath, RoutedNetwork
 
 from zjobs.testing import wait_until
 
@@ -44,8 +50,9 @@ class Load:
     max_calls: int = 100_000
     after_heal_s: float = 0.0
     """Keep calling at least this long after the (last) heal."""
-    zmq_options: dict[str, int] = field(default_factory=dict)
-    """ZeroMQ socket options for every socket of the client (e.g. ``CONNECT_TIMEOUT``)."""
+    libzmq_reconnect: bool = False
+    """Reconnect as libzmq does by itself (``reconnect=None``: no connect timeout), not with
+    zjobs' :class:`~zjobs.Reconnect` defaults."""
 
     @property
     def call_limit_s(self) -> float:
@@ -53,9 +60,12 @@ class Load:
         return self.timeout_s * (self.retries + 1)
 
     def args(self) -> dict[str, Any]:
-        return {"rate": self.rate, "workers": self.workers, "timeout_s": self.timeout_s,
-                "retries": self.retries, "max_calls": self.max_calls,
-                "zmq_options": self.zmq_options}
+        args: dict[str, Any] = {"rate": self.rate, "workers": self.workers,
+                                "timeout_s": self.timeout_s, "retries": self.retries,
+                                "max_calls": self.max_calls}
+        if self.libzmq_reconnect:
+            args["reconnect"] = None
+        return args
 
 
 @dataclass
@@ -174,22 +184,26 @@ def _busy(daemons: list[Daemon], since: float = 0.0, runs: int = WARM_RUNS) -> f
                   f"each of {[d.name for d in daemons]} ran {runs} calls")
 
 
-def _outage(rn: RoutedNetwork, daemon: Daemon, path: Path_, cut_at: float, outage_s: float,
-            marks: dict[str, float], *, cut_for: float | None = None,
-            after_drop_s: float = 0.0) -> None:
-    """Wait until both ends dropped their ``path`` connections (their keepalives gave up),
-    ``outage_s`` passed since the cut and ``after_drop_s`` since the client dropped; with
-    ``cut_for`` instead, just that long."""
-    if cut_for is not None:
-        time.sleep(max(0.0, cut_at + cut_for - time.monotonic()))
-        return
-    marks["client_dropped"] = _until(lambda: rn.established(daemon, path) == 0,
-                                     f"the client dropped its {path} connections to "
-                                     f"{daemon.name}")
-    marks["host_dropped"] = _until(lambda: rn.established(daemon, path, side="host") == 0,
-                                   f"{daemon.name} dropped its {path} connections")
-    end = max(cut_at + outage_s, marks["client_dropped"] + after_drop_s)
-    time.sleep(max(0.0, end - time.monotonic()))
+def _outage(rn: RoutedNetwork, daemon: Daemon, path: NetPath, cut_at: float, outage_s: float,
+            marks: dict[str, float], *, until_client_dropped: bool = False) -> None:
+    """Keep the cut ``outage_s`` (and, with ``until_client_dropped``, until the client's
+    keepalive dropped its ``path`` connections), noting when each end dropped them
+    (``client_dropped``, ``host_dropped``), if it did."""
+    ends: list[tuple[str, Literal["client", "host"]]] = [("client_dropped", "client"),
+                                                         ("host_dropped", "host")]
+    give_up = cut_at + CONDITION_TIMEOUT_S
+    while True:
+        now = time.monotonic()
+        for mark, side in ends:
+            if mark not in marks and rn.established(daemon, path, side=side) == 0:
+                marks[mark] = now
+        waiting = until_client_dropped and "client_dropped" not in marks
+        if now >= cut_at + outage_s and not waiting:
+            return
+        if now >= give_up:
+            raise AssertionError(f"the client kept its {path} connections to {daemon.name} "
+                                 f"through {CONDITION_TIMEOUT_S}s of outage")
+        time.sleep(0.1)
 
 
 def _finish(name: str, load: Load, driver: Driver, daemons: list[Daemon],
@@ -223,17 +237,15 @@ def delay_and_loss(rn: RoutedNetwork, load: Load, *, calls: int, delay_ms: float
                    loss.dropped())
 
 
-def cut_one_of_two(rn: RoutedNetwork, load: Load, *, outage_s: float,
-                   cut_for: float | None = None) -> Outcome:
-    """Two hosts under load; all traffic to and from host b cut for ``outage_s`` (at least
-    until both ends dropped their connections; exactly ``cut_for`` s when given), then
+def cut_one_of_two(rn: RoutedNetwork, load: Load, *, outage_s: float) -> Outcome:
+    """Two hosts under load; all traffic to and from host b cut for ``outage_s``, then
     healed."""
     a, b = rn.serve("a"), rn.serve("b")
     driver = _start(rn, [a, b], load)
     _busy([a, b])
     cut = rn.cut(b)
     marks = {"cut": time.monotonic()}
-    _outage(rn, b, "both", marks["cut"], outage_s, marks, cut_for=cut_for)
+    _outage(rn, b, "both", marks["cut"], outage_s, marks)
     dropped = cut.dropped()
     marks["heal"] = cut.heal()
     _reconnected(rn, b, marks)
@@ -243,15 +255,14 @@ def cut_one_of_two(rn: RoutedNetwork, load: Load, *, outage_s: float,
 
 def cut_only_host(rn: RoutedNetwork, load: Load, *, outage_s: float,
                   name: str = "cut_only_host") -> Outcome:
-    """One host under load, cut for ``outage_s`` (at least until both ends dropped their
-    connections, and two attempts' time after the client did, so that calls begin while
-    it has no connection at all), then healed: those calls can only wait or fail."""
+    """One host under load, cut for ``outage_s``, then healed: the calls of the outage can
+    only wait or fail."""
     a = rn.serve("a")
     driver = _start(rn, [a], load)
     _busy([a])
     cut = rn.cut(a)
     marks = {"cut": time.monotonic()}
-    _outage(rn, a, "both", marks["cut"], outage_s, marks, after_drop_s=2 * load.timeout_s)
+    _outage(rn, a, "both", marks["cut"], outage_s, marks)
     dropped = cut.dropped()
     marks["heal"] = cut.heal()
     _reconnected(rn, a, marks)
@@ -260,14 +271,16 @@ def cut_only_host(rn: RoutedNetwork, load: Load, *, outage_s: float,
 
 
 def cut_responses(rn: RoutedNetwork, load: Load, *, outage_s: float) -> Outcome:
-    """One host under load; only its response path cut for ``outage_s``: requests still
-    arrive and run, their answers are lost until the path heals."""
+    """One host under load; only its response path cut, for ``outage_s`` and at least until
+    the client dropped that connection (its keepalive gave up on the silent, idle link):
+    requests still arrive and run, their answers are lost with the connection, and only a
+    retry can be answered, from the replay window, after the heal."""
     a = rn.serve("a")
     driver = _start(rn, [a], load)
     _busy([a])
     cut = rn.cut(a, "responses")
     marks = {"cut": time.monotonic()}
-    _outage(rn, a, "responses", marks["cut"], outage_s, marks)
+    _outage(rn, a, "responses", marks["cut"], outage_s, marks, until_client_dropped=True)
     dropped = cut.dropped()
     marks["heal"] = cut.heal()
     _reconnected(rn, a, marks)
@@ -296,9 +309,9 @@ def link_flaps(rn: RoutedNetwork, load: Load, *, flaps: int, down_s: float,
 
 
 def split_rejoin(rn: RoutedNetwork, load: Load, *, outage_s: float, gap_s: float) -> Outcome:
-    """Two hosts under load; host b cut for ``outage_s`` (at least until the client dropped
-    its connections); then its request path heals, and its response path ``gap_s`` after
-    the request connection is back up, so b is reachable for requests it cannot answer."""
+    """Two hosts under load; host b cut for ``outage_s``; then its request path heals, and
+    its response path ``gap_s`` after b has a request connection again, so b is reachable
+    for requests it cannot answer."""
     a, b = rn.serve("a"), rn.serve("b")
     driver = _start(rn, [a, b], load)
     _busy([a, b])
@@ -307,7 +320,9 @@ def split_rejoin(rn: RoutedNetwork, load: Load, *, outage_s: float, gap_s: float
     _outage(rn, b, "both", marks["cut"], outage_s, marks)
     dropped = requests_cut.dropped() + responses_cut.dropped()
     marks["requests_heal"] = requests_cut.heal()
-    marks["requests_up"] = _until(lambda: rn.established(b, "requests") == 1,
+    # Up when b has a request connection again (a new one, if b's keepalive dropped the
+    # old during the outage; the client's may still be waiting for its next retransmission).
+    marks["requests_up"] = _until(lambda: rn.established(b, "requests", side="host") == 1,
                                   "the client reconnected its request path to b")
     time.sleep(gap_s)
     marks["responses_heal"] = marks["heal"] = responses_cut.heal()

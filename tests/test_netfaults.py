@@ -30,14 +30,18 @@ from netns_scenarios import (
 
 pytestmark = pytest.mark.timeout(180)
 
-OUTAGE_S = 6.0  # outlasts the default keepalive (5 s) of both ends: connections are dropped
+OUTAGE_S = 6.0
+LONG_OUTAGE_S = 11.0
+"""Longer than the processors' keepalive (10 s: they drop the cut client's idle
+connection), shorter than the client's request connection's retransmission at ~12.6 s."""
 SLACK_S = 1.0
 """How much later than ``timeout_s x (retries + 1)`` a failed call may report its error: the
 client's reader tick plus scheduling on a loaded machine (measured: under 0.05 s)."""
 
-# Many calls in flight at a modest rate: the outage's calls do not wait for free workers,
-# so some begin after the client has dropped its connections.
-WIDE = Load(rate=30, workers=200, timeout_s=1.0, retries=14)
+# Many calls in flight at a modest rate: the calls of the outage do not wait for free
+# workers, so they begin all through it.
+WIDE = Load(rate=30, workers=300, timeout_s=1.0, retries=14)
+STEADY = Load(rate=100, workers=8, timeout_s=1.0, retries=8)
 
 
 @pytest.fixture
@@ -90,27 +94,57 @@ def test_delay_and_loss_every_call_answered_once(routed: RoutedNetwork) -> None:
     assert min(r[2] - r[1] for r in out.result.records) >= 0.1
 
 
-def test_one_of_two_hosts_cut_under_load(routed: RoutedNetwork) -> None:
-    load = Load(rate=100, workers=8, timeout_s=1.0, retries=8)
-    out = cut_one_of_two(routed, load, outage_s=OUTAGE_S)
+@pytest.fixture(scope="module")
+def one_of_two_cut(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
+    """Host b of two cut for longer than the processors' keepalive (both tests below read
+    the one run)."""
+    check_tools("nft", "ss")
+    net = Network()
+    try:
+        rn = RoutedNetwork(net, tmp_path_factory.mktemp("one-of-two"))
+        outcome = cut_one_of_two(rn, STEADY, outage_s=LONG_OUTAGE_S)
+        codes = net.stop_peers()
+    finally:
+        net.close()
+    assert codes == [0, 0], codes
+    return outcome
+
+
+def test_one_of_two_hosts_cut_under_load(one_of_two_cut: Outcome) -> None:
+    out = one_of_two_cut
 
     assert_all_answered(out)
     assert out.dropped > 0
     assert out.result.per_processor["proc-a"] > out.result.per_processor["proc-b"]
-    # The healed host is used again (the scenario waited for it), and a call runs twice
-    # only when the cut caught it in flight (at most one per worker); a rejoin making calls
-    # run twice is test_split_rejoin's business, where it is forced.
+    # The healed host is used again (the scenario waited for it). A call runs twice only
+    # when the cut caught it in flight (at most one per worker), or when b's two
+    # connections came back too far apart (test_split_rejoin forces that); the requests
+    # queued for b during the cut are not run late, since b had dropped that connection.
     doubles = doubles_by_when(out, "proc-b")
-    assert len(doubles["before_cut"]) <= load.workers, out.summary()
-    assert len(doubles["later"]) <= load.workers, out.summary()
+    assert len(doubles["before_cut"]) <= STEADY.workers, out.summary()
+    assert len(doubles["later"]) <= STEADY.workers, out.summary()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "TCP keepalive probes only idle connections: the client's request connection to a "
+    "host cut while requests are in flight keeps retransmitting (for minutes) and is never "
+    "dropped, so the client goes on sending the cut host its share of the calls, each "
+    "waiting timeout_s before its retry (Keepalive's documented 10 s holds only for an "
+    "idle connection)"))
+def test_one_of_two_hosts_cut_is_noticed_within_the_keepalive_time(
+        one_of_two_cut: Outcome) -> None:
+    out = one_of_two_cut
+    # Both of the client's connections to b were dropped during the 11 s outage (10 s:
+    # Keepalive's idle_s + interval_s x count), so new calls went to a only.
+    assert "client_dropped" in out.marks, out.summary()
 
 
 def test_only_host_cut_retries_span_the_outage(routed: RoutedNetwork) -> None:
     out = cut_only_host(routed, WIDE, outage_s=OUTAGE_S)
 
-    # Calls began while the client had no connection at all; retries carried every one
-    # (the first send included) past the outage, and the replay window ran each job once.
-    assert began_between(out, "client_dropped", "heal") >= 10, out.summary()
+    # Calls began all through the outage; retries carried every one (the first send
+    # included) past it, and the replay window ran each job once.
+    assert began_between(out, "cut", "heal") >= 10 * OUTAGE_S, out.summary()
     assert_all_answered(out)
     assert out.ran_twice() == [], out.summary()
     assert out.dropped > 0
@@ -123,7 +157,7 @@ def test_only_host_cut_retries_shorter_than_the_outage(routed: RoutedNetwork) ->
     # Every call that could not be answered failed the documented way: CallTimeout after
     # all 3 attempts, within 3 x 0.5 s (plus the slack); never SendTimeout, never a hang.
     failed = [r for r in out.result.records if r[4] is not None]
-    assert began_between(out, "client_dropped", "heal") >= 10, out.summary()
+    assert began_between(out, "cut", "heal") >= 10 * OUTAGE_S, out.summary()
     assert len(failed) >= 10, out.summary()
     assert out.errors == {"CallTimeout": len(failed)}, out.summary()
     assert {r[5] for r in failed} == {load.retries + 1}
@@ -135,9 +169,9 @@ def test_only_host_cut_retries_shorter_than_the_outage(routed: RoutedNetwork) ->
 def test_responses_only_cut_answered_from_the_replay_window(routed: RoutedNetwork) -> None:
     out = cut_responses(routed, WIDE, outage_s=OUTAGE_S)
 
-    # Requests kept arriving and running while their answers were lost; the retries
-    # after the heal were answered from the replay window: every call answered, none ran
-    # twice.
+    # Requests kept arriving and running while their answers were lost with the dropped
+    # connection; the retries after the heal were answered from the replay window: every
+    # call answered, none ran twice.
     ran_in_cut = out.runs_between("proc-a", "cut", "heal")
     assert ran_in_cut >= 10, out.summary()
     assert_all_answered(out)
@@ -160,11 +194,12 @@ def test_link_flaps(routed: RoutedNetwork) -> None:
 @pytest.mark.xfail(strict=True, reason=(
     "issue 14 point 3: readiness is redone only for a new processor instance; a host "
     "whose connections come back is the same instance, so the client sends it requests "
-    "as soon as its request path is up, before its response path is, and their answers "
-    "are lost (retries then run them on the other host)"))
+    "as soon as its request path is up, before its response path is: the processor holds "
+    "their answers (XPUB) until the subscription is back, but the calls time out first "
+    "and their retries run them on the other host"))
 def test_split_rejoin_no_call_sent_before_the_response_path(routed: RoutedNetwork) -> None:
-    load = Load(rate=100, workers=8, timeout_s=1.0, retries=8)
-    out = split_rejoin(routed, load, outage_s=OUTAGE_S, gap_s=2.0)
+    load = STEADY
+    out = split_rejoin(routed, load, outage_s=LONG_OUTAGE_S, gap_s=2.0)
 
     assert_all_answered(out)
     assert out.dropped > 0
