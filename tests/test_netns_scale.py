@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from dns_server import DnsServer, dnsmasq_path
 from jobs_interop import TESTS, Peer, run, skip_or_fail, subprocess_env, zjobs_command
-from test_netns import Network
+from netns import Network
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -60,7 +60,7 @@ class Hosts:
                     "--requests", f"tcp://{proc_addr}:{REQUESTS_PORT}",
                     "--responses", f"tcp://{proc_addr}:{RESPONSES_PORT}", "--name", f"p{i}"]
             peer = Peer(argv, prefix=["ip", "netns", "exec", ns], wait_listening=False)
-            network.peers.append(peer)  # stopped by the network's finalizer too
+            network.started(peer)  # stopped by the network's finalizer too
             self.peers.append(peer)
         for peer in self.peers:  # started together: a loaded machine takes seconds each
             peer._wait_listening()
