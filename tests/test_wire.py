@@ -164,7 +164,9 @@ def test_ping_pong(peer: RawPeer) -> None:
     peer.send(pack({"v": 1, "id": "p1", "reply_to": TOPIC, "ping": True}), b"\xc0")
     topic, header, body = peer.recv()
     assert topic == TOPIC
-    assert set(header) == {"v", "id", "status", "cached", "processor", "instance"}
+    assert set(header) == {"v", "id", "status", "cached", "processor", "instance", "ext",
+                           "batch_max"}
+    assert (header["ext"], header["batch_max"]) == (["batch"], 4096)  # the batch extension
     assert type(header["v"]) is int and header["v"] == 1
     assert header["id"] == "p1"
     assert header["status"] == "pong"

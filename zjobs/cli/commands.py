@@ -449,6 +449,9 @@ _SERVE_OPTIONS = (
     option("--metrics", metavar="HOST:PORT",
            help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one; the "
                 "log says which). Needs the extra: pip install 'zjobs[metrics]'."),
+    option("--batch-max", type=click.IntRange(min=0), metavar="N",
+           help=f"Most values taken in one batch request (ZJP/1's batch extension, "
+                f"advertised in pongs; 0: refuse batches) [default: {_default('batch_max')}]."),
 )
 
 
