@@ -195,7 +195,7 @@ def test_asyncio_batch_shares_slots_with_requests() -> None:
             for n in range(3):
                 raw.push.send_multipart([pack({"v": 1, "id": f"r{n}", "reply_to": TOPIC}),
                                          pack(n)])
-            header, body = raw.ask(*batch(list(range(10))))
+            _, body = raw.ask(*batch(list(range(10))))
             assert body == list(range(10))
         finally:
             raw.close()
