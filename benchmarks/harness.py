@@ -159,6 +159,10 @@ def processor(kind: str, job: str, transport: str, *, cached: bool = False) -> I
 
 # -- the clients -----------------------------------------------------------------------------
 
+TIMEOUT_S = 600.0
+"""The zjobs clients' call timeout: measuring, not failing, is the point."""
+
+
 def _rss_kib(pid: int | str = "self") -> int:
     """Resident set size of a process, from /proc (0 where /proc is missing)."""
     try:
@@ -246,7 +250,9 @@ class ZJobsClient:
         from zjobs import Client
 
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.client = Client.connect(requests, responses, context=self.context)
+        # A generous timeout: 200,000 calls in flight on a busy machine take minutes.
+        self.client = Client.connect(requests, responses, context=self.context,
+                                     timeout_s=TIMEOUT_S)
         self.client.wait_ready()
 
     def pipelined(self, values: list[Any], window: int) -> None:
@@ -331,7 +337,8 @@ async def _zjobs_async(requests: str, responses: str, count: int, how: str) -> f
 
     context = zmq.asyncio.Context()
     try:
-        async with AsyncClient.connect(requests, responses, context=context) as client:
+        async with AsyncClient.connect(requests, responses, context=context,
+                                       timeout_s=TIMEOUT_S) as client:
             await client.wait_ready()
             start = time.perf_counter()
             if how == "gather":
