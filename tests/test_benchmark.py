@@ -57,6 +57,7 @@ def test_every_figure_is_measured_for_both_sides(tmp_path: Path) -> None:
     # Every figure with a target says met or missed; all six targets are among them.
     for row in results.rows:
         assert (row["met"] is None) == (row["target"] == ""), row
+        assert row["lost"] == 0, row
     assert {row["issue_target"] for row in results.rows} - {None} == {1, 2, 3, 4, 5, 6}
     summary = lines[lines.index("the six targets of the performance issue:") + 1:]
     assert len(summary) == sum(1 for row in results.rows if row["issue_target"])
