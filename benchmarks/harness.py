@@ -616,9 +616,9 @@ def run(settings: Settings, out: Callable[[str], None] = print) -> Results:
         ratio_s = f"{ratio:7.2f}x" if ratio is not None else f"{'':>8}"
         word = {True: "met", False: "MISSED", None: ""}[verdict]
         note = f" ({missing:,} calls got no answer)" if missing else ""
-        out(f"{name:<52} {zj:12,.1f} {raw_s} {ratio_s}  {unit:<7} {target:<10} {word}{note}")
+        out(f"{name:<64} {zj:12,.1f} {raw_s} {ratio_s}  {unit:<7} {target:<10} {word}{note}")
 
-    out(f"{'figure':<52} {'zjobs':>12} {'raw':>12} {'ratio':>8}  {'unit':<7} target")
+    out(f"{'figure':<64} {'zjobs':>12} {'raw':>12} {'ratio':>8}  {'unit':<7} target")
     rate = "req/s"
     big, values = list(range(s.pipelined)), list(range(s.window_count))
     windowed: dict[str, float] = {}
