@@ -672,7 +672,8 @@ def test_heartbeat_counters_are_the_documented_outcomes() -> None:
             raw.close()
     c = beats[-1]
     assert set(c) == {"received", "ok", "failed", "expired", "bad_requests", "dropped",
-                      "cache_hits", "pongs", "replays"}
+                      "cache_hits", "pongs", "replays", "batches"}
+    assert c["batches"] == 0
     assert c["received"] == c["ok"] + c["failed"] + c["expired"] + c["bad_requests"] + c["pongs"]
     b = raw.baseline
     assert (c["ok"] - b.ok, c["cache_hits"], c["failed"], c["expired"]) == (2, 1, 1, 1)
