@@ -247,13 +247,13 @@ class RawClient:
 class ZJobsClient:
     """zjobs' Client, as a user writes it."""
 
-    def __init__(self, requests: list[str], responses: list[str]) -> None:
+    def __init__(self, requests: list[str], responses: list[str], **options: Any) -> None:
         from zjobs import Client
 
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         # A generous timeout: 200,000 calls in flight on a busy machine take minutes.
-        self.client = Client.connect(requests, responses, context=self.context,
-                                     timeout_s=TIMEOUT_S)
+        options.setdefault("timeout_s", TIMEOUT_S)
+        self.client = Client.connect(requests, responses, context=self.context, **options)
         self.client.wait_ready()
         self.lost = 0
         """Calls that got no answer (CallTimeout)."""
@@ -498,8 +498,9 @@ def latency(kind: str, transport: str, count: int) -> dict[str, float]:
 
 def _measure_memory(requests: str, responses: str, processor_pid: int, in_flight: int,
                     calls: int, window: int, conn: Any) -> None:
-    # In a fresh process, so that memory other figures freed does not hide what this uses.
-    client = ZJobsClient([requests], [responses])
+    # In a fresh process, so that memory other figures freed does not hide what this uses;
+    # without the client's cap on calls in flight, so that all of them are.
+    client = ZJobsClient([requests], [responses], max_in_flight=None)
     try:
         client.pipelined(list(range(2_000)), window)
         gc.collect()
