@@ -305,3 +305,28 @@ def worked_example() -> tuple[list[bytes], list[bytes]]:
             frames[-1] = bytes(current)
     assert len(frames) == 5, f"expected 2 request and 3 response frames, found {len(frames)}"
     return frames[:2], frames[2:]
+
+
+def batch_example() -> tuple[list[bytes], list[bytes]]:
+    """The batch request and batch response frames of docs/PROTOCOL.md's "A batch, byte by
+    byte"."""
+    text = (REPO / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    section = text[text.index("### A batch, byte by byte"):]
+    section = section[:section.index("\n## ")]  # up to the next section
+    request: list[bytes] = []
+    response: list[bytes] = []
+    current: list[bytes] | None = None
+    for line in section.splitlines():
+        if line.startswith("batch frame "):
+            current = request
+            current.append(b"")
+        elif line.startswith("batch response frame "):
+            current = response
+            current.append(b"")
+        elif line.startswith("pong header"):
+            current = None
+        elif current is not None and (hexdump := re.match(r"[0-9a-f]{4}  ((?:[0-9a-f]{2} ?)+)$",
+                                                         line)):
+            current[-1] += bytes.fromhex(hexdump.group(1))
+    assert (len(request), len(response)) == (3, 3), "expected 3 request and 3 response frames"
+    return request, response

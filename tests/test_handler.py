@@ -213,7 +213,7 @@ def test_ping_is_a_pong_without_running_or_checking_the_deadline() -> None:
     topic, head, body = answer(handler, frames)
     assert topic == b"t"
     assert head == {"v": 1, "id": "p", "status": "pong", "cached": False, "processor": "sq",
-                    "instance": "i", "meta": {"a": 1}}
+                    "instance": "i", "meta": {"a": 1}, "ext": ["batch"], "batch_max": 4096}
     assert body is None
     assert job.calls == 0
     assert handler.counters == Counters(received=1, pongs=1)
@@ -367,7 +367,7 @@ def test_counters_invariant_over_a_mixed_stream() -> None:
                                         dropped=1, cache_hits=2, pongs=1)
     assert handler.counters.as_dict() == {
         "received": 11, "ok": 4, "failed": 1, "expired": 1, "bad_requests": 4, "dropped": 1,
-        "cache_hits": 2, "pongs": 1, "replays": 0}
+        "cache_hits": 2, "pongs": 1, "replays": 0, "batches": 0}
 
 
 def test_counters_are_a_frozen_snapshot() -> None:
@@ -609,3 +609,105 @@ async def test_both_drivers_let_keyboard_interrupt_through() -> None:
     with pytest.raises(KeyboardInterrupt):
         await JobCalls(interrupt).drive(handler.flow(admitted(handler, request(1))))
     assert handler.counters == Counters(received=2)
+
+
+# -- the batch extension ------------------------------------------------------------------------
+
+def batch(items: list[Any], **fields: Any) -> list[bytes]:
+    return [pack({"v": 1, "id": "b1", "reply_to": "topic", **fields}), pack(items), b"batch"]
+
+
+def test_batch_answers_every_item_in_order_and_counts_each() -> None:
+    job = Square()
+    handler = RequestHandler(job, name="sq")
+    topic, head, body = answer(handler, batch([1, 2, 3, "x"]))
+    assert topic == T
+    assert (head["status"], head["id"], head["cached"]) == ("batch", "b1", False)
+    assert body == [1, 4, 9, None]
+    [[index, error]] = head["errors"]
+    assert index == 3
+    assert (error["type"], error["exception"]) == ("JobFailed", "TypeError")
+    assert job.calls == 4
+    assert handler.counters == Counters(received=4, ok=3, failed=1, batches=1)
+    assert "error" not in head
+
+
+def test_batch_items_use_the_cache_one_by_one() -> None:
+    job = DictCache(fail_on="bad")
+    job.store["a"] = "cached a"
+    handler = RequestHandler(job, name="c")
+    _, head, body = answer(handler, batch(["a", "b", "bad", "b"]))
+    assert body == ["cached a", "value of b", None, "value of b"]
+    # Items run in order, as requests would: the first "b" filled the cache for the second.
+    assert job.runs == ["b", "bad"]
+    assert [p[:2] for p in job.puts] == [("b", "value of b")]
+    assert handler.counters == Counters(received=4, ok=3, failed=1, cache_hits=2, batches=1)
+    job.store["b"] = "cached b"
+    _, head, body = answer(handler, batch(["a", "b"]))
+    assert head["cached"] is True and body == ["cached a", "cached b"]
+
+
+def test_batch_item_with_an_unencodable_value_fails_alone() -> None:
+    handler = RequestHandler(lambda request, _: {1} if request == 2 else request, name="e")
+    _, head, body = answer(handler, batch([1, 2, 3]))
+    assert body == [1, None, 3]
+    assert [index for index, _ in head["errors"]] == [1]
+
+
+def test_batch_deadline_is_checked_at_take_up_and_before_each_item() -> None:
+    now = [100]
+    job = Square()
+
+    def clock() -> int:
+        now[0] += 10
+        return now[0]
+
+    handler = RequestHandler(job, name="sq", clock_ms=clock)
+    _, head, body = answer(handler, batch([1, 2], deadline_ms=50))  # passed at take-up
+    assert head["status"] == "error" and head["error"]["type"] == "DeadlineExceeded"
+    assert body is None and job.calls == 0
+    now[0] = 100
+    _, head, body = answer(handler, batch([1, 2, 3, 4], deadline_ms=135))
+    assert body == [1, 4, None, None]  # the clock passed 135 after two items
+    assert [(i, e["type"]) for i, e in head["errors"]] == [(2, "DeadlineExceeded"),
+                                                           (3, "DeadlineExceeded")]
+    assert handler.counters == Counters(received=6, ok=2, expired=4, batches=2)
+
+
+def test_refused_batches_are_bad_requests_counted_once() -> None:
+    handler = RequestHandler(Square(), name="sq", batch_max=3)
+    for frames in (batch([1, 2, 3, 4]), batch([]), batch(5), batch([1], ping=True),
+                   [*batch([1]), b"extra"]):
+        _, head, body = answer(handler, frames)
+        assert (head["status"], head["id"], head["error"]["type"]) == ("error", "b1",
+                                                                       "BadRequest")
+        assert body is None
+    assert handler.counters == Counters(received=5, bad_requests=5)
+    assert answer(handler, batch([1, 2, 3]))[2] == [1, 4, 9]
+
+
+def test_batches_off_refuses_them_as_a_base_processor_does() -> None:
+    job = Square()
+    handler = RequestHandler(job, name="sq", batch_max=0)
+    _, head, _ = answer(handler, batch([1, 2], meta={"m": 1}))
+    assert (head["error"]["type"], head["id"], head["meta"]) == ("BadRequest", "b1", {"m": 1})
+    assert "3" in head["error"]["message"]  # the frame count
+    assert job.calls == 0
+    _, pong, _ = answer(handler, request(None, ping=True))
+    assert "ext" not in pong and "batch_max" not in pong
+
+
+def test_batch_repeat_is_replayed_from_the_window_by_batch_id() -> None:
+    from zjobs.core.dedup import ReplayWindow
+
+    job = Square()
+    handler = RequestHandler(job, name="sq", replay_window=ReplayWindow())
+    first = answer(handler, batch([1, 2, "x"], dedup=True))
+    again = answer(handler, batch([1, 2, "x"], dedup=True))
+    assert job.calls == 3
+    assert again[1].pop("replay") is True
+    assert again == first
+    assert handler.counters == Counters(received=6, ok=4, failed=2, replays=3, batches=2)
+    assert balanced(handler.counters)
+    answer(handler, batch([1, 2, "x"]))  # not marked: runs again
+    assert job.calls == 6

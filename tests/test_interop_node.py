@@ -20,6 +20,7 @@ from jobs_interop import (
     ClientCLI,
     ClientContract,
     Peer,
+    batch_example,
     run,
     serve_command,
     skip_or_fail,
@@ -257,8 +258,10 @@ def test_worked_example_is_what_msgpack_encodes() -> None:
                         pack(49)]
 
 
-def exchange(requests: str, responses: str, frames: list[bytes], topic: bytes) -> list[bytes]:
-    """Send raw request frames after a readiness handshake on ``topic``; the response frames."""
+def exchange(requests: str, responses: str, frames: list[bytes], topic: bytes,
+             rid: object = None) -> list[bytes]:
+    """Send raw request frames after a readiness handshake on ``topic``; the response frames
+    (the first with id ``rid`` when given, else the first that is not a pong)."""
     ctx = zmq.Context.instance()
     with ctx.socket(zmq.PUSH) as push, ctx.socket(zmq.SUB) as sub:
         push.linger = sub.linger = 0
@@ -278,7 +281,8 @@ def exchange(requests: str, responses: str, frames: list[bytes], topic: bytes) -
         while time.monotonic() < deadline:
             if sub.poll(100):
                 got = sub.recv_multipart()
-                if msgpack.unpackb(got[1])["status"] != "pong":
+                header = msgpack.unpackb(got[1])
+                if (header["id"] == rid) if rid is not None else header["status"] != "pong":
                     return got
         raise AssertionError("no response")
 
@@ -310,3 +314,72 @@ def test_worked_example_against_zjobs_serve(daemon: Peer) -> None:
     assert type(header.pop("seq")) is int  # zjobs' sequence-number extension
     del expected["processor"], expected["instance"]
     assert header == expected
+
+
+# -- the batch extension ------------------------------------------------------------------------
+
+
+def node_peer(node_dir: Path, *extra: str, name: str = "sq") -> Peer:
+    return Peer(["node", str(node_dir / "processor.js"), "--requests", LOOPBACK,
+                 "--responses", LOOPBACK, "--name", name, *extra], cwd=node_dir)
+
+
+def test_batch_example_against_the_node_processor(node_dir: Path) -> None:
+    # The spec's batch, byte for byte (but for the random instance), and its pong.
+    request, response = batch_example()
+    peer = node_peer(node_dir)
+    try:
+        got = exchange(peer.requests, peer.responses, request, b"t1")
+        pong = exchange(peer.requests, peer.responses,
+                        [msgpack.packb({"v": 1, "id": "p1", "reply_to": "t1", "ping": True}),
+                         b"\xc0"], b"t1", rid="p1")
+    finally:
+        assert peer.stop() == 0
+    instance = msgpack.unpackb(got[1])["instance"].encode()
+    assert got == [response[0], response[1].replace(EXAMPLE_INSTANCE, instance), response[2]]
+    header = msgpack.unpackb(pong[1])
+    assert (header["ext"], header["batch_max"]) == (["batch"], 4096)
+
+
+def test_python_client_batches_to_the_node_processor(node_dir: Path) -> None:
+    peer = node_peer(node_dir, "--batch-max", "50")
+    try:
+        with zjobs.Client.connect(peer.requests, peer.responses,
+                                  timeout_s=CALL_TIMEOUT_S) as client:
+            result = client.call(zjobs.Batch.of([3, {"fail": "no"}, "echo"]))
+            assert isinstance(result, zjobs.BatchResult)
+            assert result.values == [9, None, "echo"]
+            error = result.errors[1]
+            assert (error.type, error.message, error.processor) == ("JobFailed", "Error: no", "sq")
+            values = [*range(300), {"fail": "x"}, 7]
+            got = list(client.map(values, return_exceptions=True))
+            assert got[:300] == [i * i for i in range(300)] and got[301] == 49
+            assert isinstance(got[300], zjobs.RemoteError) and got[300].message == "Error: x"
+            with pytest.raises(zjobs.RemoteError) as refused:
+                client.call(zjobs.Batch.of(list(range(51))))  # over its --batch-max
+            assert refused.value.type == "BadRequest"
+    finally:
+        assert peer.stop() == 0
+
+
+def test_node_processor_without_batches_never_runs_one(node_dir: Path) -> None:
+    # --batch-max 0: the processor as written from the base protocol. A batch is refused
+    # by its frame count (nothing runs), the pong advertises nothing, and map sends one
+    # message per value.
+    request, _ = batch_example()
+    peer = node_peer(node_dir, "--batch-max", "0")
+    try:
+        got = exchange(peer.requests, peer.responses, request, b"t1")
+        header = msgpack.unpackb(got[1])
+        assert (header["status"], header["id"], header["error"]["type"]) == (
+            "error", "b1", "BadRequest")
+        assert got[2] == b"\xc0"
+        with zjobs.Client.connect(peer.requests, peer.responses,
+                                  timeout_s=CALL_TIMEOUT_S) as client:
+            assert list(client.map(range(200))) == [i * i for i in range(200)]
+            with pytest.raises(zjobs.RemoteError) as refused:
+                client.call(zjobs.Batch.of([1, 2]))
+            assert refused.value.type == "BadRequest"
+            assert client.call(5) == 25  # still serving
+    finally:
+        assert peer.stop() == 0

@@ -516,3 +516,20 @@ def test_zjobs_link_exits_1_with_the_cause_when_the_link_crashes(
         feeder.join()
     assert result.exit_code == 1, result.output
     assert "Error: link 'crashy' crashed: KeyboardInterrupt: keep broke" in result.output
+def test_a_batch_response_is_not_forwarded(processors: dict[str, ZmqProcessor]) -> None:
+    # Batches are not chained: a link forwards "ok" responses only, so a batch's array of
+    # results never reaches the next stage as one value.
+    from zjobs.wire.batch import Batch
+
+    a, b = processors["A"], processors["B"]
+    t = topic()
+    with (Link(a, b) as link, b.receiver(topics=[t]) as out, a.sender() as entry,
+          b.sender() as probe):
+        wait_subscribed(probe, out, topic=t)
+        entry.send(Batch.of([1, 2, 3]), id="batch", reply_to=t)
+        entry.send(5, id="after", reply_to=t)
+        (response,) = collect(out, 1)
+        assert (response.id, response.value) == ("after", 12)
+        assert barrier(entry, out, t) == []
+        assert link.counters.forwarded == 1
+    assert a.counters.batches == 1 and b.counters.batches == 0

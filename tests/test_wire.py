@@ -164,7 +164,9 @@ def test_ping_pong(peer: RawPeer) -> None:
     peer.send(pack({"v": 1, "id": "p1", "reply_to": TOPIC, "ping": True}), b"\xc0")
     topic, header, body = peer.recv()
     assert topic == TOPIC
-    assert set(header) == {"v", "id", "status", "cached", "processor", "instance"}
+    assert set(header) == {"v", "id", "status", "cached", "processor", "instance", "ext",
+                           "batch_max"}
+    assert (header["ext"], header["batch_max"]) == (["batch"], 4096)  # the batch extension
     assert type(header["v"]) is int and header["v"] == 1
     assert header["id"] == "p1"
     assert header["status"] == "pong"
@@ -670,7 +672,8 @@ def test_heartbeat_counters_are_the_documented_outcomes() -> None:
             raw.close()
     c = beats[-1]
     assert set(c) == {"received", "ok", "failed", "expired", "bad_requests", "dropped",
-                      "cache_hits", "pongs", "replays"}
+                      "cache_hits", "pongs", "replays", "batches"}
+    assert c["batches"] == 0
     assert c["received"] == c["ok"] + c["failed"] + c["expired"] + c["bad_requests"] + c["pongs"]
     b = raw.baseline
     assert (c["ok"] - b.ok, c["cache_hits"], c["failed"], c["expired"]) == (2, 1, 1, 1)

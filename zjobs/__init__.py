@@ -55,6 +55,7 @@ from zjobs.transport.receiver import McReceive, ZmqReceiver
 from zjobs.transport.reconnect import Reconnect
 from zjobs.transport.security import CurveClient, CurveServer, KeyPair
 from zjobs.transport.sender import MpSend, ZmqSender
+from zjobs.wire.batch import Batch, BatchResult
 from zjobs.wire.protocol import ErrorInfo, Request, Response
 
 if _TYPE_CHECKING:
@@ -120,6 +121,8 @@ __all__ = [  # noqa: RUF022 (grouped by concept, as the README presents them)
     "Request",
     "Response",
     "ErrorInfo",
+    "Batch",
+    "BatchResult",
     "ProcessorMonitor",
     # Membership: which processors a client talks to, and how that set changes
     "Members",

@@ -1,12 +1,17 @@
 #!/usr/bin/env node
 // A ZJP/1 processor in Node.js, written from docs/PROTOCOL.md alone.
 //
-//   node processor.js --requests EP --responses EP [--name NAME]
+//   node processor.js --requests EP --responses EP [--name NAME] [--batch-max N]
 //
 // It binds PULL (requests) and PUB (responses), prints one line
 // "listening requests=<EP> responses=<EP> name=<NAME>" once bound, and serves until
 // SIGTERM or SIGINT (exit code 0). The job: an int is squared; a map with the key
 // "fail" fails with JobFailed "Error: <fail>"; anything else is echoed unchanged.
+//
+// It implements the batch extension (many items in one request, each answered as a
+// request of its own) and advertises it in its pongs; --batch-max is the most items it
+// takes in one batch (default 4096), and 0 turns the extension off: batches are then
+// refused with BadRequest by the frame count, as a processor without it refuses them.
 //
 // Requests are checked on the raw msgpack bytes (scan() below) rather than on decoded
 // JavaScript values, because a JavaScript value cannot tell an int from a float with the
@@ -23,6 +28,8 @@ const { encode } = require("@msgpack/msgpack")
 const MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 const MAX_DEPTH = 512
 const NIL = Buffer.from([0xc0])
+const BATCH_TAG = Buffer.from("batch")
+const DEFAULT_BATCH_MAX = 4096
 
 // ------------------------------------------------------------------ msgpack scanning
 
@@ -190,6 +197,28 @@ function job(body, node) {
   return new Raw(body.subarray(node.start, node.end))
 }
 
+// The msgpack header of an array of `count` values.
+function arrayHeader(count) {
+  if (count < 16) return Buffer.from([0x90 | count])
+  if (count < 0x10000) return Buffer.from([0xdc, count >> 8, count & 0xff])
+  const b = Buffer.alloc(5)
+  b[0] = 0xdd
+  b.writeUInt32BE(count, 1)
+  return b
+}
+
+// Run the job on one value; {body} with the encoded value, or {error} with the error map.
+function runJob(body, node) {
+  try {
+    const result = job(body, node)
+    return { body: result instanceof Raw ? result.bytes : result }
+  } catch (err) {
+    const cls = (err && err.name) || "Error"
+    const text = err && err.message !== undefined ? err.message : String(err)
+    return { error: { type: "JobFailed", message: `${cls}: ${text}`, exception: cls } }
+  }
+}
+
 function describe(buf, node) {
   if (node.kind === "int" || node.kind === "bool") return String(node.value)
   if (node.kind === "nil") return "None"
@@ -199,10 +228,11 @@ function describe(buf, node) {
 // ------------------------------------------------------------------ requests
 
 class Processor {
-  constructor(name) {
+  constructor(name, batchMax = DEFAULT_BATCH_MAX) {
     this.name = name
+    this.batchMax = batchMax
     this.instance = crypto.randomBytes(8).toString("hex")
-    this.counters = { received: 0, ok: 0, failed: 0, badRequests: 0, dropped: 0, pongs: 0 }
+    this.counters = { received: 0, ok: 0, failed: 0, badRequests: 0, dropped: 0, pongs: 0, batches: 0 }
   }
 
   // Decide the response to one multipart message: [topic, header, body] frames, or null.
@@ -243,15 +273,18 @@ class Processor {
     const metaNode = get("meta")
     const meta = metaNode !== undefined && metaNode.kind === "map" ? h.subarray(metaNode.start, metaNode.end) : null
 
-    const reply = (status, body = NIL, error = null, cached = false) =>
-      this.response(topic, id, meta, status, body, error, cached)
+    const reply = (status, body = NIL, error = null, cached = false, extra = []) =>
+      this.response(topic, id, meta, status, body, error, cached, extra)
     const bad = (type, message) => {
       if (type === "BadRequest") this.counters.badRequests++
       else this.counters.failed++
       return reply("error", NIL, { type, message })
     }
 
-    if (frames.length !== 2) return bad("BadRequest", `expected 2 frames, got ${frames.length}`)
+    // A batch is 3 frames, the last the raw tag; without the extension the frame count
+    // alone refuses it.
+    const isBatch = this.batchMax > 0 && frames.length === 3 && BATCH_TAG.equals(frames[2])
+    if (frames.length !== 2 && !isBatch) return bad("BadRequest", `expected 2 frames, got ${frames.length}`)
     const v = get("v")
     if (v === undefined || v.kind !== "int" || v.value !== 1n) return bad("UnsupportedVersion", '"v" must be the int 1')
     if (!idValid) return bad("BadRequest", '"id" must be a str or bin of 1 to 255 bytes')
@@ -262,8 +295,12 @@ class Processor {
     if (metaNode !== undefined && meta === null) return bad("BadRequest", '"meta" must be a map')
 
     if (ping !== undefined && ping.value) {
+      if (isBatch) return bad("BadRequest", "a batch request cannot be a ping")
       this.counters.pongs++
-      return reply("pong")
+      const advertised = this.batchMax > 0
+        ? [encode("ext"), encode(["batch"]), encode("batch_max"), encode(this.batchMax)]
+        : []
+      return reply("pong", NIL, null, false, advertised)
     }
 
     let body
@@ -273,9 +310,16 @@ class Processor {
       if (!(err instanceof Invalid)) throw err
       return bad("BadRequest", `body: ${err.message}`)
     }
+    if (isBatch) {
+      if (body.kind !== "array") return bad("BadRequest", "a batch body is an array of items")
+      if (body.count < 1 || body.count > this.batchMax) {
+        return bad("BadRequest", `a batch holds 1 to ${this.batchMax} items, this one ${body.count}`)
+      }
+    }
     if (deadline !== undefined && BigInt(Date.now()) > deadline.value) {
       return bad("DeadlineExceeded", `deadline ${deadline.value} passed`)
     }
+    if (isBatch) return this.batch(frames[1], body, deadline, reply)
 
     let out
     try {
@@ -291,13 +335,43 @@ class Processor {
     return reply("ok", out)
   }
 
+  // Every item of a batch through the job, each as a request of its own; one response.
+  batch(buf, arrayNode, deadline, reply) {
+    this.counters.batches++
+    this.counters.received += arrayNode.count - 1
+    const bodies = []
+    const errors = []
+    let p = arrayNode.body
+    for (let i = 0; i < arrayNode.count; i++) {
+      const item = scan(buf, p)
+      p = item.end
+      let out
+      if (deadline !== undefined && BigInt(Date.now()) > deadline.value) {
+        out = { error: { type: "DeadlineExceeded", message: `deadline ${deadline.value} passed before item ${i}` } }
+      } else {
+        out = runJob(buf, item)
+      }
+      if (out.error !== undefined) {
+        this.counters.failed++
+        errors.push([i, out.error])
+        bodies.push(NIL)
+      } else {
+        this.counters.ok++
+        bodies.push(Buffer.from(out.body))
+      }
+    }
+    const extra = errors.length > 0 ? [encode("errors"), encode(errors)] : []
+    return reply("batch", Buffer.concat([arrayHeader(bodies.length), ...bodies]), null, false, extra)
+  }
+
   drop(reason) {
     this.counters.dropped++
     process.stderr.write(`warning: dropped a request: ${reason}\n`)
     return null
   }
 
-  response(topic, id, meta, status, body, error, cached) {
+  // `extra`: further key and value encodings, appended to the header in pairs.
+  response(topic, id, meta, status, body, error, cached, extra = []) {
     const parts = [
       encode("v"), encode(1),
       encode("id"), id,
@@ -315,6 +389,8 @@ class Processor {
       parts.push(encode("meta"), meta)
       count++
     }
+    parts.push(...extra)
+    count += extra.length / 2
     const header = Buffer.concat([Buffer.from([0x80 | count]), ...parts.map((p) => Buffer.from(p))])
     return [topic, header, body]
   }
@@ -327,18 +403,20 @@ function parseArgs(argv) {
     process.stdout.write(USAGE)
     process.exit(0)
   }
-  const opts = { name: "node" }
+  const opts = { name: "node", batchMax: String(DEFAULT_BATCH_MAX) }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
-    const key = { "--requests": "requests", "--responses": "responses", "--name": "name" }[a]
+    const key = { "--requests": "requests", "--responses": "responses", "--name": "name", "--batch-max": "batchMax" }[a]
     if (key === undefined || i + 1 >= argv.length) usage(`bad argument: ${a}`)
     opts[key] = argv[++i]
   }
   if (!opts.requests || !opts.responses) usage("--requests and --responses are required")
+  if (!/^[0-9]+$/.test(opts.batchMax)) usage("--batch-max takes a count (0: no batches)")
+  opts.batchMax = Number(opts.batchMax)
   return opts
 }
 
-const USAGE = "usage: node processor.js --requests EP --responses EP [--name NAME]\n"
+const USAGE = "usage: node processor.js --requests EP --responses EP [--name NAME] [--batch-max N]\n"
 
 function usage(msg) {
   process.stderr.write(`processor.js: ${msg}\n${USAGE}`)
@@ -356,7 +434,7 @@ async function main() {
     process.stderr.write(`processor.js: cannot bind: ${err.message}\n`)
     process.exit(1)
   }
-  const proc = new Processor(opts.name)
+  const proc = new Processor(opts.name, opts.batchMax)
   process.stdout.write(`listening requests=${pull.lastEndpoint} responses=${pub.lastEndpoint} name=${opts.name}\n`)
 
   let stopping = false

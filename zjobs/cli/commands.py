@@ -449,6 +449,9 @@ _SERVE_OPTIONS = (
     option("--metrics", metavar="HOST:PORT",
            help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one; the "
                 "log says which). Needs the extra: pip install 'zjobs[metrics]'."),
+    option("--batch-max", type=click.IntRange(min=0), metavar="N",
+           help=f"Most values taken in one batch request (ZJP/1's batch extension, "
+                f"advertised in pongs; 0: refuse batches) [default: {_default('batch_max')}]."),
 )
 
 
@@ -1195,17 +1198,22 @@ def keygen(name: str, directory: str, force: bool) -> None:
 @option("--quick", is_flag=True, help="A smoke run of a few seconds instead of minutes.")
 @option("--rounds", type=click.IntRange(min=1), default=None, metavar="N",
         help="Rounds per figure; the median is shown (default 3, 1 with --quick).")
+@option("--long", is_flag=True,
+        help="Measure memory growth over 10,000,000 calls instead of 1,000,000.")
 @option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
         help="Also write the results as JSON, to compare runs.")
-def bench(quick: bool, rounds: int | None, json_path: str | None) -> None:
+def bench(quick: bool, rounds: int | None, long: bool, json_path: str | None) -> None:
     """Measure zjobs against a hand-written pyzmq + msgpack loop, in one run.
 
     Both use the same sockets (PUSH -> PULL, PUB -> SUB) and message layout, with the
-    processor in a separate process: pipelined throughput and sequential latency over tcp
-    and ipc, cache hits, a 64 KiB payload, 1 vs 2 processes, and the processor's memory
-    over 1,000,000 requests. Ratios zjobs / raw are what to read: absolute numbers depend
-    on the machine. Same as `python benchmarks/run.py`; it needs a source checkout (the
-    harness, benchmarks/harness.py, is not installed with the package).
+    processor in a separate process: the pipelined idioms (a list comprehension of
+    200,000 submits, a window of 1,000) and sequential latency over tcp and ipc, asyncio
+    (gather and map, against a raw zmq.asyncio loop), sum(client.map(...)) against the raw
+    per-message loop, cache hits, a 64 KiB payload, 1 vs 2 processes, and memory (client
+    RSS per call in flight, client and processor growth over 1,000,000 calls). Every
+    figure with a target says met or missed. Ratios zjobs / raw are what to read: absolute
+    numbers depend on the machine. Same as `python benchmarks/run.py`; it needs a source
+    checkout (the harness, benchmarks/harness.py, is not installed with the package).
 
     \b
     Example:
@@ -1214,6 +1222,8 @@ def bench(quick: bool, rounds: int | None, json_path: str | None) -> None:
     """
     harness = load_harness(BENCHMARKS)
     settings = harness.Settings.quick() if quick else harness.Settings()
+    if long:
+        settings.rss_requests = 10_000_000
     if rounds is not None:
         settings.rounds = rounds
     results = harness.run(settings, out=_echo)

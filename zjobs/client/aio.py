@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Final, Self
 
 import zmq
 
 from zjobs.client.base import BaseClient
 from zjobs.core import tracing
+from zjobs.core.batching import DEFAULT_BATCH_SIZE, Emit, MapFlow, Send
 from zjobs.core.engine import DEFAULT_MAX_IN_FLIGHT, Call, CallEngine, Completion, completions
 from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, SendTimeout, Timeout
@@ -37,6 +38,16 @@ __all__ = ["AsyncClient"]
 log = logging.getLogger(__name__)
 
 _TICK_S: Final = 0.05  # longest the reader waits before checking deadlines and liveness
+
+
+async def _outcome(future: asyncio.Future[Any] | Exception) -> Any:
+    # A map's value: the result, or the error object (a send that raised is one already).
+    if isinstance(future, Exception):
+        return future
+    try:
+        return await future
+    except Exception as exc:
+        return exc
 
 
 class AsyncClient(BaseClient):
@@ -329,6 +340,76 @@ class AsyncClient(BaseClient):
                 await asyncio.wait_for(self._room.wait(), left)
             except TimeoutError:
                 pass
+    # -- many calls: map ----------------------------------------------------------------
+
+    def map(
+        self,
+        values: Iterable[Any],
+        *,
+        timeout_s: float | None = None,
+        retries: int | None = None,
+        return_exceptions: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        window: int | None = None,
+    ) -> AsyncIterator[Any]:
+        """Call the processors with every value; an async iterator over the results, in
+        input order (``async for result in client.map(values)``).
+
+        The same flow as :meth:`zjobs.Client.map`, with the same arguments: it streams,
+        batches when every processor advertised the extension, and a failed value fails
+        only its own result (raised when it is reached, or yielded as the error object
+        with ``return_exceptions``).
+
+        Raises:
+            ValueError: bad ``timeout_s``, ``retries``, ``batch_size`` or ``window`` (at once).
+        """
+        flow = self._map_flow(values, timeout_s, retries, batch_size, window)
+        return self._map(flow, timeout_s, retries, return_exceptions)
+
+    async def _map(self, flow: MapFlow, timeout_s: float | None, retries: int | None,
+                   return_exceptions: bool) -> AsyncIterator[Any]:
+        if not self._engine.ready:
+            await self.wait_ready()
+        actions = flow.actions()
+        reply: Any = None
+        try:
+            while True:
+                try:
+                    action = actions.send(reply)
+                except StopIteration:
+                    return
+                if isinstance(action, Emit):
+                    reply = None
+                    for outcome in action.outcomes:
+                        if (action.failed and isinstance(outcome, BaseException)
+                                and not return_exceptions):
+                            raise outcome
+                        yield outcome
+                elif isinstance(action, Send):
+                    chunk = action.chunk
+                    if chunk.batch is not None:
+                        reply = await self._map_submit(chunk.batch, timeout_s, retries)
+                    else:
+                        reply = [await self._map_submit(value, timeout_s, retries)
+                                 for value in chunk.values]
+                else:
+                    handle = action.handle
+                    reply = ([await _outcome(h) for h in handle] if isinstance(handle, list)
+                             else await _outcome(handle))
+        finally:
+            actions.close()
+            for handle in flow.outstanding():
+                for future in handle if isinstance(handle, list) else (handle,):
+                    if isinstance(future, asyncio.Future):
+                        future.cancel()
+
+    async def _map_submit(self, value: Any, timeout_s: float | None,
+                          retries: int | None) -> asyncio.Future[Any] | Exception:
+        try:
+            return await self._start(value, timeout_s, None, None, whole=False,
+                                     retries=retries)
+        except Exception as exc:  # this value's outcome (e.g. EncodeError, SendTimeout)
+            return exc
 
     # -- the reader task -----------------------------------------------------------------
 

@@ -7,7 +7,11 @@ drivers only add their own I/O.
 
 from __future__ import annotations
 
-from zjobs.core.engine import CallEngine
+from collections.abc import Iterable
+from typing import Any
+
+from zjobs.core.batching import MapFlow, map_window
+from zjobs.core.engine import CallEngine, check_call_options
 
 __all__ = ["BaseClient"]
 
@@ -71,3 +75,22 @@ class BaseClient:
 
     def _state(self) -> str:
         return "closed" if self.closed else "ready" if self._engine.ready else "new"
+
+    # -- map: the decisions both drivers share ------------------------------------------
+
+    def _batch_size(self, wanted: int) -> int:
+        """How many values a batch may hold now (0: none; see ``CallEngine.batch_size``)."""
+        return self._engine.batch_size(wanted)
+
+    def _map_flow(self, values: Iterable[Any], timeout_s: float | None, retries: int | None,
+                  batch_size: int, window: int | None) -> MapFlow:
+        """The flow of one ``map`` call, its arguments checked now (not at the first next).
+
+        Raises:
+            ValueError: bad ``timeout_s``, ``retries``, ``batch_size`` or ``window``.
+        """
+        engine = self._engine
+        check_call_options(engine.timeout_s if timeout_s is None else timeout_s,
+                           engine.retries if retries is None else retries)
+        size, in_flight = map_window(batch_size, window)
+        return MapFlow(values, limit=lambda: self._batch_size(size), window=in_flight)

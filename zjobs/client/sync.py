@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 from _thread import allocate_lock as _allocate_lock
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, InvalidStateError, wait
 from typing import Any, Final, Self
 
@@ -28,6 +28,7 @@ import zmq
 from zjobs.client.base import BaseClient
 from zjobs.client.watcher import DEFAULT_INTERVAL_S, MembershipWatcher
 from zjobs.core import tracing
+from zjobs.core.batching import DEFAULT_BATCH_SIZE, Emit, MapFlow, Send
 from zjobs.core.engine import DEFAULT_MAX_IN_FLIGHT, Call, CallEngine, Completion, completions
 from zjobs.core.membership import Members, Membership
 from zjobs.core.monitor import ProcessorMonitor
@@ -154,6 +155,16 @@ class _CallFuture(Future[Any]):
                 callback(self)
             except Exception:  # as Future does: one callback's failure stops no other
                 log.exception("client: a done-callback of %r raised", self)
+
+
+def _outcome(future: Future[Any] | Exception) -> Any:
+    # A map's value: the result, or the error object (a send that raised is one already).
+    if isinstance(future, Exception):
+        return future
+    try:
+        return future.result()
+    except Exception as exc:
+        return exc
 
 
 class Client(BaseClient):
@@ -509,6 +520,101 @@ class Client(BaseClient):
                 oldest = next(iter(engine.pending.values()), None)
             if oldest is not None and isinstance(oldest.handle, _CallFuture):
                 self._await(oldest.handle, min(left, _TICK_S))
+    # -- many calls: map ----------------------------------------------------------------
+
+    def map(
+        self,
+        values: Iterable[Any],
+        *,
+        timeout_s: float | None = None,
+        retries: int | None = None,
+        return_exceptions: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        window: int | None = None,
+    ) -> Iterator[Any]:
+        """Call the processors with every value; iterate over the results in input order.
+
+        It streams: values are read a chunk at a time and at most ``window`` are in flight,
+        so memory stays bounded for an input of any length. When every processor the client
+        is ready with advertised the batch extension, up to ``batch_size`` values travel in
+        one message (a batch); otherwise one message per value. A batch refused by a
+        processor (one without the extension joined later) is sent again one value per
+        message, and batching stops for the rest of the map.
+
+        Example::
+
+            total = sum(client.map(range(1_000_000)))
+
+        Args:
+            values: the request values; any iterable, read lazily.
+            timeout_s: the time one attempt of a message (a batch, or one value) may take.
+            retries: attempts after the first, per message, with the same id (a batch is
+                sent again whole, and answered from the replay window if it already ran).
+            return_exceptions: yield a failed value's error object in its place, instead of
+                raising it when its result is reached (which ends the iteration).
+            batch_size: most values in one batch (fewer if a processor takes fewer).
+            window: most values in flight (default: four batches, at least 1,000).
+
+        Raises (when the result is reached, unless ``return_exceptions``):
+            RemoteError: the job failed for that value (its own error; other values are
+                unaffected), or the processor refused it.
+            CallTimeout, ProcessorsGone, SendTimeout, ClosedError, EncodeError: that value's
+                message failed so.
+            NotReady: the readiness handshake failed (raised by the first ``next``).
+            ValueError: bad ``timeout_s``, ``retries``, ``batch_size`` or ``window`` (at once).
+        """
+        flow = self._map_flow(values, timeout_s, retries, batch_size, window)
+        return self._map(flow, timeout_s, retries, return_exceptions)
+
+    def _batch_size(self, wanted: int) -> int:
+        with self._lock:  # the engine is read by the reader thread too
+            return self._engine.batch_size(wanted)
+
+    def _map(self, flow: MapFlow, timeout_s: float | None, retries: int | None,
+             return_exceptions: bool) -> Iterator[Any]:
+        if not self._engine.ready:
+            self.wait_ready()
+        actions = flow.actions()
+        reply: Any = None
+        try:
+            while True:
+                try:
+                    action = actions.send(reply)
+                except StopIteration:
+                    return
+                if isinstance(action, Emit):
+                    reply = None
+                    if not action.failed:
+                        yield from action.outcomes
+                        continue
+                    for outcome in action.outcomes:
+                        if isinstance(outcome, BaseException) and not return_exceptions:
+                            raise outcome
+                        yield outcome
+                elif isinstance(action, Send):
+                    chunk = action.chunk
+                    if chunk.batch is not None:
+                        reply = self._map_submit(chunk.batch, timeout_s, retries)
+                    else:
+                        reply = [self._map_submit(value, timeout_s, retries)
+                                 for value in chunk.values]
+                else:
+                    handle = action.handle
+                    reply = ([_outcome(h) for h in handle] if isinstance(handle, list)
+                             else _outcome(handle))
+        finally:
+            actions.close()
+            for handle in flow.outstanding():
+                for future in handle if isinstance(handle, list) else (handle,):
+                    if isinstance(future, Future):
+                        future.cancel()
+
+    def _map_submit(self, value: Any, timeout_s: float | None,
+                    retries: int | None) -> Future[Any] | Exception:
+        try:
+            return self._start(value, timeout_s, None, None, whole=False, retries=retries)
+        except Exception as exc:  # this value's outcome (e.g. EncodeError, SendTimeout)
+            return exc
 
     # -- reading -------------------------------------------------------------------------
 

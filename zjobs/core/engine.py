@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import InvalidStateError
 from typing import Any, Final, Protocol
 
+from zjobs.core.batching import batch_limit
 from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import CallTimeout, ClosedError, ProcessorsGone, RemoteError, ZJobsError
 from zjobs.wire.protocol import PONG, Id, Meta, Response
@@ -162,6 +163,8 @@ class CallEngine:
         # the runs heard of (heartbeats, responses) that have not yet answered one.
         self._pings: dict[Id, float] = {}
         self._confirmed: dict[str, str] = {}
+        # What each confirmed run advertised in its pong: its extensions and batch_max.
+        self._advertised: dict[str, tuple[tuple[str, ...], int | None]] = {}
         self._unconfirmed: set[str] = set()
         self._ready = False
         self._next_ping = 0.0
@@ -317,6 +320,7 @@ class CallEngine:
                 and not peer.alive(now, monitor.liveness)]
         for instance in gone:
             del self._confirmed[instance]
+            self._advertised.pop(instance, None)
         if self.liveness is None or not self.pending or not monitor.all_gone():
             return []
         return self.fail_all(lambda call: ProcessorsGone(call.id, call.timeout_s,
@@ -363,6 +367,14 @@ class CallEngine:
         """Processor runs heard of (heartbeats, responses) that have not answered a ping."""
         return frozenset(self._unconfirmed)
 
+    def batch_size(self, wanted: int) -> int:
+        """How many items one batch may hold now (the batch extension): ``wanted`` at most,
+        and 0 unless every processor run confirmed advertised batches in its pong and no
+        run heard of is still unconfirmed (it might not take them)."""
+        if self._unconfirmed:
+            return 0
+        return batch_limit(self._advertised.values(), wanted)
+
     def readiness_ping(self) -> Id:
         """A new readiness ping's id (the driver sends a ping with it)."""
         rid = self.ids()
@@ -403,6 +415,7 @@ class CallEngine:
     def _confirm(self, response: Response) -> None:
         key = response.instance or response.processor or str(response.id)
         self._confirmed[key] = response.processor
+        self._advertised[key] = (response.extensions, response.batch_max)
         self._unconfirmed.discard(key)
         if len(self._confirmed) >= self.expect_processors:
             self._ready = True

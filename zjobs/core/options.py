@@ -19,6 +19,7 @@ from types import NoneType, UnionType
 from typing import Any, Final, Self, get_args, get_type_hints
 
 from zjobs.errors import OptionsError
+from zjobs.wire.batch import DEFAULT_BATCH_MAX
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -119,6 +120,10 @@ class ProcessorOptions:
         metrics: ``HOST:PORT`` to serve Prometheus metrics on (``/metrics``; port 0 picks
             one), from creation until stopped; None: none. Needs the ``zjobs[metrics]``
             extra.
+        batch_max: most values taken in one batch request (ZJP/1's batch extension,
+            advertised in pongs): each runs as a request of its own (concurrently within
+            ``concurrency`` on an asyncio processor); 0 turns the extension off, and
+            batches are refused with BadRequest as a processor without it refuses them.
 
     Raises:
         OptionsError: every value out of range or of the wrong type, named.
@@ -139,6 +144,7 @@ class ProcessorOptions:
     linger_ms: int = 1000
     keepalive: Keepalive | None = DEFAULT_KEEPALIVE
     metrics: str | None = None
+    batch_max: int = DEFAULT_BATCH_MAX
 
     def __post_init__(self) -> None:
         problems = [(name, problem) for name in option_names()

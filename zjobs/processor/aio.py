@@ -39,7 +39,7 @@ from zjobs.processor.base import BaseZmqProcessor, build_options
 from zjobs.transport.async_receiver import recv_nowait
 from zjobs.transport.publisher import Publisher
 from zjobs.transport.sockets import ServerSecurity
-from zjobs.wire.protocol import Request
+from zjobs.wire.protocol import BatchRequest, Request
 
 __all__ = ["DEFAULT_CONCURRENCY", "AsyncZmqProcessor"]
 
@@ -254,8 +254,10 @@ class AsyncZmqProcessor(BaseZmqProcessor):
     def _take(self, frames: list[bytes]) -> None:
         assert self._handler is not None and self._slots is not None
         admitted = self._handler.admit(frames)
-        if isinstance(admitted, Request):
-            task = asyncio.create_task(self._answer(admitted))
+        if isinstance(admitted, Request | BatchRequest):
+            answer = (self._answer(admitted) if isinstance(admitted, Request)
+                      else self._answer_batch(admitted))
+            task = asyncio.create_task(answer)
             self._tasks.add(task)
             task.add_done_callback(self._finished)
             return
@@ -292,6 +294,38 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         handler, calls = self._handler, self._calls
         assert handler is not None and calls is not None
         return await calls.drive(handler.flow(request))
+
+    async def _answer_batch(self, batch: BatchRequest) -> None:
+        # Each item's flow, awaited. The batch holds the slot it was read with; each further
+        # slot free while items are left starts one more worker, so the items run
+        # concurrently within ``concurrency``.
+        handler, calls, slots = self._handler, self._calls, self._slots
+        assert handler is not None and calls is not None and slots is not None
+        answer = handler.batch_answer(batch)
+        items = enumerate(batch.items)  # shared: each item goes to the next free worker
+        left = len(batch.items)
+
+        async def work(group: asyncio.TaskGroup, extra: bool) -> None:
+            nonlocal left
+            try:
+                for index, item in items:
+                    left -= 1
+                    while left > 0 and not slots.locked():
+                        await slots.acquire()  # free: returns at once
+                        group.create_task(work(group, True))
+                    await calls.drive(handler.item_flow(answer, index, item))
+            finally:
+                if extra:
+                    slots.release()
+
+        started = handler.load.start()  # a batch counts as one run
+        try:
+            with tracing.run_span(self.name, batch.meta):
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(work(group, False))
+        finally:
+            handler.load.finish(started)
+        self._publish(answer.frames())
 
     # -- stopping ------------------------------------------------------------------------
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from concurrent.futures import Executor
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from zjobs.core.async_job import (
     AsyncGetCache,
@@ -23,7 +23,7 @@ from zjobs.core.async_job import (
     is_async_job,
     is_coroutine_function,
 )
-from zjobs.core.handler import Flow
+from zjobs.core.handler import JobCall
 from zjobs.core.job import GetCache, Job, PutCache, run_job
 
 __all__ = ["AsyncGetCache", "AsyncPutCache", "AsyncRun", "JobCalls", "interrupts",
@@ -63,6 +63,9 @@ def _awaitable(method: Callable[..., Any], executor: Executor | None) -> AsyncCa
     return in_pool
 
 
+_Result = TypeVar("_Result")
+
+
 class JobCalls:
     """A job's ``run``, ``get_cache`` and ``put_cache`` as coroutine functions, and the
     driver of the job-call flow over them.
@@ -88,8 +91,9 @@ class JobCalls:
         if self.put_cache is not None:
             self._calls["put_cache"] = self.put_cache
 
-    async def drive(self, flow: Flow) -> list[bytes]:
-        """Run ``flow`` to its end, awaiting each call of the job.
+    async def drive(self, flow: Generator[JobCall, Any, _Result]) -> _Result:
+        """Run ``flow`` to its end, awaiting each call of the job; return what it returns
+        (a request's response frames; nothing for a batch item's flow).
 
         Raises:
             KeyboardInterrupt, asyncio.CancelledError: the job was interrupted, or the task
@@ -109,5 +113,5 @@ class JobCalls:
                 else:
                     call = flow.send(result)
         except StopIteration as done:
-            frames: list[bytes] = done.value
-            return frames
+            returned: _Result = done.value
+            return returned

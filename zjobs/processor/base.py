@@ -233,7 +233,8 @@ class BaseZmqProcessor:
         window = (ReplayWindow(options.dedup_size, options.dedup_ttl_s)
                   if options.dedup_size else None)
         return RequestHandler(self.job, name=self.name, resources=resources,
-                              instance=self.instance, replay_window=window)
+                              instance=self.instance, replay_window=window,
+                              batch_max=options.batch_max)
 
     def _crashed(self, exc: BaseException) -> None:
         """Keep the first crash of the serving thread or task, for :meth:`stop`."""

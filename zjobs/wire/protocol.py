@@ -15,10 +15,20 @@ from typing import Any, Final
 import msgpack
 
 from zjobs.errors import EncodeError, ProtocolError, RemoteError
+from zjobs.wire.batch import (
+    BATCH,
+    BATCH_TAG,
+    DEFAULT_BATCH_MAX,
+    EXTENSIONS_KEY,
+    Batch,
+    BatchResult,
+    array_header,
+)
 from zjobs.wire.codec import decode, decode_header, encode
 
 __all__ = [
     "BAD_REQUEST",
+    "BATCH",
     "DEADLINE_EXCEEDED",
     "ERROR",
     "JOB_FAILED",
@@ -28,12 +38,15 @@ __all__ = [
     "STATUSES",
     "UNSUPPORTED_VERSION",
     "VERSION",
+    "BatchRequest",
     "ErrorInfo",
     "InvalidRequest",
     "Request",
     "RequestEncoder",
     "Response",
     "ResponseEncoder",
+    "is_batch",
+    "parse_batch",
     "parse_request",
     "parse_response",
 ]
@@ -44,7 +57,7 @@ VERSION: Final = 1
 OK: Final = "ok"
 ERROR: Final = "error"
 PONG: Final = "pong"
-STATUSES: Final = frozenset({OK, ERROR, PONG})
+STATUSES: Final = frozenset({OK, ERROR, PONG, BATCH})
 
 BAD_REQUEST: Final = "BadRequest"
 UNSUPPORTED_VERSION: Final = "UnsupportedVersion"
@@ -79,7 +92,11 @@ def topic_bytes(reply_to: str | bytes | None) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A ZJP/1 request: a header (id, reply_to, ping, deadline_ms, meta, dedup) and a value."""
+    """A ZJP/1 request: a header (id, reply_to, ping, deadline_ms, meta, dedup) and a value.
+
+    A request whose value is a :class:`~zjobs.wire.batch.Batch` is encoded as a batch
+    request (the batch extension): its items, each run as if it were a request of its own.
+    """
 
     id: Id
     value: Any = None
@@ -108,7 +125,10 @@ class Request:
         return header
 
     def to_frames(self) -> list[bytes]:
-        """Encode as the two request frames; raise EncodeError for a value msgpack cannot hold."""
+        """Encode as the two request frames (three for a batch); raise EncodeError for a value
+        msgpack cannot hold."""
+        if isinstance(self.value, Batch):
+            return _batch_frames(encode(self.header()), self.value, self.ping)
         return [encode(self.header()), encode(self.value)]
 
     @classmethod
@@ -143,7 +163,10 @@ class RequestEncoder:
             shape = self._shape(reply_to, ping, dedup)
             if len(self._shapes) < self._MAX_SHAPES:
                 self._shapes[key] = shape
-        return [b"".join((shape[0], encode(rid), shape[1])), encode(value)]
+        header = b"".join((shape[0], encode(rid), shape[1]))
+        if type(value) is Batch:
+            return _batch_frames(header, value, ping)
+        return [header, encode(value)]
 
     @staticmethod
     def _shape(reply_to: str | bytes | None, ping: bool, dedup: bool) -> tuple[bytes, bytes]:
@@ -153,6 +176,43 @@ class RequestEncoder:
         header = encode(marker.header())
         cut = header.index(encode("\x01"), len(encode("v")) + 2)
         return header[:cut], header[cut + 2:]
+
+
+def _batch_frames(header: bytes, batch: Batch, ping: bool) -> list[bytes]:
+    if ping:
+        raise ValueError("a batch request cannot be a ping")
+    return [header, batch.body, BATCH_TAG]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    """A batch request as a processor takes it up: the header fields and the decoded items.
+
+    Clients send one by giving a sender a :class:`~zjobs.wire.batch.Batch` as the value.
+    """
+
+    id: Id
+    items: list[Any]
+    reply_to: str | bytes | None = None
+    deadline_ms: int | None = None
+    meta: Meta | None = None
+    dedup: bool = False
+
+    def to_frames(self) -> list[bytes]:
+        """Encode as the three batch request frames: header, items, tag."""
+        return Request(self.id, Batch.of(self.items), self.reply_to, False, self.deadline_ms,
+                       self.meta, self.dedup).to_frames()
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[bytes],
+                    max_items: int = DEFAULT_BATCH_MAX) -> BatchRequest:
+        """Decode and validate batch request frames (see :func:`parse_batch`)."""
+        return parse_batch(frames, max_items)
+
+
+def is_batch(frames: Sequence[bytes]) -> bool:
+    """True for a message shaped as a batch request: three frames, the last the batch tag."""
+    return len(frames) == 3 and frames[2] == BATCH_TAG
 
 
 class InvalidRequest(ProtocolError):
@@ -252,6 +312,36 @@ def parse_request(frames: Sequence[bytes]) -> Request:
     return Request(rid, value, reply_to, False, deadline, meta, header.get("dedup") is True)
 
 
+def parse_batch(frames: Sequence[bytes], max_items: int = DEFAULT_BATCH_MAX) -> BatchRequest:
+    """Validate a batch request: three frames, the last :data:`~zjobs.wire.batch.BATCH_TAG`.
+
+    The header and the body are checked as those of a request (:func:`parse_request`, in
+    its order); then the batch must not be a ping, and its body must be an array of 1 to
+    ``max_items`` values.
+
+    Raises:
+        InvalidRequest: carrying the error type, and the topic, id and meta to answer with.
+        ValueError: ``frames`` is not shaped as a batch (see :func:`is_batch`).
+    """
+    if not is_batch(frames):
+        raise ValueError("not a batch request (3 frames, the last b'batch'): see is_batch()")
+    request = parse_request(frames[:2])
+
+    def invalid(message: str) -> InvalidRequest:
+        return InvalidRequest(BAD_REQUEST, message, topic=topic_bytes(request.reply_to),
+                              id=request.id, meta=request.meta)
+
+    if request.ping:
+        raise invalid("a batch request cannot be a ping")
+    items = request.value
+    if not isinstance(items, list):
+        raise invalid(f"a batch body is an array of items, not a {type(items).__name__}")
+    if not 0 < len(items) <= max_items:
+        raise invalid(f"a batch holds 1 to {max_items} items, this one {len(items)}")
+    return BatchRequest(request.id, items, request.reply_to, request.deadline_ms, request.meta,
+                        request.dedup)
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
     """The error map of an error response: its type and message, and every key it had."""
@@ -283,6 +373,11 @@ class Response:
     (the job did not run again); the ``"replay"`` header key, a ZJP/1 extension."""
     seq: int | None = None
     """The processor's sequence number for this message (the ``"seq"`` extension)."""
+    extensions: tuple[str, ...] = ()
+    """The extensions a processor advertised in a pong (its ``"ext"`` header key), e.g.
+    ``("batch",)``; empty for other responses and for processors that advertise none."""
+    batch_max: int | None = None
+    """Most items the processor takes in one batch (a pong's ``"batch_max"``)."""
 
     @property
     def ok(self) -> bool:
@@ -290,7 +385,8 @@ class Response:
         return self.status == OK
 
     def unwrap(self) -> Any:
-        """Return the value, or raise :class:`RemoteError` for an error response."""
+        """Return the value (a :class:`~zjobs.wire.batch.BatchResult` for a batch), or raise
+        :class:`RemoteError` for an error response."""
         if self.error is not None:
             raise RemoteError(
                 self.error.type,
@@ -320,11 +416,24 @@ class Response:
             header["replay"] = True
         if self.seq is not None:
             header["seq"] = self.seq
+        if self.extensions:
+            header[EXTENSIONS_KEY] = list(self.extensions)
+        if self.batch_max is not None:
+            header["batch_max"] = self.batch_max
+        if isinstance(self.value, BatchResult) and self.value.errors:
+            header["errors"] = [[index, error.details]
+                                for index, error in sorted(self.value.errors.items())]
         return header
 
     def to_frames(self) -> list[bytes]:
         """Encode as the three response frames: topic, header, body."""
-        return [self.topic, encode(self.header()), encode(self.value if self.ok else None)]
+        if self.status == BATCH:
+            if not isinstance(self.value, BatchResult):
+                raise TypeError("a batch response's value is a BatchResult")
+            body = encode(self.value.values)
+        else:
+            body = encode(self.value if self.ok else None)
+        return [self.topic, encode(self.header()), body]
 
     @classmethod
     def from_frames(cls, frames: Sequence[bytes]) -> Response:
@@ -351,20 +460,58 @@ class Response:
         meta = header.get("meta")
         instance = header.get("instance")
         processor = header.get("processor")
+        processor = processor if isinstance(processor, str) else ""
         seq = header.get("seq")
+        rid = rid if isinstance(rid, str | bytes) else None
+        cached = header.get("cached") is True
+        value: Any = None
+        extensions: tuple[str, ...] = ()
+        batch_max = None
+        if status == OK:
+            value = decode(frames[2])
+        elif status == BATCH:
+            value = _batch_result(header, decode(frames[2]), rid, processor, cached)
+        elif status == PONG:
+            ext = header.get(EXTENSIONS_KEY)
+            if isinstance(ext, list):
+                extensions = tuple(name for name in ext if isinstance(name, str))
+            most = header.get("batch_max")
+            batch_max = most if type(most) is int and most > 0 else None
         return cls(
-            id=rid if isinstance(rid, str | bytes) else None,
+            id=rid,
             status=status,
-            value=decode(frames[2]) if status == OK else None,
+            value=value,
             error=error,
-            cached=header.get("cached") is True,
-            processor=processor if isinstance(processor, str) else "",
+            cached=cached,
+            processor=processor,
             meta=meta if isinstance(meta, dict) else None,
             topic=bytes(frames[0]),
             instance=instance if isinstance(instance, str) else None,
             replay=header.get("replay") is True,
             seq=seq if type(seq) is int else None,
+            extensions=extensions,
+            batch_max=batch_max,
         )
+
+
+def _batch_result(header: Mapping[Any, Any], values: Any, rid: Id | None, processor: str,
+                  cached: bool) -> BatchResult:
+    # The body is every item's value; "errors" lists [index, error map] for the failed ones.
+    if not isinstance(values, list):
+        raise ProtocolError("a batch response's body is not an array")
+    raw = header.get("errors")
+    errors: dict[int, RemoteError] = {}
+    if raw is not None:
+        if not isinstance(raw, list):
+            raise ProtocolError("a batch response's errors are not an array")
+        for entry in raw:
+            if (not isinstance(entry, list) or len(entry) != 2 or type(entry[0]) is not int
+                    or not 0 <= entry[0] < len(values) or not isinstance(entry[1], dict)):
+                raise ProtocolError(f"a batch response's error entry is malformed: {entry!r}")
+            index, error = entry
+            errors[index] = RemoteError(str(error.get("type", "")), str(error.get("message", "")),
+                                        id=rid, processor=processor, details=dict(error))
+    return BatchResult(values, errors, cached)
 
 
 def parse_response(
@@ -398,9 +545,16 @@ class ResponseEncoder:
     """Builds response frames for one processor, with the constant header parts encoded once.
 
     Not thread-safe (it reuses one msgpack packer): each processor loop owns one.
+
+    Args:
+        processor: the processor's name.
+        instance: the processor run's id.
+        pong_extra: entries added to every pong's header: what the processor advertises
+            (e.g. ``{"ext": ["batch"], "batch_max": 4096}``).
     """
 
-    def __init__(self, processor: str, instance: str) -> None:
+    def __init__(self, processor: str, instance: str,
+                 pong_extra: Mapping[str, Any] | None = None) -> None:
         self.processor = processor
         self.instance = instance
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
@@ -411,24 +565,31 @@ class ResponseEncoder:
         common += pack("instance") + pack(instance)
         self._prefix = {
             (status, cached): common + pack("status") + pack(status) + pack("cached") + pack(cached)
-            for status in (OK, ERROR, PONG)
+            for status in (OK, ERROR, PONG, BATCH)
             for cached in (False, True)
         }
         self._id_key = pack("id")
         self._meta_key = pack("meta")
         self._error_key = pack("error")
+        self._errors_key = pack("errors")
         self._nil = pack(None)
+        extra = dict(pong_extra or {})
+        self._pong_extra = (b"".join(pack(key) + pack(value) for key, value in extra.items()),
+                            len(extra))
 
     def _header(self, status: str, cached: bool, rid: Id | None, meta: Meta | None,
-                error: dict[str, Any] | None) -> bytes:
+                error: Any, error_key: bytes = b"", extra: tuple[bytes, int] = (b"", 0)
+                ) -> bytes:
         pack = self._packer.pack
-        size = 6 + (meta is not None) + (error is not None)
+        size = 6 + (meta is not None) + (error is not None) + extra[1]
         parts = [self._packer.pack_map_header(size), self._prefix[status, cached],
                  self._id_key, pack(rid)]
         if meta is not None:
             parts += (self._meta_key, pack(meta))
         if error is not None:
-            parts += (self._error_key, pack(error))
+            parts += (error_key or self._error_key, pack(error))
+        if extra[1]:
+            parts.append(extra[0])
         return b"".join(parts)
 
     def ok(self, topic: bytes, rid: Id, body: bytes, *, cached: bool = False,
@@ -437,8 +598,24 @@ class ResponseEncoder:
         return [topic, self._header(OK, cached, rid, meta, None), body]
 
     def pong(self, topic: bytes, rid: Id, meta: Meta | None = None) -> list[bytes]:
-        """Frames of a pong."""
-        return [topic, self._header(PONG, False, rid, meta, None), self._nil]
+        """Frames of a pong (with the ``pong_extra`` entries)."""
+        return [topic, self._header(PONG, False, rid, meta, None, extra=self._pong_extra),
+                self._nil]
+
+    def batch(self, topic: bytes, rid: Id, bodies: Sequence[bytes],
+              errors: Sequence[tuple[int, dict[str, Any]]], *, cached: bool = False,
+              meta: Meta | None = None) -> list[bytes]:
+        """Frames of a batch response.
+
+        Args:
+            bodies: every item's encoded value, in item order (nil for a failed item).
+            errors: ``(index, error map)`` for each failed item, by ascending index.
+            cached: every item's value came from the cache.
+        """
+        header = self._header(BATCH, cached, rid, meta,
+                              [list(entry) for entry in errors] if errors else None,
+                              self._errors_key)
+        return [topic, header, b"".join((array_header(len(bodies)), *bodies))]
 
     def error(self, topic: bytes, rid: Id | None, error: dict[str, Any],
               meta: Meta | None = None) -> list[bytes]:
