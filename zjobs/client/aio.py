@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Final, Self
 
@@ -108,7 +109,8 @@ class AsyncClient(BaseClient):
         self._ready_lock: asyncio.Lock | None = None
         self._pong: asyncio.Event | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._room = asyncio.Event()  # set by the reader when a call ends while full
+        # Calls waiting for room (max_in_flight), woken one per call that ends, in order.
+        self._room: deque[asyncio.Future[None]] = deque()
         receiver.subscribe(HEARTBEAT_TOPIC)
         receiver.subscribe(self.topic)
 
@@ -326,20 +328,37 @@ class AsyncClient(BaseClient):
         return future
 
     async def _wait_for_room(self, timeout_s: float) -> None:
-        # max_in_flight calls pending: wait until the reader ends one (calls end by
-        # themselves at their deadlines, so this wait is bounded too).
+        # max_in_flight calls pending: queue up until the reader ends one (calls end by
+        # themselves at their deadlines, so this wait is bounded too). One waiter is woken
+        # per call that ends: waking them all would have each answer wake thousands.
         engine = self._engine
         deadline = self._now() + timeout_s
+        loop = self._loop or asyncio.get_running_loop()
         while engine.full:
             engine.check_open()
             left = deadline - self._now()
             if left <= 0:
                 raise SendTimeout(self.sender.endpoints, timeout_s)
-            self._room.clear()
+            turn: asyncio.Future[None] = loop.create_future()
+            self._room.append(turn)
             try:
-                await asyncio.wait_for(self._room.wait(), left)
+                await asyncio.wait_for(turn, left)
             except TimeoutError:
                 pass
+            finally:
+                if not turn.done():
+                    turn.cancel()
+
+    def _make_room(self) -> None:
+        # Wake as many waiting calls as there is room for now (skipping those that gave up).
+        engine = self._engine
+        room = (engine.max_in_flight or 0) - len(engine.pending)
+        while self._room and room > 0:
+            turn = self._room.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                room -= 1
+
     # -- many calls: map ----------------------------------------------------------------
 
     def map(
@@ -456,8 +475,8 @@ class AsyncClient(BaseClient):
                 done = engine.receive(response)
                 if done is not None:
                     completions((done,))
-                    if not self._room.is_set() and not engine.full:
-                        self._room.set()
+                    if self._room:
+                        self._make_room()
                 elif response.status == PONG and self._pong is not None:
                     self._pong.set()
             try:
@@ -475,8 +494,8 @@ class AsyncClient(BaseClient):
                 failed += await self._resend(call)
         failed += engine.check_liveness()
         completions(failed)
-        if failed and not engine.full:
-            self._room.set()
+        if failed and self._room:
+            self._make_room()
         if engine.ready and engine.ping_due():
             await self._send_ping(0)
 
@@ -504,7 +523,10 @@ class AsyncClient(BaseClient):
         if engine.closed:
             return
         completions(engine.close())
-        self._room.set()  # calls waiting for room find the client closed
+        while self._room:  # calls waiting for room find the client closed
+            turn = self._room.popleft()
+            if not turn.done():
+                turn.set_result(None)
         if self._reader is not None:
             self._reader.cancel()
         self.sender.close()
