@@ -51,6 +51,11 @@ async def _outcome(future: asyncio.Future[Any] | Exception) -> Any:
         return exc
 
 
+def _give_up(turn: asyncio.Future[None]) -> None:
+    if not turn.done():
+        turn.set_exception(TimeoutError())
+
+
 class AsyncClient(BaseClient):
     """Calls processors from asyncio: sends requests, awaits their responses.
 
@@ -339,15 +344,17 @@ class AsyncClient(BaseClient):
             left = deadline - self._now()
             if left <= 0:
                 raise SendTimeout(self.sender.endpoints, timeout_s)
+            # One future and one timer per waiter (asyncio.wait_for would add a task's
+            # worth of objects per waiter, and thousands wait in a gather).
             turn: asyncio.Future[None] = loop.create_future()
+            timer = loop.call_later(left, _give_up, turn)
             self._room.append(turn)
             try:
-                await asyncio.wait_for(turn, left)
+                await turn
             except TimeoutError:
-                pass
+                pass  # checked at the top: full still means SendTimeout
             finally:
-                if not turn.done():
-                    turn.cancel()
+                timer.cancel()
 
     def _make_room(self) -> None:
         # Wake as many waiting calls as there is room for now (skipping those that gave up).

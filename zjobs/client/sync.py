@@ -49,6 +49,7 @@ _TICK_S: Final = 0.05  # longest a reader waits before checking deadlines and cl
 _GRACE_S: Final = 0.02  # the background reader steps in once no caller read for this long
 _DRAIN: Final = 256  # responses a waiter dispatches from the queue after its own came in
 _READ_EVERY: Final = 64  # submits between two looks at the answers already in
+_IDLE_LOOK_S: Final = 0.2  # an idle client looks at its socket this often (heartbeats)
 
 # concurrent.futures' states of a future (its _state values, stable since 3.2).
 _PENDING: Final = "PENDING"
@@ -681,11 +682,20 @@ class Client(BaseClient):
         closed, work, engine = self._closed, self._work, self._engine
         while not closed.is_set() and engine.broken is None:
             work.clear()
-            if not engine.pending and self.monitor is None:
+            if not engine.pending:
+                # Nothing pending: only look now and then, without waiting on the socket,
+                # at what came meanwhile (heartbeats: processors that came back). A reader
+                # blocked in a receive would answer a sequential caller's calls itself,
+                # a thread hop per call.
                 self._reader_asleep = True
-                if not engine.pending:  # checked again: a submit may have come meanwhile
-                    work.wait()
+                woken = work.wait(_IDLE_LOOK_S) if not engine.pending else True
                 self._reader_asleep = False
+                if not woken and not engine.pending and self._pump.acquire(blocking=False):
+                    try:
+                        self._drain()
+                        self._housekeeping()
+                    finally:
+                        self._pump.release()
                 continue
             quiet = time.monotonic() - self._last_read
             if quiet < _GRACE_S or self._wanting:
@@ -695,7 +705,7 @@ class Client(BaseClient):
                 continue
             try:
                 until = time.monotonic() + _TICK_S
-                while (self._pump_once(until) and (engine.pending or self.monitor is not None)
+                while (self._pump_once(until) and engine.pending
                        and not self._wanting and time.monotonic() < until):
                     pass
             finally:
