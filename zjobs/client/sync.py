@@ -119,6 +119,8 @@ class _CallFuture(Future[Any]):
             return self._result
         if not self.settled:
             self._client._await(self, timeout)
+        if self._state == _FINISHED and self._exception is None:
+            return self._result  # answered while reading: no Condition needed
         # _await returned: done, or the whole timeout spent (then fail now, not wait again).
         return super().result(None if self.settled or timeout is None else 0)
 
@@ -128,6 +130,8 @@ class _CallFuture(Future[Any]):
             return self._exception
         if not self.settled:
             self._client._await(self, timeout)
+        if self._state == _FINISHED:
+            return self._exception
         return super().exception(None if self.settled or timeout is None else 0)
 
     def set_result(self, result: Any) -> None:
