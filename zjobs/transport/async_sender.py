@@ -19,7 +19,7 @@ from zjobs.transport.async_receiver import cancelled_by_close
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
 from zjobs.transport.sender import USE_SENDER_DEFAULT, IdGenerator, UseSenderDefault
-from zjobs.transport.sockets import ClientSecurity, SocketPeer, push_options
+from zjobs.transport.sockets import ClientSecurity, SocketPeer, push_options, send_multipart
 from zjobs.wire.protocol import Id, Meta, Request
 
 __all__ = ["AsyncMpSend", "AsyncZmqSender"]
@@ -92,6 +92,7 @@ class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
         self.ids = ids or IdGenerator()
         sock = self.context.socket(zmq.PUSH, socket_class=zmq.asyncio.Socket)
         super().__init__(sock)
+        self._plain: zmq.Socket[bytes] | None = None  # a non-owning sync view, for sends now
         # No ZMQ_SNDTIMEO: send_frames applies the limit, so one send may wait longer.
         self._setup(endpoints, partial(push_options, linger_ms=linger_ms, sndhwm=sndhwm,
                                        immediate=immediate, send_timeout_s=None),
@@ -135,6 +136,11 @@ class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
         await self.send_frames(frames, timeout_s=timeout_s)
         return rid
 
+    def _at_once(self, sock: zmq.asyncio.Socket) -> zmq.Socket[bytes]:
+        if self._plain is None:
+            self._plain = zmq.Socket.shadow(sock.underlying)
+        return self._plain
+
     async def send_frames(self, frames: list[bytes], *,
                           timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
                           ) -> None:
@@ -145,7 +151,10 @@ class AsyncZmqSender(SocketPeer[zmq.asyncio.Socket]):
             if limit is None:
                 await sock.send_multipart(frames)
             elif limit <= 0:
-                await sock.send_multipart(frames, zmq.NOBLOCK)
+                # At once, on a plain view of the same socket: pyzmq queues an asyncio send
+                # behind one still pending (or cancelled and not yet removed), NOBLOCK or
+                # not, and such a send would wait for room for ever.
+                send_multipart(self._at_once(sock), frames, block=False)
             else:
                 # pyzmq never sends a message whose send was cancelled before it went out.
                 await asyncio.wait_for(sock.send_multipart(frames), limit)
