@@ -401,6 +401,10 @@ class DriverResult:
     replays: int
     unmatched: int
     records: list[list[Any]] = field(repr=False)
+    suspicions: int = 0
+    """Times a route (a processor's request endpoint) was taken out of rotation."""
+    resets: int = 0
+    """Times a route's connection was reset (its processor had gone silent)."""
     """One per call: [n, start, end, processor, error type, attempts, replay]."""
 
 

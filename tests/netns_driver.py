@@ -108,6 +108,9 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
                 worker.join()
             counters = {"resent": client.resent, "replays": client.replays,
                         "unmatched": client.unmatched}
+            routes = client._engine.routes  # what the routes saw (not public API)
+            if routes is not None:
+                counters.update(suspicions=routes.suspicions, resets=routes.resets)
     finally:
         context.term()
     records = sorted(calls.records)

@@ -139,6 +139,7 @@ class Outcome:
             "lost": self.lost, "errors": self.errors, "ran_twice": len(self.ran_twice()),
             "ran_unanswered": self.ran_unanswered(), "per_processor": self.result.per_processor,
             "resent": self.result.resent, "replays": self.result.replays,
+            "suspicions": self.result.suspicions, "resets": self.result.resets,
             "slowest_error_s": round(self.slowest_error_s(), 3), "packets_dropped": self.dropped,
         }
         if "heal" in self.marks:
@@ -188,7 +189,8 @@ def _outage(rn: RoutedNetwork, daemon: Daemon, path: NetPath, cut_at: float, out
             marks: dict[str, float], *, until_client_dropped: bool = False) -> None:
     """Keep the cut ``outage_s`` (and, with ``until_client_dropped``, until the client's
     keepalive dropped its ``path`` connections), noting when each end dropped them
-    (``client_dropped``, ``host_dropped``), if it did."""
+    (``client_dropped``, ``host_dropped``), and when the client had no request connection
+    (``client_requests_dropped``), if it did."""
     ends: list[tuple[str, Literal["client", "host"]]] = [("client_dropped", "client"),
                                                          ("host_dropped", "host")]
     give_up = cut_at + CONDITION_TIMEOUT_S
@@ -197,6 +199,9 @@ def _outage(rn: RoutedNetwork, daemon: Daemon, path: NetPath, cut_at: float, out
         for mark, side in ends:
             if mark not in marks and rn.established(daemon, path, side=side) == 0:
                 marks[mark] = now
+        if (path != "responses" and "client_requests_dropped" not in marks
+                and rn.established(daemon, "requests") == 0):
+            marks["client_requests_dropped"] = now  # the client reset its request route
         waiting = until_client_dropped and "client_dropped" not in marks
         if now >= cut_at + outage_s and not waiting:
             return

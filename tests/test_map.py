@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from zjobs import Client, EncodeError, RemoteError, ZmqProcessor, ZmqReceiver, ZmqSender
+from zjobs import Client, EncodeError, RemoteError, ZmqProcessor
 from zjobs.aio import AsyncClient
 from zjobs.testing import wait_until
 
@@ -167,9 +167,9 @@ def test_a_processor_joining_without_batches_never_runs_one(proc: ZmqProcessor) 
             Client.connect(proc.connect_endpoints.requests,
                            proc.connect_endpoints.responses) as client:
         client.wait_ready()
-        assert isinstance(client.sender, ZmqSender) and isinstance(client.receiver, ZmqReceiver)
-        client.receiver.connect(plain.connect_endpoints.responses)
-        client.sender.connect(plain.connect_endpoints.requests)
+        client.update_endpoints(
+            [proc.connect_endpoints.requests, plain.connect_endpoints.requests],
+            [proc.connect_endpoints.responses, plain.connect_endpoints.responses])
         sender = client.sender
 
         def reaches_plain() -> bool:

@@ -24,15 +24,17 @@ from zjobs.core import tracing
 from zjobs.core.batching import DEFAULT_BATCH_SIZE, Emit, MapFlow, Send
 from zjobs.core.engine import DEFAULT_MAX_IN_FLIGHT, Call, CallEngine, Completion, completions
 from zjobs.core.monitor import ProcessorMonitor
+from zjobs.core.routing import Route
 from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, SendTimeout, Timeout
 from zjobs.transport.async_receiver import AsyncZmqReceiver
+from zjobs.transport.async_routed import AsyncRoutedSender
 from zjobs.transport.async_sender import AsyncZmqSender
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
 from zjobs.transport.sender import IdGenerator
 from zjobs.transport.sockets import ClientSecurity, change_endpoints, endpoint_list
 from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
-from zjobs.wire.protocol import PONG, Meta, Response
+from zjobs.wire.protocol import PONG, Id, Meta, Response
 
 __all__ = ["AsyncClient"]
 
@@ -83,7 +85,7 @@ class AsyncClient(BaseClient):
 
     def __init__(
         self,
-        sender: AsyncZmqSender,
+        sender: AsyncZmqSender | AsyncRoutedSender,
         receiver: AsyncZmqReceiver,
         *,
         timeout_s: float = 30.0,
@@ -106,10 +108,14 @@ class AsyncClient(BaseClient):
         self.topic = topic or secrets.token_hex(16)
         self.monitor = monitor
         """What the client learns from heartbeats."""
+        # A routed sender lets the engine choose each call's endpoint (zjobs.core.routing).
+        self._routed = sender if isinstance(sender, AsyncRoutedSender) else None
         self._engine = CallEngine(ids=IdGenerator(), clock=self._now, timeout_s=timeout_s,
                                   retries=retries, expect_processors=expect_processors,
                                   monitor=monitor, liveness=liveness,
-                                  max_in_flight=max_in_flight)
+                                  max_in_flight=max_in_flight,
+                                  routes=None if self._routed is None
+                                  else self._routed.endpoints)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready_lock: asyncio.Lock | None = None
         self._pong: asyncio.Event | None = None
@@ -140,9 +146,9 @@ class AsyncClient(BaseClient):
         :meth:`zjobs.Client.connect`; other options those of :class:`AsyncClient`.
         """
         request_eps, response_eps = endpoint_list(requests), endpoint_list(responses)
-        sender = AsyncZmqSender(request_eps, context=context, security=security,
-                                immediate=immediate, keepalive=keepalive,
-                                reconnect=reconnect)
+        sender = AsyncRoutedSender(request_eps, context=context, security=security,
+                                   immediate=immediate, keepalive=keepalive,
+                                   reconnect=reconnect)
         try:
             receiver = AsyncZmqReceiver(response_eps, topics=(), context=context,
                                         security=security, keepalive=keepalive,
@@ -183,8 +189,14 @@ class AsyncClient(BaseClient):
         """
         wanted_requests, wanted_responses = endpoint_list(requests), endpoint_list(responses)
         change_endpoints(self.receiver, wanted_responses)
+        before = set(self.sender.endpoints)
         change_endpoints(self.sender, wanted_requests)
-        self._engine.expect(max(1, len(wanted_requests)))
+        engine = self._engine
+        for endpoint in before - set(wanted_requests):
+            engine.remove_route(endpoint)
+        for endpoint in set(wanted_requests) - before:
+            engine.add_route(endpoint)
+        engine.expect(max(1, len(wanted_requests)))
 
     # -- readiness -----------------------------------------------------------------------
 
@@ -319,10 +331,8 @@ class AsyncClient(BaseClient):
         future.add_done_callback(lambda _: engine.forget(call))
         wait_s = self.send_timeout_s
         try:
-            await self.sender.send(request, id=call.id, reply_to=self.topic, meta=meta,
-                                   deadline_ms=deadline_ms, ping=ping, dedup=call.dedup,
-                                   timeout_s=call.timeout_s if wait_s is None
-                                   else min(wait_s, call.timeout_s))
+            await self._send(call, engine.order(call), call.dedup,
+                             call.timeout_s if wait_s is None else min(wait_s, call.timeout_s))
         except Timeout:
             if not engine.undelivered(call):
                 future.cancel()
@@ -505,14 +515,51 @@ class AsyncClient(BaseClient):
             self._make_room()
         if engine.ready and engine.ping_due():
             await self._send_ping(0)
+        upkeep = engine.upkeep()
+        if upkeep is not None:
+            await self._upkeep(*upkeep)
+
+    async def _send(self, call: Call, order: tuple[str, ...], dedup: bool,
+                    timeout_s: float) -> None:
+        """Send ``call``'s current attempt: through the endpoints of ``order`` (the engine's
+        choice, best first), or as the sender chooses without routes."""
+        routed = self._routed
+        if routed is None or not order:
+            await self.sender.send(call.request, id=call.id, reply_to=self.topic,
+                                   meta=call.meta, deadline_ms=call.deadline_ms,
+                                   ping=call.ping, dedup=dedup, timeout_s=timeout_s)
+            return
+        used = await routed.send_via(order, call.request, id=call.id, reply_to=self.topic,
+                                     meta=call.meta, deadline_ms=call.deadline_ms,
+                                     ping=call.ping, dedup=dedup, timeout_s=timeout_s)
+        if used != order[0]:
+            self._engine.sent(call, used)
+
+    async def _upkeep(self, probes: list[tuple[Route, Id]], resets: list[str]) -> None:
+        # Routes out of rotation: drop the connections of those whose processor went silent,
+        # and probe each through itself, without waiting (see zjobs.core.routing).
+        routed = self._routed
+        assert routed is not None
+        for endpoint in resets:
+            log.info("client %s: no answer and no heartbeat through %s; reconnecting it",
+                     self.topic, endpoint)
+            routed.reset(endpoint)
+        for route, rid in probes:
+            try:
+                await routed.send_via((route.endpoint,), None, id=rid, reply_to=self.topic,
+                                      ping=True, timeout_s=0)
+                queued = True
+            except Timeout:
+                queued = False
+            except ClosedError:
+                return
+            self._engine.probe_sent(route, rid, queued)
 
     async def _resend(self, call: Call) -> list[Completion]:
         # Never wait here: the reader must keep reading. An attempt that cannot be queued
         # now counts as made; the next one comes after timeout_s.
         try:
-            await self.sender.send(call.request, id=call.id, reply_to=self.topic,
-                                   meta=call.meta, deadline_ms=call.deadline_ms,
-                                   ping=call.ping, dedup=True, timeout_s=0)
+            await self._send(call, self._engine.order(call), True, 0)
         except Timeout:
             call.undelivered += 1
         except ClosedError:

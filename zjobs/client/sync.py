@@ -32,14 +32,16 @@ from zjobs.core.batching import DEFAULT_BATCH_SIZE, Emit, MapFlow, Send
 from zjobs.core.engine import DEFAULT_MAX_IN_FLIGHT, Call, CallEngine, Completion, completions
 from zjobs.core.membership import Members, Membership
 from zjobs.core.monitor import ProcessorMonitor
+from zjobs.core.routing import Route
 from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, SendTimeout, Timeout, ZJobsError
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.receiver import HeartbeatReceive, McReceive, ZmqReceiver
 from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
-from zjobs.transport.sender import IdGenerator, MpSend, ZmqSender
+from zjobs.transport.routed import RoutedSender
+from zjobs.transport.sender import IdGenerator, MpSend
 from zjobs.transport.sockets import ClientSecurity, SocketPeer, endpoint_list
 from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
-from zjobs.wire.protocol import Meta, Response
+from zjobs.wire.protocol import Id, Meta, Response
 
 __all__ = ["Client"]
 
@@ -233,10 +235,14 @@ class Client(BaseClient):
         self.topic = topic or secrets.token_hex(16)
         self.monitor = monitor
         """What the client learns from heartbeats (None with a receiver that reads none)."""
+        # A routed sender lets the engine choose each call's endpoint (zjobs.core.routing).
+        self._routed = sender if isinstance(sender, RoutedSender) else None
         self._engine = CallEngine(ids=IdGenerator(), clock=time.monotonic,
                                   timeout_s=timeout_s, retries=retries,
                                   expect_processors=expect_processors, monitor=monitor,
-                                  liveness=liveness, max_in_flight=max_in_flight)
+                                  liveness=liveness, max_in_flight=max_in_flight,
+                                  routes=None if self._routed is None
+                                  else self._routed.endpoints)
         self._lock = threading.Lock()  # guards the engine
         self._ready_lock = threading.Lock()
         self._pong = threading.Event()
@@ -305,9 +311,9 @@ class Client(BaseClient):
             first = membership.members()
             requests, responses = first.requests, first.responses
         request_eps, response_eps = endpoint_list(requests), endpoint_list(responses)
-        sender = ZmqSender(request_eps, context=context, security=security,
-                           immediate=immediate, keepalive=keepalive,
-                           reconnect=reconnect)
+        sender = RoutedSender(request_eps, context=context, security=security,
+                              immediate=immediate, keepalive=keepalive,
+                              reconnect=reconnect)
         try:
             receiver = ZmqReceiver(response_eps, topics=(), context=context, security=security,
                                    keepalive=keepalive, reconnect=reconnect)
@@ -383,7 +389,8 @@ class Client(BaseClient):
                     self._pong.wait(until - time.monotonic())
 
     def _endpoints(self) -> list[str]:
-        return list(self.sender.endpoints) if isinstance(self.sender, SocketPeer) else []
+        sender = self.sender
+        return list(sender.endpoints) if isinstance(sender, (SocketPeer, RoutedSender)) else []
 
     def _send_ping(self, timeout_s: float) -> None:
         with self._lock:
@@ -479,12 +486,11 @@ class Client(BaseClient):
         with self._lock:
             call = engine.start(request, future, timeout_s=timeout_s, retries=retries,
                                 meta=meta, deadline_ms=deadline_ms, whole=whole, ping=ping)
+            order = engine.order(call)
         wait_s = self.send_timeout_s
         try:
-            self.sender.send(request, id=call.id, reply_to=self.topic, meta=meta,
-                             deadline_ms=deadline_ms, ping=ping, dedup=call.dedup,
-                             timeout_s=call.timeout_s if wait_s is None
-                             else min(wait_s, call.timeout_s))
+            self._send(call, order, call.dedup, call.timeout_s if wait_s is None
+                       else min(wait_s, call.timeout_s))
         except Timeout:
             with self._lock:
                 goes_on = engine.undelivered(call)
@@ -752,25 +758,65 @@ class Client(BaseClient):
         engine = self._engine
         deadline = engine.next_deadline()
         failed: list[Completion] = []
-        again: list[Call] = []
+        again: list[tuple[Call, tuple[str, ...]]] = []
         with self._lock:
             if deadline is not None and deadline <= time.monotonic():
-                again, failed = engine.expire()
+                expired, failed = engine.expire()
+                again = [(call, engine.order(call)) for call in expired]
             failed += engine.check_liveness()
             ping = engine.ready and engine.ping_due()
-        for call in again:
-            failed += self._resend(call)
+            upkeep = engine.upkeep()
+        for call, order in again:
+            failed += self._resend(call, order)
         completions(failed)
         if ping:
             self._send_ping(0)
+        if upkeep is not None:
+            self._upkeep(*upkeep)
 
-    def _resend(self, call: Call) -> list[Completion]:
+    def _send(self, call: Call, order: tuple[str, ...], dedup: bool,
+              timeout_s: float) -> None:
+        """Send ``call``'s current attempt: through the endpoints of ``order`` (the engine's
+        choice, best first), or as the sender chooses without routes."""
+        routed = self._routed
+        if routed is None or not order:
+            self.sender.send(call.request, id=call.id, reply_to=self.topic, meta=call.meta,
+                             deadline_ms=call.deadline_ms, ping=call.ping, dedup=dedup,
+                             timeout_s=timeout_s)
+            return
+        used = routed.send_via(order, call.request, id=call.id, reply_to=self.topic,
+                               meta=call.meta, deadline_ms=call.deadline_ms, ping=call.ping,
+                               dedup=dedup, timeout_s=timeout_s)
+        if used != order[0]:
+            with self._lock:
+                self._engine.sent(call, used)
+
+    def _upkeep(self, probes: list[tuple[Route, Id]], resets: list[str]) -> None:
+        # Routes out of rotation: drop the connections of those whose processor went silent,
+        # and probe each through itself, without waiting (see zjobs.core.routing).
+        routed = self._routed
+        assert routed is not None
+        for endpoint in resets:
+            log.info("client %s: no answer and no heartbeat through %s; reconnecting it",
+                     self.topic, endpoint)
+            routed.reset(endpoint)
+        for route, rid in probes:
+            try:
+                routed.send_via((route.endpoint,), None, id=rid, reply_to=self.topic,
+                                ping=True, timeout_s=0)
+                queued = True
+            except Timeout:
+                queued = False
+            except ClosedError:
+                return
+            with self._lock:
+                self._engine.probe_sent(route, rid, queued)
+
+    def _resend(self, call: Call, order: tuple[str, ...]) -> list[Completion]:
         # Never wait here: the reader must keep reading. An attempt that cannot be queued
         # now counts as made; the next one comes after timeout_s.
         try:
-            self.sender.send(call.request, id=call.id, reply_to=self.topic, meta=call.meta,
-                             deadline_ms=call.deadline_ms, ping=call.ping, dedup=True,
-                             timeout_s=0)
+            self._send(call, order, True, 0)
         except Timeout:
             call.undelivered += 1
         except ClosedError:
@@ -806,8 +852,8 @@ class Client(BaseClient):
             ClosedError: the client is closed.
             TypeError: the sender or receiver does not connect to endpoints.
         """
-        if not isinstance(self.sender, SocketPeer) or not isinstance(self.receiver,
-                                                                     SocketPeer):
+        if not isinstance(self.sender, (SocketPeer, RoutedSender)) or not isinstance(
+                self.receiver, SocketPeer):
             raise TypeError(f"update_endpoints needs ZeroMQ sockets, not {self.sender!r}, "
                             f"{self.receiver!r}")
         change = _Change(set(requests), set(responses))
@@ -831,7 +877,8 @@ class Client(BaseClient):
     def _apply_changes(self, now: float) -> None:
         # Holds _pump. The sender's connect/disconnect take its own lock against sends.
         sender, receiver = self.sender, self.receiver
-        assert isinstance(sender, SocketPeer) and isinstance(receiver, SocketPeer)
+        assert isinstance(sender, (SocketPeer, RoutedSender))
+        assert isinstance(receiver, SocketPeer)
         with self._lock:
             changes, self._changes = self._changes, []
         for change in changes:
@@ -844,7 +891,11 @@ class Client(BaseClient):
                     self._draining.setdefault(endpoint, now + self.timeout_s)
                 for endpoint in sorted(change.requests - set(sender.endpoints)):
                     sender.connect(endpoint)
+                    with self._lock:
+                        self._engine.add_route(endpoint)
                 for endpoint in sorted(set(sender.endpoints) - change.requests):
+                    with self._lock:
+                        self._engine.remove_route(endpoint)
                     sender.disconnect(endpoint)
             except ZJobsError as exc:
                 change.error = exc

@@ -2,7 +2,8 @@
 
 Pending calls and their ids, per-attempt deadlines, retries and resends, the readiness
 handshake (pongs per processor instance), processors seen coming back, liveness from
-heartbeats, dispatch of responses and failing everything on close all live here. The
+heartbeats, the choice of request endpoint per call (:mod:`zjobs.core.routing`), dispatch
+of responses and failing everything on close all live here. The
 engine knows nothing of sockets, threads or event loops: a driver (:class:`zjobs.Client`
 with threads, :class:`zjobs.AsyncClient` with asyncio) feeds it events (a call started,
 its send failed, a response came, time passed, the client closed) and carries out what it
@@ -27,6 +28,7 @@ from typing import Any, Final, Protocol
 
 from zjobs.core.batching import batch_limit
 from zjobs.core.monitor import ProcessorMonitor
+from zjobs.core.routing import Route, Routes
 from zjobs.errors import CallTimeout, ClosedError, ProcessorsGone, RemoteError, ZJobsError
 from zjobs.wire.protocol import PONG, Id, Meta, Response
 
@@ -36,6 +38,7 @@ _LIVENESS_EVERY_S: Final = 0.05
 _PING_FIRST_S: Final = 0.002
 _PING_MAX_S: Final = 0.1
 _COMPACT_EVERY: Final = 1024
+_UNKNOWN_INTERVAL_S: Final = 1.0  # a processor's heartbeat interval before one is heard
 
 DEFAULT_MAX_IN_FLIGHT: Final = 10_000
 """Calls a client keeps pending at most by default: as many answers as a receiver buffers
@@ -66,8 +69,9 @@ Completion = tuple[Handle, Any, BaseException | None]
 class Call:
     """One call in flight: what to send again, and how long each attempt may take."""
 
-    __slots__ = ("attempts", "deadline_ms", "done", "expires", "handle", "id", "meta",
-                 "ping", "request", "retries", "timeout_s", "undelivered", "whole")
+    __slots__ = ("attempts", "deadline_ms", "done", "expires", "handle", "id", "mark",
+                 "meta", "ping", "request", "retries", "route", "timeout_s", "undelivered",
+                 "whole")
 
     def __init__(self, rid: Id, request: Any, handle: Handle, timeout_s: float, retries: int,
                  meta: Meta | None, deadline_ms: int | None, whole: bool, ping: bool,
@@ -89,6 +93,10 @@ class Call:
         self.undelivered = 0
         """Attempts that no processor took (the sender had no room or no connection)."""
         self.done = False
+        self.route: Route | None = None
+        """The route the current attempt went through (None: the sender chose)."""
+        self.mark = 0
+        """The route's answer count when the current attempt was sent."""
 
     @property
     def dedup(self) -> bool:
@@ -117,6 +125,8 @@ class CallEngine:
             another (None: no bound). More answers on their way than the response path
             buffers (the processor's PUB high-water mark plus the receiver's) would let
             ZeroMQ drop some.
+        routes: the request endpoints, when the driver's sender sends through a chosen
+            one (see :mod:`zjobs.core.routing`); None: the sender balances by itself.
     """
 
     def __init__(
@@ -130,6 +140,7 @@ class CallEngine:
         monitor: ProcessorMonitor | None = None,
         liveness: int | None = None,
         max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
+        routes: Iterable[str] | None = None,
     ) -> None:
         check_call_options(timeout_s, retries)
         if max_in_flight is not None and max_in_flight < 1:
@@ -170,6 +181,8 @@ class CallEngine:
         self._next_ping = 0.0
         self._ping_interval = _PING_FIRST_S
         self._next_liveness = 0.0
+        self.routes = None if routes is None else Routes(routes, clock)
+        self._probes: dict[Id, Route] = {}
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "ready" if self._ready else "new"
@@ -247,10 +260,17 @@ class CallEngine:
             if response.status == PONG and rid is not None and rid in self._pings:
                 del self._pings[rid]
                 self._confirm(response)
+            elif response.status == PONG and rid is not None and rid in self._probes:
+                self._probe_answered(self._probes.pop(rid), response)
             elif response.status != PONG:  # late pongs of the handshake are expected
                 self.unmatched += 1
             return None
         call.done = True
+        route = call.route
+        if route is not None:
+            route.answers += 1
+            if instance is not None:
+                route.instance = instance
         if response.replay:
             self.replays += 1
         if call.ping:
@@ -281,6 +301,8 @@ class CallEngine:
                 self._queued -= 1
                 if call.done:
                     continue
+                if call.route is not None and self.routes is not None:
+                    self.routes.timed_out(call.route, call.mark)
                 if call.retries > 0 and not call.handle.done():
                     call.retries -= 1
                     call.attempts += 1
@@ -349,6 +371,93 @@ class CallEngine:
         ``error`` and refuse new ones with it."""
         self.broken = error
         return self.fail_all(lambda call: error)
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def order(self, call: Call) -> tuple[str, ...]:
+        """Where ``call``'s next attempt should go, best first (empty without routes); the
+        call is noted as sent through the first (see :meth:`sent` when another took it)."""
+        routes = self.routes
+        if routes is None:
+            return ()
+        order = routes.order(call.route)
+        if order:
+            route = call.route = routes.get(order[0])
+            if route is not None:
+                call.mark = route.answers
+        return order
+
+    def sent(self, call: Call, endpoint: str) -> None:
+        """The sender put ``call``'s attempt through ``endpoint`` (not the first in order)."""
+        if self.routes is not None and (call.route is None or call.route.endpoint != endpoint):
+            route = call.route = self.routes.get(endpoint)
+            if route is not None:
+                call.mark = route.answers
+
+    def upkeep(self) -> tuple[list[tuple[Route, Id]], list[str]] | None:
+        """What the routes need now, when some route is out of rotation (None otherwise):
+        probes to send, each through its route (the driver sends each without waiting and
+        reports with :meth:`probe_sent`), and endpoints whose connections to reset, the
+        routes whose processor has gone silent (see :mod:`zjobs.core.routing`)."""
+        routes = self.routes
+        if routes is None or not routes.degraded:
+            return None
+        if len(self._probes) > 256:  # queued to connections that never answer; a late
+            self._probes.clear()      # pong of one is ignored like any late pong
+        probes = []
+        for route in routes.probes_due():
+            rid = self.ids()
+            self._probes[rid] = route
+            probes.append((route, rid))
+        resets: list[str] = []
+        monitor = self.monitor
+        if monitor is not None:
+            now = self.clock()
+
+            def silent(route: Route) -> bool:
+                # No heartbeat for liveness intervals since it left the rotation (or since
+                # the last one): gone, not busy (a busy processor keeps heartbeating).
+                peer = None if route.instance is None else monitor.peer(route.instance)
+                heard = 0.0 if peer is None else peer.last_heard
+                interval = _UNKNOWN_INTERVAL_S if peer is None or peer.interval_s is None \
+                    else peer.interval_s
+                assert route.suspected is not None
+                return now - max(heard, route.suspected) >= monitor.liveness * interval
+
+            for route in routes.to_reset(silent):
+                self._forget_probes(route)  # its queued probes go with the connection
+                resets.append(route.endpoint)
+        return probes, resets
+
+    def probe_sent(self, route: Route, rid: Id, queued: bool) -> None:
+        """Whether a probe could be queued; an unqueued one is forgotten."""
+        if not queued:
+            self._probes.pop(rid, None)
+        if self.routes is not None:
+            self.routes.probe_sent(route, queued)
+
+    def add_route(self, endpoint: str) -> None:
+        """A request endpoint joined (membership)."""
+        if self.routes is not None:
+            self.routes.add(endpoint)
+
+    def remove_route(self, endpoint: str) -> None:
+        """A request endpoint left (membership); its calls in flight are answered or retried."""
+        if self.routes is not None:
+            route = self.routes.get(endpoint)
+            self.routes.remove(endpoint)
+            if route is not None:
+                self._forget_probes(route)
+
+    def _probe_answered(self, route: Route, response: Response) -> None:
+        if self.routes is not None:
+            self.routes.probe_answered(route, response.instance)
+        self._forget_probes(route)
+        self._confirm(response)
+
+    def _forget_probes(self, route: Route) -> None:
+        for rid in [rid for rid, r in self._probes.items() if r is route]:
+            del self._probes[rid]
 
     # -- readiness -----------------------------------------------------------------------
 

@@ -353,7 +353,24 @@ def sub_options(socket: zmq.Socket[Any], *, rcvhwm: int) -> None:
     socket.rcvhwm = rcvhwm
 
 
-def change_endpoints(peer: SocketPeer[Any], wanted: Iterable[str]) -> None:
+class Connecting(Protocol):
+    """What connects to a changing set of endpoints (a socket peer, a routed sender)."""
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoints connected now."""
+        ...
+
+    def connect(self, endpoint: str) -> None:
+        """Add one."""
+        ...
+
+    def disconnect(self, endpoint: str) -> None:
+        """Drop one."""
+        ...
+
+
+def change_endpoints(peer: Connecting, wanted: Iterable[str]) -> None:
     """Connect ``peer`` to the endpoints in ``wanted`` it lacks, and disconnect the others."""
     wanted = list(wanted)
     for endpoint in wanted:
@@ -469,11 +486,12 @@ class SocketPeer(Generic[S]):
         reason = "its zmq context was terminated" if exc.errno == zmq.ETERM else "it was closed"
         raise ClosedError(f"{self._role} is closed: {reason}") from exc
 
-    def close(self) -> None:
+    def close(self, *, linger_ms: int | None = None) -> None:
         """Close the socket; idempotent. Queued messages get the socket's linger time
-        (``linger_ms``) to leave; pending asyncio sends and receives end."""
+        (or ``linger_ms``: 0 discards them) to leave; pending asyncio sends and receives
+        end."""
         self._closing = True
         with self._lock:
             if self._socket is not None:
-                self._socket.close()
+                self._socket.close(linger=linger_ms)
                 self._socket = None
