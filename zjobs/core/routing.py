@@ -23,8 +23,9 @@ The driver then drops its connection and connects afresh. That discards the requ
 stuck in the dead connection (their calls are retried elsewhere; left there, they would
 run at the heal, a second time) and replaces a connection waiting out the kernel's
 retransmission backoff with new connect attempts at the reconnect interval, so the host
-is noticed within that interval once it heals. A processor that is only busy keeps heartbeating and is never reset; one that
-sends no heartbeats at all is reset after that time out of rotation.
+is noticed within that interval once it heals. A processor that is only busy keeps
+heartbeating and is never reset; one that sends no heartbeats at all is reset after that
+time out of rotation.
 
 Transport-free and not thread-safe, like the engine that owns it.
 """
