@@ -45,7 +45,6 @@ class AsyncRoutedSender(RouteSet[AsyncZmqSender]):
         self.context = context or zmq.Context.instance()
         self.ids = ids or IdGenerator()
         self._encoder = RequestEncoder()
-        self._turn = 0
 
         def make(endpoint: str) -> AsyncZmqSender:
             return AsyncZmqSender(endpoint, context=self.context,
@@ -78,11 +77,8 @@ class AsyncRoutedSender(RouteSet[AsyncZmqSender]):
             SendTimeout: no endpoint took it within the timeout.
             ClosedError: the sender is closed.
         """
-        endpoints = self.endpoints
-        self._turn += 1
-        start = self._turn % max(1, len(endpoints))
         rid = id if id is not None else self.ids()
-        await self.send_via(endpoints[start:] + endpoints[:start], request, id=rid,
+        await self.send_via(self._in_turn(), request, id=rid,
                             reply_to=reply_to, meta=meta, deadline_ms=deadline_ms,
                             ping=ping, timeout_s=timeout_s, dedup=dedup)
         return rid
@@ -104,6 +100,18 @@ class AsyncRoutedSender(RouteSet[AsyncZmqSender]):
         endpoint that took it (as :meth:`RoutedSender.send_via
         <zjobs.transport.routed.RoutedSender.send_via>`)."""
         frames = self._encoder.frames(id, request, reply_to, ping, deadline_ms, meta, dedup)
+        return await self.send_frames_via(order, frames, timeout_s=timeout_s)
+
+    async def send_frames(self, frames: list[bytes], *,
+                          timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
+                          ) -> None:
+        """Send already encoded request frames through the endpoints in turn."""
+        await self.send_frames_via(self._in_turn(), frames, timeout_s=timeout_s)
+
+    async def send_frames_via(self, order: Sequence[str], frames: list[bytes], *,
+                              timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
+                              ) -> str:
+        """Send encoded frames as :meth:`send_via` sends a request; return the endpoint."""
         limit = self._limit(timeout_s)
         if len(order) == 1:
             sender = self._sender(order[0])

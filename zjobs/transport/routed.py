@@ -54,6 +54,7 @@ class RouteSet(Generic[T]):
         self._make = make
         self.send_timeout_s = send_timeout_s
         self._senders: dict[str, T] = {}
+        self._turn = 0
         self._lock = threading.Lock()
         self._closed = False
         try:
@@ -78,6 +79,13 @@ class RouteSet(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _in_turn(self) -> list[str]:
+        # Every endpoint, starting from the next in turn (sends without a chosen route).
+        endpoints = self.endpoints
+        self._turn += 1
+        start = self._turn % max(1, len(endpoints))
+        return endpoints[start:] + endpoints[:start]
 
     def _limit(self, timeout_s: float | UseSenderDefault | None) -> float | None:
         return self.send_timeout_s if timeout_s is USE_SENDER_DEFAULT else timeout_s
@@ -151,7 +159,6 @@ class RoutedSender(RouteSet[ZmqSender]):
         self.context = context or zmq.Context.instance()
         self.ids = ids or IdGenerator()
         self._encoder = RequestEncoder()
-        self._turn = 0
 
         def make(endpoint: str) -> ZmqSender:
             return ZmqSender(endpoint, context=self.context, send_timeout_s=send_timeout_s,
@@ -184,11 +191,8 @@ class RoutedSender(RouteSet[ZmqSender]):
             SendTimeout: no endpoint took it within the timeout.
             ClosedError: the sender is closed.
         """
-        endpoints = self.endpoints
-        self._turn += 1
-        start = self._turn % max(1, len(endpoints))
         rid = id if id is not None else self.ids()
-        self.send_via(endpoints[start:] + endpoints[:start], request, id=rid,
+        self.send_via(self._in_turn(), request, id=rid,
                       reply_to=reply_to, meta=meta, deadline_ms=deadline_ms, ping=ping,
                       timeout_s=timeout_s, dedup=dedup)
         return rid
@@ -215,6 +219,18 @@ class RoutedSender(RouteSet[ZmqSender]):
             ClosedError: the sender is closed.
         """
         frames = self._encoder.frames(id, request, reply_to, ping, deadline_ms, meta, dedup)
+        return self.send_frames_via(order, frames, timeout_s=timeout_s)
+
+    def send_frames(self, frames: list[bytes], *,
+                    timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT) -> None:
+        """Send already encoded request frames through the endpoints in turn (for relays
+        and tests of hostile input)."""
+        self.send_frames_via(self._in_turn(), frames, timeout_s=timeout_s)
+
+    def send_frames_via(self, order: Sequence[str], frames: list[bytes], *,
+                        timeout_s: float | UseSenderDefault | None = USE_SENDER_DEFAULT,
+                        ) -> str:
+        """Send encoded frames as :meth:`send_via` sends a request; return the endpoint."""
         limit = self._limit(timeout_s)
         if len(order) == 1:  # the usual case: one processor, or a probe
             sender = self._sender(order[0])
@@ -222,10 +238,6 @@ class RoutedSender(RouteSet[ZmqSender]):
                 raise SendTimeout(list(order), limit)
             sender.send_frames(frames, timeout_s=limit)
             return order[0]
-        return self._send_any(order, frames, limit)
-
-    def _send_any(self, order: Sequence[str], frames: list[bytes],
-                  limit: float | None) -> str:
         deadline = None if limit is None else time.monotonic() + limit
         while True:
             first: tuple[str, ZmqSender] | None = None
