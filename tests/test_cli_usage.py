@@ -299,9 +299,15 @@ def test_up_help_examples_run_as_written() -> None:
 
 # -- 4. Ctrl-C: the summary so far, and exit 130 ----------------------------------------------
 
+def _sigint_default() -> None:
+    # A shell starts background jobs with SIGINT ignored, and a Python started so never
+    # raises KeyboardInterrupt: these tests would hang when the suite runs in the background.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _zjobs(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "zjobs", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
 
 
 def _interrupt(child: subprocess.Popen[str]) -> tuple[int, str, str]:
