@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import zmq
@@ -33,13 +34,10 @@ def pulls() -> Iterator[list[tuple[zmq.Socket[bytes], str]]]:
             sock.close()
 
 
-def nobody() -> str:
-    # A port that was bound a moment ago and is free now: nothing accepts there.
-    sock = zmq.Context.instance().socket(zmq.PULL)
-    sock.bind("tcp://127.0.0.1:*")
-    endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
-    sock.close(linger=0)
-    return endpoint
+def nobody(tmp_path: Path) -> str:
+    # An ipc path nothing binds: no connection is ever up there (a freed tcp port could be
+    # taken by another process meanwhile).
+    return f"ipc://{tmp_path}/nobody"
 
 
 def received(sock: zmq.Socket[bytes], at_most_ms: int = 200) -> int:
@@ -60,9 +58,9 @@ def test_send_via_goes_where_it_is_told(pulls: list[tuple[zmq.Socket[bytes], str
 
 
 def test_an_endpoint_without_a_connection_is_passed_over(
-        pulls: list[tuple[zmq.Socket[bytes], str]]) -> None:
+        pulls: list[tuple[zmq.Socket[bytes], str]], tmp_path: Path) -> None:
     (a, ea), _ = pulls
-    dead = nobody()
+    dead = nobody(tmp_path)
     with RoutedSender([dead, ea], immediate=True) as sender:
         used = {sender.send_via((dead, ea), n, id=f"r{n}", timeout_s=5) for n in range(20)}
         assert used == {ea}
@@ -102,9 +100,10 @@ def test_disconnect_and_the_mpsend_interface(
         assert received(b, WAIT_MS) == 4 and received(a) == 0
 
 
-def test_the_asyncio_twin(pulls: list[tuple[zmq.Socket[bytes], str]]) -> None:
+def test_the_asyncio_twin(pulls: list[tuple[zmq.Socket[bytes], str]],
+                          tmp_path: Path) -> None:
     (a, ea), _ = pulls
-    dead = nobody()
+    dead = nobody(tmp_path)
 
     async def main() -> set[str]:
         async_context = zmq.asyncio.Context()

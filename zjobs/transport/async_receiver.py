@@ -108,6 +108,7 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
         self.topics: list[bytes] = []
         self.skipped = 0
         """Messages received that were not responses (malformed, unknown status, reserved)."""
+        self._plain: zmq.Socket[bytes] | None = None  # a non-owning sync view
         sock = self.context.socket(zmq.SUB, socket_class=zmq.asyncio.Socket)
         super().__init__(sock)
 
@@ -181,9 +182,15 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
         """The next raw message (any topic), or None once ``deadline`` (loop time) passed."""
         sock = self._live()
         try:
-            frames = recv_nowait(sock)
-            if frames is not None:
-                return frames
+            # What is queued already, on a plain view of the socket: no future per message
+            # (pyzmq makes one even for a non-blocking receive). This reader is the only
+            # one, so no receive of pyzmq's is pending to be overtaken.
+            if self._plain is None:
+                self._plain = zmq.Socket.shadow(sock.underlying)
+            try:
+                return self._plain.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                pass
             if deadline is None:
                 return await sock.recv_multipart()
             wait_s = deadline - asyncio.get_running_loop().time()
