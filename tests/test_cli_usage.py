@@ -377,7 +377,8 @@ def test_ctrl_c_while_send_waits_for_a_response_exits_130_at_once() -> None:
         try:
             child = subprocess.Popen([sys.executable, "-m", "zjobs", "send", *endpoints(proc),
                                       "--timeout", "60"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=_sigint_default)
             assert child.stdin is not None
             child.stdin.write("1\n2\n")
             child.stdin.flush()

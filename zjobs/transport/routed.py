@@ -233,11 +233,17 @@ class RoutedSender(RouteSet[ZmqSender]):
         """Send encoded frames as :meth:`send_via` sends a request; return the endpoint."""
         limit = self._limit(timeout_s)
         if len(order) == 1:  # the usual case: one processor, or a probe
-            sender = self._sender(order[0])
-            if sender is None:
-                raise SendTimeout(list(order), limit)
-            sender.send_frames(frames, timeout_s=limit)
-            return order[0]
+            for _ in range(2):
+                sender = self._sender(order[0])
+                if sender is None:
+                    break
+                try:
+                    sender.send_frames(frames, timeout_s=limit)
+                    return order[0]
+                except ClosedError:
+                    if self.closed:
+                        raise  # else reset meanwhile: once more, on its new socket
+            raise SendTimeout(list(order), limit)
         deadline = None if limit is None else time.monotonic() + limit
         while True:
             first: tuple[str, ZmqSender] | None = None
