@@ -191,6 +191,7 @@ class RequestHandler:
             self._methods["get_cache"] = job.get_cache
         if isinstance(job, PutCache):
             self._methods["put_cache"] = job.put_cache
+        self._direct = not (self.has_get_cache or self.has_put_cache)
         self._clock_ms = clock_ms
         self._tally = _Tally()
         self._drops = _DropLog()
@@ -205,7 +206,21 @@ class RequestHandler:
 
     def handle(self, frames: Sequence[bytes]) -> list[bytes] | None:
         """The response frames for one request message, or None when it must be dropped."""
-        admitted = self.admit(frames)
+        if self._direct and len(frames) == 2:
+            # The usual request, to a job without a cache: run at once, without building its
+            # flow (admit() and flow() decide the same for it; the results are the same).
+            self._tally.received += 1
+            try:
+                request = parse_request(frames)
+            except InvalidRequest as exc:
+                return self._refuse(exc)
+            if (request.ping or request.deadline_ms is not None or request.meta is not None
+                    or (request.dedup and self.replay_window is not None)):
+                admitted: Request | BatchRequest | list[bytes] | None = self._admit(request)
+            else:
+                return self._run_direct(request)
+        else:
+            admitted = self.admit(frames)
         if not isinstance(admitted, Request | BatchRequest):
             return admitted
         started = self.load.start()  # a batch counts as one run
@@ -216,6 +231,25 @@ class RequestHandler:
                 return self.drive(self.flow(admitted))
         finally:
             self.load.finish(started)
+
+    def _run_direct(self, request: Request) -> list[bytes]:
+        # flow() and drive() for a job without get_cache/put_cache, in one call: a request
+        # without meta has no span to run in.
+        load = self.load
+        started = load.start()
+        try:
+            try:
+                value = self._run(request.value, self.resources)
+            except KeyboardInterrupt:
+                raise  # it stops the processor, as drive() lets it
+            except BaseException as exc:  # a job must not stop the processor
+                return self.fail(request, exc)
+            try:
+                return self.answer(request, value)
+            except BaseException as exc:  # an unencodable value is a job failure
+                return self.fail(request, exc)
+        finally:
+            load.finish(started)
 
     # admit() then flow() are every rule of answering a request; handle() drives the flow
     # by calling the job directly, the asyncio processor by awaiting it.
@@ -238,6 +272,11 @@ class RequestHandler:
             request = parse_request(frames)
         except InvalidRequest as exc:
             return self._refuse(exc)
+        return self._admit(request)
+
+    def _admit(self, request: Request) -> Request | list[bytes] | None:
+        # admit() for a parsed request: ping, replay window, deadline.
+        tally = self._tally
         if request.ping:
             tally.pongs += 1
             return self.encoder.pong(topic_bytes(request.reply_to), request.id, request.meta)

@@ -270,6 +270,10 @@ def parse_request(frames: Sequence[bytes]) -> Request:
         header = decode_header(frames[0])
     except ProtocolError as exc:
         raise InvalidRequest(BAD_REQUEST, str(exc)) from exc
+    if len(frames) == 2 and type(header) is dict:
+        plain = _plain_request(header, frames[1])
+        if plain is not None:
+            return plain
     if not isinstance(header, dict):
         raise InvalidRequest(BAD_REQUEST, f"header is a {type(header).__name__}, not a map")
 
@@ -310,6 +314,30 @@ def parse_request(frames: Sequence[bytes]) -> Request:
     except ProtocolError as exc:
         raise invalid(BAD_REQUEST, f"body: {exc}") from exc
     return Request(rid, value, reply_to, False, deadline, meta, header.get("dedup") is True)
+
+
+def _plain_request(header: dict[Any, Any], body: bytes) -> Request | None:
+    # The usual request, checked in a few steps: a header of exactly v (1), id (a str of at
+    # most 63 characters or a bin), reply_to (a str or bin not starting with 0x00) and
+    # perhaps dedup, and a body that decodes. Anything else is None: parse_request then
+    # applies every rule in order (and names the first that fails).
+    size = len(header)
+    if size != 3 and (size != 4 or "dedup" not in header):
+        return None
+    version, rid, reply_to = header.get("v"), header.get("id"), header.get("reply_to")
+    if type(version) is not int or version != VERSION:
+        return None
+    if not ((type(rid) is str and 0 < len(rid) <= 63)
+            or (type(rid) is bytes and 0 < len(rid) <= MAX_ID_BYTES)):
+        return None
+    if not ((type(reply_to) is str and not reply_to.startswith("\x00"))
+            or (type(reply_to) is bytes and not reply_to.startswith(RESERVED_PREFIX))):
+        return None
+    try:
+        value = decode(body)
+    except ProtocolError:
+        return None
+    return Request(rid, value, reply_to, False, None, None, size == 4 and header["dedup"] is True)
 
 
 def parse_batch(frames: Sequence[bytes], max_items: int = DEFAULT_BATCH_MAX) -> BatchRequest:
@@ -573,6 +601,9 @@ class ResponseEncoder:
         self._error_key = pack("error")
         self._errors_key = pack("errors")
         self._nil = pack(None)
+        # An ok answer without meta, the usual one: all but the id's value, map size included.
+        self._ok_head = {cached: self._packer.pack_map_header(6) + self._prefix[OK, cached]
+                         + self._id_key for cached in (False, True)}
         extra = dict(pong_extra or {})
         self._pong_extra = (b"".join(pack(key) + pack(value) for key, value in extra.items()),
                             len(extra))
@@ -595,6 +626,8 @@ class ResponseEncoder:
     def ok(self, topic: bytes, rid: Id, body: bytes, *, cached: bool = False,
            meta: Meta | None = None) -> list[bytes]:
         """Frames of an ok response whose value is already encoded as ``body``."""
+        if meta is None:
+            return [topic, self._ok_head[cached] + self._packer.pack(rid), body]
         return [topic, self._header(OK, cached, rid, meta, None), body]
 
     def pong(self, topic: bytes, rid: Id, meta: Meta | None = None) -> list[bytes]:
