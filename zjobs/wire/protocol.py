@@ -472,6 +472,10 @@ class Response:
         if len(frames) != 3:
             raise ProtocolError(f"a response has 3 frames, this message has {len(frames)}")
         header = decode_header(frames[1])
+        if type(header) is dict and len(header) == 7:
+            plain = _plain_response(header, frames)
+            if plain is not None:
+                return plain
         version = header.get("v") if isinstance(header, dict) else None
         if type(version) is not int or version != VERSION:  # a bool or float is not 1
             raise ProtocolError("response header is not a ZJP/1 map")
@@ -520,6 +524,21 @@ class Response:
             extensions=extensions,
             batch_max=batch_max,
         )
+
+
+def _plain_response(header: dict[Any, Any], frames: Sequence[bytes]) -> Response | None:
+    # The usual answer, as zjobs processors send it: an ok header of exactly v (1), id,
+    # status, cached, processor, instance and seq, each of its type. Anything else is None:
+    # from_frames then reads every key as it may come from any peer.
+    rid, processor, instance, seq = (header.get("id"), header.get("processor"),
+                                     header.get("instance"), header.get("seq"))
+    version, cached = header.get("v"), header.get("cached")
+    if (header.get("status") != OK or type(version) is not int or version != VERSION
+            or type(rid) not in (str, bytes) or type(processor) is not str
+            or type(instance) is not str or type(seq) is not int or type(cached) is not bool):
+        return None
+    return Response(rid, OK, decode(frames[2]), None, cached, processor, None, bytes(frames[0]),
+                    instance, False, seq)
 
 
 def _batch_result(header: Mapping[Any, Any], values: Any, rid: Id | None, processor: str,
