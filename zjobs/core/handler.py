@@ -40,6 +40,7 @@ from zjobs.wire.protocol import (
     is_batch,
     parse_batch,
     parse_request,
+    read_request,
     topic_bytes,
 )
 
@@ -211,14 +212,19 @@ class RequestHandler:
             # flow (admit() and flow() decide the same for it; the results are the same).
             self._tally.received += 1
             try:
-                request = parse_request(frames)
+                read = read_request(frames)
             except InvalidRequest as exc:
                 return self._refuse(exc)
-            if (request.ping or request.deadline_ms is not None or request.meta is not None
-                    or (request.dedup and self.replay_window is not None)):
-                admitted: Request | BatchRequest | list[bytes] | None = self._admit(request)
+            if type(read) is tuple:
+                if not (read[3] and self.replay_window is not None):
+                    return self._run_direct(*read)
+                read = Request(read[0], read[2], read[1], dedup=read[3])
+            assert isinstance(read, Request)
+            if (read.ping or read.deadline_ms is not None or read.meta is not None
+                    or (read.dedup and self.replay_window is not None)):
+                admitted: Request | BatchRequest | list[bytes] | None = self._admit(read)
             else:
-                return self._run_direct(request)
+                return self._run_direct(read.id, read.reply_to, read.value, read.dedup)
         else:
             admitted = self.admit(frames)
         if not isinstance(admitted, Request | BatchRequest):
@@ -232,22 +238,26 @@ class RequestHandler:
         finally:
             self.load.finish(started)
 
-    def _run_direct(self, request: Request) -> list[bytes]:
-        # flow() and drive() for a job without get_cache/put_cache, in one call: a request
-        # without meta has no span to run in.
+    def _run_direct(self, rid: Id, reply_to: str | bytes | None, value: Any,
+                    dedup: bool) -> list[bytes]:
+        # flow(), drive() and answer() for a job without get_cache/put_cache, in one call, for
+        # a request without meta (no span to run in) and not kept in a replay window. The
+        # Request is built only to fail.
         load = self.load
         started = load.start()
         try:
             try:
-                value = self._run(request.value, self.resources)
+                result = self._run(value, self.resources)
             except KeyboardInterrupt:
                 raise  # it stops the processor, as drive() lets it
             except BaseException as exc:  # a job must not stop the processor
-                return self.fail(request, exc)
+                return self.fail(Request(rid, value, reply_to, dedup=dedup), exc)
             try:
-                return self.answer(request, value)
+                body = self.encoder.encode_value(result)
             except BaseException as exc:  # an unencodable value is a job failure
-                return self.fail(request, exc)
+                return self.fail(Request(rid, value, reply_to, dedup=dedup), exc)
+            self._tally.ok += 1
+            return self.encoder.ok(topic_bytes(reply_to), rid, body)
         finally:
             load.finish(started)
 
