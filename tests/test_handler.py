@@ -611,6 +611,48 @@ async def test_both_drivers_let_keyboard_interrupt_through() -> None:
     assert handler.counters == Counters(received=2)
 
 
+
+def interrupt(request: Any, resources: Any) -> Any:
+    raise KeyboardInterrupt
+
+
+def unencodable(request: Any, resources: Any) -> Any:
+    return {1, 2}
+
+
+def exits(request: Any, resources: Any) -> Any:
+    raise SystemExit(3)
+
+
+@pytest.mark.parametrize("job", [echo, boom, exits, unencodable, interrupt])
+@pytest.mark.parametrize("fields", [{}, {"dedup": True}, {"reply_to": b"bin"}, {"id": b"\x01"}])
+def test_a_plain_request_to_a_job_without_cache_answers_as_its_flow_does(
+        job: Any, fields: dict[str, Any]) -> None:
+    # handle() runs such a request at once, without the flow; the answer, the counters and
+    # the load must be what admit(), flow() and drive() make of it.
+    outcomes = []
+    for direct in (True, False):
+        handler = RequestHandler(job, name="s", instance="0" * 16,
+                                 replay_window=ReplayWindow(8))
+        frames = request("a", **fields)
+        try:
+            if direct:
+                out: Any = handler.handle(frames)
+            else:
+                admitted_ = handler.admit(frames)
+                assert isinstance(admitted_, Request)
+                started = handler.load.start()
+                try:
+                    out = handler.drive(handler.flow(admitted_))
+                finally:
+                    handler.load.finish(started)
+        except KeyboardInterrupt:
+            out = "KeyboardInterrupt"
+        load = handler.load.snapshot()
+        outcomes.append((out, handler.counters, load.jobs, load.in_flight))
+    assert outcomes[0] == outcomes[1]
+
+
 # -- the batch extension ------------------------------------------------------------------------
 
 def batch(items: list[Any], **fields: Any) -> list[bytes]:

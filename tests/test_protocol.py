@@ -7,6 +7,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from zjobs.errors import EncodeError, ProtocolError, RemoteError
 from zjobs.wire.codec import FrozenMap
@@ -448,6 +450,62 @@ def test_meta_lists_stay_lists() -> None:
     request = parse_request([header(meta={"trace": [1, [2]]}), pack(1)])
     assert request.meta == {"trace": [1, [2]]}
     assert type(request.meta["trace"]) is list
+
+
+
+_MISSING = object()
+_NEAR_PLAIN = {
+    "v": st.sampled_from([1, True, 1.0, 2, 0, None, _MISSING]),
+    "id": st.sampled_from(["r1", "", "x" * 63, "x" * 64, "é" * 127, "é" * 128, b"\x01", b"",
+                           b"x" * 255, b"x" * 256, 5, None, _MISSING]),
+    "reply_to": st.sampled_from(["t", "", "é", "\x00hb", b"t", b"", b"\x00x", 3, None,
+                                 _MISSING]),
+    "dedup": st.sampled_from([True, False, 1, "yes", None, _MISSING]),
+}
+
+
+@given(st.fixed_dictionaries(_NEAR_PLAIN),
+       st.sampled_from([pack(3), pack(None), pack({"a": [1]}), b"", b"\xc1", b"\x01\x02"]))
+def test_a_plain_header_parses_as_under_every_rule(fields: dict[str, Any], body: bytes) -> None:
+    # parse_request takes the usual header (v, id, reply_to, dedup) in a few steps; the same
+    # header with an unknown key added (ignored by ZJP/1) goes through every rule in order.
+    # Both must give the same request, or the same error with the same answer fields.
+    given_fields = {key: value for key, value in fields.items() if value is not _MISSING}
+
+    def outcome(header_map: dict[str, Any]) -> Any:
+        try:
+            return parse_request([pack(header_map), body])
+        except InvalidRequest as exc:
+            return (exc.error_type, exc.message, exc.topic, exc.id, exc.meta)
+
+    assert outcome(given_fields) == outcome({**given_fields, "x-unknown": 0})
+
+
+
+_NEAR_PLAIN_RESPONSE = {
+    "v": st.sampled_from([1, True, 1.0, 2, _MISSING]),
+    "id": st.sampled_from(["r1", b"\x01", 5, None, _MISSING]),
+    "status": st.sampled_from(["ok", b"ok", "error", "pong", "batch", "new", _MISSING]),
+    "cached": st.sampled_from([True, False, 1, None, _MISSING]),
+    "processor": st.sampled_from(["p", b"p", 3, _MISSING]),
+    "instance": st.sampled_from(["0" * 16, b"i", None, _MISSING]),
+    "seq": st.sampled_from([1, 2**40, True, "7", None, _MISSING]),
+}
+
+
+@given(st.fixed_dictionaries(_NEAR_PLAIN_RESPONSE), st.sampled_from([pack(3), pack([1]), b"\xc1"]))
+def test_a_plain_response_decodes_as_under_every_rule(fields: dict[str, Any], body: bytes) -> None:
+    # Response.from_frames takes the usual ok answer of a zjobs processor in a few steps;
+    # with an unknown key added it reads every key as it may come from any peer.
+    given_fields = {key: value for key, value in fields.items() if value is not _MISSING}
+
+    def outcome(header_map: dict[str, Any]) -> Any:
+        try:
+            return Response.from_frames([b"t", pack(header_map), body])
+        except ProtocolError as exc:
+            return str(exc)
+
+    assert outcome(given_fields) == outcome({**given_fields, "x-unknown": 0})
 
 
 # -- ResponseEncoder ---------------------------------------------------------------------------

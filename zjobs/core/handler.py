@@ -40,6 +40,7 @@ from zjobs.wire.protocol import (
     is_batch,
     parse_batch,
     parse_request,
+    read_request,
     topic_bytes,
 )
 
@@ -191,6 +192,7 @@ class RequestHandler:
             self._methods["get_cache"] = job.get_cache
         if isinstance(job, PutCache):
             self._methods["put_cache"] = job.put_cache
+        self._direct = not (self.has_get_cache or self.has_put_cache)
         self._clock_ms = clock_ms
         self._tally = _Tally()
         self._drops = _DropLog()
@@ -205,7 +207,26 @@ class RequestHandler:
 
     def handle(self, frames: Sequence[bytes]) -> list[bytes] | None:
         """The response frames for one request message, or None when it must be dropped."""
-        admitted = self.admit(frames)
+        if self._direct and len(frames) == 2:
+            # The usual request, to a job without a cache: run at once, without building its
+            # flow (admit() and flow() decide the same for it; the results are the same).
+            self._tally.received += 1
+            try:
+                read = read_request(frames)
+            except InvalidRequest as exc:
+                return self._refuse(exc)
+            if type(read) is tuple:
+                if not (read[3] and self.replay_window is not None):
+                    return self._run_direct(*read)
+                read = Request(read[0], read[2], read[1], dedup=read[3])
+            assert isinstance(read, Request)
+            if (read.ping or read.deadline_ms is not None or read.meta is not None
+                    or (read.dedup and self.replay_window is not None)):
+                admitted: Request | BatchRequest | list[bytes] | None = self._admit(read)
+            else:
+                return self._run_direct(read.id, read.reply_to, read.value, read.dedup)
+        else:
+            admitted = self.admit(frames)
         if not isinstance(admitted, Request | BatchRequest):
             return admitted
         started = self.load.start()  # a batch counts as one run
@@ -216,6 +237,29 @@ class RequestHandler:
                 return self.drive(self.flow(admitted))
         finally:
             self.load.finish(started)
+
+    def _run_direct(self, rid: Id, reply_to: str | bytes | None, value: Any,
+                    dedup: bool) -> list[bytes]:
+        # flow(), drive() and answer() for a job without get_cache/put_cache, in one call, for
+        # a request without meta (no span to run in) and not kept in a replay window. The
+        # Request is built only to fail.
+        load = self.load
+        started = load.start()
+        try:
+            try:
+                result = self._run(value, self.resources)
+            except KeyboardInterrupt:
+                raise  # it stops the processor, as drive() lets it
+            except BaseException as exc:  # a job must not stop the processor
+                return self.fail(Request(rid, value, reply_to, dedup=dedup), exc)
+            try:
+                body = self.encoder.encode_value(result)
+            except BaseException as exc:  # an unencodable value is a job failure
+                return self.fail(Request(rid, value, reply_to, dedup=dedup), exc)
+            self._tally.ok += 1
+            return self.encoder.ok(topic_bytes(reply_to), rid, body)
+        finally:
+            load.finish(started)
 
     # admit() then flow() are every rule of answering a request; handle() drives the flow
     # by calling the job directly, the asyncio processor by awaiting it.
@@ -238,6 +282,11 @@ class RequestHandler:
             request = parse_request(frames)
         except InvalidRequest as exc:
             return self._refuse(exc)
+        return self._admit(request)
+
+    def _admit(self, request: Request) -> Request | list[bytes] | None:
+        # admit() for a parsed request: ping, replay window, deadline.
+        tally = self._tally
         if request.ping:
             tally.pongs += 1
             return self.encoder.pong(topic_bytes(request.reply_to), request.id, request.meta)

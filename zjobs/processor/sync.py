@@ -27,11 +27,14 @@ from zjobs.core.resources import ResourceFactory, Resources
 from zjobs.errors import Timeout
 from zjobs.processor.base import BaseZmqProcessor, Endpoints, Processor, build_options
 from zjobs.transport.publisher import Publisher
-from zjobs.transport.sockets import ServerSecurity
+from zjobs.transport.sockets import ServerSecurity, recv_multipart
 
 __all__ = ["BaseZmqProcessor", "Endpoints", "Processor", "ZmqProcessor"]
 
 log = logging.getLogger(__name__)
+
+_POLLIN = int(zmq.POLLIN)
+_BUSY_WAIT_MS = 10
 
 
 class ZmqProcessor(BaseZmqProcessor):
@@ -164,9 +167,8 @@ class ZmqProcessor(BaseZmqProcessor):
     def _serve(self) -> None:
         pull, pub, handler = self._sockets.pull, self._sockets.pub, self._handler
         assert pull is not None and pub is not None and handler is not None
-        poller = zmq.Poller()
-        poller.register(pull, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        # zmq_poll on a list made once: zmq.Poller rebuilds it on every call.
+        waiting: list[tuple[Any, int]] = [(pull, _POLLIN), (self._wake_r, _POLLIN)]
         stopping = self._stopping
         publisher = Publisher(pub, name=self.name, instance=self.instance,
                               heartbeat_interval_s=self.options.heartbeat_interval_s,
@@ -175,18 +177,21 @@ class ZmqProcessor(BaseZmqProcessor):
         handle, publish = handler.handle, publisher.publish
         log.debug("processor %s serving on %s", self.name, self.endpoints)
         publisher.start()
+        # While requests keep coming, wait for the next one in a blocking receive: cheaper
+        # than a poll and a zmq.Again per request (in a profile, a third of the processor's
+        # instructions per sequential request). Once none came for _BUSY_WAIT_MS, wait in a
+        # poll that request_stop() also wakes, so a stop waits at most that long.
+        pull.rcvtimeo = _BUSY_WAIT_MS
         try:
             while not stopping.is_set():
-                poller.poll()
-                # Take every message already queued before polling again: one poll per burst.
-                while not stopping.is_set():
-                    try:
-                        frames = pull.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    out = handle(frames)
-                    if out is not None:
-                        publish(out)
+                try:
+                    frames = recv_multipart(pull)
+                except zmq.Again:
+                    zmq.zmq_poll(waiting)
+                    continue
+                out = handle(frames)
+                if out is not None:
+                    publish(out)
         finally:
             publisher.close()  # a last heartbeat says "stopped", after the last response
 

@@ -18,7 +18,13 @@ from zjobs.core.monitor import ProcessorMonitor
 from zjobs.errors import ReceiveTimeout
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
-from zjobs.transport.sockets import DEFAULT_RCVHWM, ClientSecurity, SocketPeer, sub_options
+from zjobs.transport.sockets import (
+    DEFAULT_RCVHWM,
+    ClientSecurity,
+    SocketPeer,
+    recv_multipart,
+    sub_options,
+)
 from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
 from zjobs.wire.protocol import Response, parse_response
 
@@ -188,10 +194,10 @@ class ZmqReceiver(SocketPeer[zmq.Socket[bytes]]):
         left_ms = wait_ms(deadline, time.monotonic())
         try:
             if left_ms == 0:
-                return sock.recv_multipart(zmq.NOBLOCK)
+                return recv_multipart(sock, block=False)
             if left_ms != self._rcvtimeo:
                 sock.rcvtimeo = self._rcvtimeo = left_ms
-            return sock.recv_multipart()
+            return recv_multipart(sock)
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:

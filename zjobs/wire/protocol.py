@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import msgpack
 
@@ -41,6 +41,7 @@ __all__ = [
     "BatchRequest",
     "ErrorInfo",
     "InvalidRequest",
+    "PlainRequest",
     "Request",
     "RequestEncoder",
     "Response",
@@ -49,6 +50,7 @@ __all__ = [
     "parse_batch",
     "parse_request",
     "parse_response",
+    "read_request",
 ]
 
 log = logging.getLogger(__name__)
@@ -264,12 +266,37 @@ def parse_request(frames: Sequence[bytes]) -> Request:
     Raises:
         InvalidRequest: carrying the error type, and the topic, id and meta to answer with.
     """
+    read = read_request(frames)
+    if type(read) is tuple:
+        rid, reply_to, value, dedup = read
+        return Request(rid, value, reply_to, False, None, None, dedup)
+    assert isinstance(read, Request)
+    return read
+
+
+PlainRequest: TypeAlias = tuple[Id, "str | bytes", Any, bool]
+"""The usual request as :func:`read_request` returns it: ``(id, reply_to, value, dedup)``,
+with no ping, deadline or meta."""
+
+
+def read_request(frames: Sequence[bytes]) -> Request | PlainRequest:
+    """:func:`parse_request`, except that the usual request (a header of only v, id,
+    reply_to and perhaps dedup) comes back as a :data:`PlainRequest` tuple: a processor's
+    hot path, where building the frozen :class:`Request` costs more than the checks.
+
+    Raises:
+        InvalidRequest: as :func:`parse_request`.
+    """
     if not frames:
         raise InvalidRequest(BAD_REQUEST, "a request has 2 frames, this message has none")
     try:
         header = decode_header(frames[0])
     except ProtocolError as exc:
         raise InvalidRequest(BAD_REQUEST, str(exc)) from exc
+    if len(frames) == 2 and type(header) is dict:
+        plain = _plain_request(header, frames[1])
+        if plain is not None:
+            return plain
     if not isinstance(header, dict):
         raise InvalidRequest(BAD_REQUEST, f"header is a {type(header).__name__}, not a map")
 
@@ -310,6 +337,30 @@ def parse_request(frames: Sequence[bytes]) -> Request:
     except ProtocolError as exc:
         raise invalid(BAD_REQUEST, f"body: {exc}") from exc
     return Request(rid, value, reply_to, False, deadline, meta, header.get("dedup") is True)
+
+
+def _plain_request(header: dict[Any, Any], body: bytes) -> PlainRequest | None:
+    # The usual request, checked in a few steps: a header of exactly v (1), id (a str of at
+    # most 63 characters or a bin), reply_to (a str or bin not starting with 0x00) and
+    # perhaps dedup, and a body that decodes. Anything else is None: parse_request then
+    # applies every rule in order (and names the first that fails).
+    size = len(header)
+    if size != 3 and (size != 4 or "dedup" not in header):
+        return None
+    version, rid, reply_to = header.get("v"), header.get("id"), header.get("reply_to")
+    if type(version) is not int or version != VERSION:
+        return None
+    if not ((type(rid) is str and 0 < len(rid) <= 63)
+            or (type(rid) is bytes and 0 < len(rid) <= MAX_ID_BYTES)):
+        return None
+    if not ((type(reply_to) is str and not reply_to.startswith("\x00"))
+            or (type(reply_to) is bytes and not reply_to.startswith(RESERVED_PREFIX))):
+        return None
+    try:
+        value = decode(body)
+    except ProtocolError:
+        return None
+    return rid, reply_to, value, size == 4 and header["dedup"] is True
 
 
 def parse_batch(frames: Sequence[bytes], max_items: int = DEFAULT_BATCH_MAX) -> BatchRequest:
@@ -444,6 +495,10 @@ class Response:
         if len(frames) != 3:
             raise ProtocolError(f"a response has 3 frames, this message has {len(frames)}")
         header = decode_header(frames[1])
+        if type(header) is dict and len(header) == 7:
+            plain = _plain_response(header, frames)
+            if plain is not None:
+                return plain
         version = header.get("v") if isinstance(header, dict) else None
         if type(version) is not int or version != VERSION:  # a bool or float is not 1
             raise ProtocolError("response header is not a ZJP/1 map")
@@ -492,6 +547,21 @@ class Response:
             extensions=extensions,
             batch_max=batch_max,
         )
+
+
+def _plain_response(header: dict[Any, Any], frames: Sequence[bytes]) -> Response | None:
+    # The usual answer, as zjobs processors send it: an ok header of exactly v (1), id,
+    # status, cached, processor, instance and seq, each of its type. Anything else is None:
+    # from_frames then reads every key as it may come from any peer.
+    rid, processor, instance, seq = (header.get("id"), header.get("processor"),
+                                     header.get("instance"), header.get("seq"))
+    version, cached = header.get("v"), header.get("cached")
+    if (header.get("status") != OK or type(version) is not int or version != VERSION
+            or type(rid) not in (str, bytes) or type(processor) is not str
+            or type(instance) is not str or type(seq) is not int or type(cached) is not bool):
+        return None
+    return Response(rid, OK, decode(frames[2]), None, cached, processor, None, bytes(frames[0]),
+                    instance, False, seq)
 
 
 def _batch_result(header: Mapping[Any, Any], values: Any, rid: Id | None, processor: str,
@@ -573,6 +643,9 @@ class ResponseEncoder:
         self._error_key = pack("error")
         self._errors_key = pack("errors")
         self._nil = pack(None)
+        # An ok answer without meta, the usual one: all but the id's value, map size included.
+        self._ok_head = {cached: self._packer.pack_map_header(6) + self._prefix[OK, cached]
+                         + self._id_key for cached in (False, True)}
         extra = dict(pong_extra or {})
         self._pong_extra = (b"".join(pack(key) + pack(value) for key, value in extra.items()),
                             len(extra))
@@ -595,6 +668,8 @@ class ResponseEncoder:
     def ok(self, topic: bytes, rid: Id, body: bytes, *, cached: bool = False,
            meta: Meta | None = None) -> list[bytes]:
         """Frames of an ok response whose value is already encoded as ``body``."""
+        if meta is None:
+            return [topic, self._ok_head[cached] + self._packer.pack(rid), body]
         return [topic, self._header(OK, cached, rid, meta, None), body]
 
     def pong(self, topic: bytes, rid: Id, meta: Meta | None = None) -> list[bytes]:
