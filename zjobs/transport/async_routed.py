@@ -4,7 +4,6 @@ asyncio twin of :class:`~zjobs.transport.routed.RoutedSender` (see there why).""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -14,7 +13,7 @@ from zjobs.errors import ClosedError, SendTimeout
 from zjobs.transport.async_sender import AsyncZmqSender
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
-from zjobs.transport.routed import WAIT_SLICE_S, RouteSet
+from zjobs.transport.routed import RouteSet
 from zjobs.transport.sender import USE_SENDER_DEFAULT, IdGenerator, UseSenderDefault
 from zjobs.transport.sockets import ClientSecurity
 from zjobs.wire.protocol import Id, Meta, RequestEncoder
@@ -113,46 +112,23 @@ class AsyncRoutedSender(RouteSet[AsyncZmqSender]):
                               ) -> str:
         """Send encoded frames as :meth:`send_via` sends a request; return the endpoint."""
         limit = self._limit(timeout_s)
-        if len(order) == 1:  # the usual case: one processor, or a probe
-            for _ in range(2):
-                sender = self._sender(order[0])
+        tries = self._tries(order, limit)
+        try:
+            endpoint, sender, wait = next(tries)
+            while True:
+                refused = False
                 if sender is None:
-                    break
-                try:
-                    await sender.send_frames(frames, timeout_s=limit)
-                    return order[0]
-                except ClosedError:
-                    if self.closed:
-                        raise  # else reset meanwhile: once more, on its new socket
-            raise SendTimeout(list(order), limit)
-        deadline = None if limit is None else time.monotonic() + limit
-        while True:
-            first: tuple[str, AsyncZmqSender] | None = None
-            for endpoint in order:
-                sender = self._sender(endpoint)
-                if sender is None:
-                    continue
-                first = first or (endpoint, sender)
-                try:
-                    await sender.send_frames(frames, timeout_s=0)
-                    return endpoint
-                except SendTimeout:
-                    continue
-                except ClosedError:
-                    if self.closed:
-                        raise
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise SendTimeout(list(order), limit)
-            wait = WAIT_SLICE_S if left is None else min(WAIT_SLICE_S, left)
-            if first is None:
-                await asyncio.sleep(wait)
-                continue
-            try:
-                await first[1].send_frames(frames, timeout_s=wait)
-                return first[0]
-            except SendTimeout:
-                continue
-            except ClosedError:
-                if self.closed:
-                    raise
+                    await asyncio.sleep(wait or 0)
+                else:
+                    try:
+                        await sender.send_frames(frames, timeout_s=wait)
+                        return endpoint or ""
+                    except SendTimeout:
+                        pass
+                    except ClosedError:
+                        if self.closed:
+                            raise
+                        refused = True  # reset meanwhile: its new socket comes next
+                endpoint, sender, wait = tries.send(refused)
+        except StopIteration:
+            raise SendTimeout(list(order), limit) from None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 import zmq
@@ -95,6 +95,40 @@ class RouteSet(Generic[T]):
         if sender is None and self._closed:
             raise ClosedError("sender is closed")
         return sender
+
+    def _tries(self, order: Sequence[str], limit: float | None
+               ) -> Generator[tuple[str | None, T | None, float | None], bool, None]:
+        """The sends of one message, for a sync or an asyncio driver: yields (endpoint,
+        sender, timeout) to try, or (None, None, seconds) to sleep; is sent whether the
+        try was refused for good (a reset socket, True) or only lacked room (False); ends
+        when the message must fail with :class:`SendTimeout`.
+
+        One endpoint: its sender with the whole limit (once more if it was reset meanwhile).
+        Several: each in order at once; while none has room, the first for a short wait,
+        then each at once again, until the limit.
+        """
+        if len(order) == 1:  # the usual case: one processor, or a probe
+            for _ in range(2):
+                sender = self._sender(order[0])
+                if sender is None or not (yield order[0], sender, limit):
+                    return
+            return
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
+            first: tuple[str, T] | None = None
+            for endpoint in order:
+                sender = self._sender(endpoint)
+                if sender is not None:
+                    first = first or (endpoint, sender)
+                    yield endpoint, sender, 0
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            wait = WAIT_SLICE_S if left is None else min(WAIT_SLICE_S, left)
+            if first is None:
+                yield None, None, wait
+            else:
+                yield first[0], first[1], wait
 
     def connect(self, endpoint: str) -> None:
         """Add a request endpoint (its own socket).
@@ -232,46 +266,23 @@ class RoutedSender(RouteSet[ZmqSender]):
                         ) -> str:
         """Send encoded frames as :meth:`send_via` sends a request; return the endpoint."""
         limit = self._limit(timeout_s)
-        if len(order) == 1:  # the usual case: one processor, or a probe
-            for _ in range(2):
-                sender = self._sender(order[0])
+        tries = self._tries(order, limit)
+        try:
+            endpoint, sender, wait = next(tries)
+            while True:
+                refused = False
                 if sender is None:
-                    break
-                try:
-                    sender.send_frames(frames, timeout_s=limit)
-                    return order[0]
-                except ClosedError:
-                    if self.closed:
-                        raise  # else reset meanwhile: once more, on its new socket
-            raise SendTimeout(list(order), limit)
-        deadline = None if limit is None else time.monotonic() + limit
-        while True:
-            first: tuple[str, ZmqSender] | None = None
-            for endpoint in order:
-                sender = self._sender(endpoint)
-                if sender is None:
-                    continue
-                first = first or (endpoint, sender)
-                try:
-                    sender.send_frames(frames, timeout_s=0)
-                    return endpoint
-                except SendTimeout:
-                    continue
-                except ClosedError:
-                    if self.closed:
-                        raise  # else reset meanwhile: its new socket is tried next round
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise SendTimeout(list(order), limit)
-            wait = WAIT_SLICE_S if left is None else min(WAIT_SLICE_S, left)
-            if first is None:
-                time.sleep(wait)
-                continue
-            try:
-                first[1].send_frames(frames, timeout_s=wait)
-                return first[0]
-            except SendTimeout:
-                continue
-            except ClosedError:
-                if self.closed:
-                    raise
+                    time.sleep(wait or 0)
+                else:
+                    try:
+                        sender.send_frames(frames, timeout_s=wait)
+                        return endpoint or ""
+                    except SendTimeout:
+                        pass
+                    except ClosedError:
+                        if self.closed:
+                            raise
+                        refused = True  # reset meanwhile: its new socket comes next
+                endpoint, sender, wait = tries.send(refused)
+        except StopIteration:
+            raise SendTimeout(list(order), limit) from None
