@@ -11,14 +11,16 @@ from typing import Any
 
 from zjobs.errors import NotReady, ReceiveTimeout
 from zjobs.transport.async_receiver import AsyncZmqReceiver
+from zjobs.transport.async_routed import AsyncRoutedSender
 from zjobs.transport.async_sender import AsyncZmqSender
 from zjobs.wire.protocol import PONG
 
 __all__ = ["wait_subscribed"]
 
 
-async def wait_subscribed(sender: AsyncZmqSender, receiver: AsyncZmqReceiver, *,
-                          topic: str | bytes = "", timeout_s: float = 10.0) -> None:
+async def wait_subscribed(sender: AsyncZmqSender | AsyncRoutedSender,
+                          receiver: AsyncZmqReceiver, *, topic: str | bytes = "",
+                          timeout_s: float = 10.0) -> None:
     """Ping through ``sender`` until ``receiver`` gets a pong on ``topic``.
 
     After it returns, responses published on ``topic`` reach ``receiver``. Other responses
