@@ -112,6 +112,14 @@ class AsyncRoutedSender(RouteSet[AsyncZmqSender]):
                               ) -> str:
         """Send encoded frames as :meth:`send_via` sends a request; return the endpoint."""
         limit = self._limit(timeout_s)
+        only = self._only(order)
+        if only is not None:  # one endpoint, the usual case: no generator on the way
+            try:
+                await only.send_frames(frames, timeout_s=limit)
+                return order[0]
+            except ClosedError:
+                if self.closed:
+                    raise  # else reset meanwhile: the tries below take its new socket
         tries = self._tries(order, limit)
         try:
             endpoint, sender, wait = next(tries)

@@ -96,6 +96,10 @@ class RouteSet(Generic[T]):
             raise ClosedError("sender is closed")
         return sender
 
+    def _only(self, order: Sequence[str]) -> T | None:
+        # The sender of a one-endpoint send, tried with the whole limit (as _tries would).
+        return self._senders.get(order[0]) if len(order) == 1 else None
+
     def _tries(self, order: Sequence[str], limit: float | None
                ) -> Generator[tuple[str | None, T | None, float | None], bool, None]:
         """The sends of one message, for a sync or an asyncio driver: yields (endpoint,
@@ -266,6 +270,14 @@ class RoutedSender(RouteSet[ZmqSender]):
                         ) -> str:
         """Send encoded frames as :meth:`send_via` sends a request; return the endpoint."""
         limit = self._limit(timeout_s)
+        only = self._only(order)
+        if only is not None:  # one endpoint, the usual case: no generator on the way
+            try:
+                only.send_frames(frames, timeout_s=limit)
+                return order[0]
+            except ClosedError:
+                if self.closed:
+                    raise  # else reset meanwhile: the tries below take its new socket
         tries = self._tries(order, limit)
         try:
             endpoint, sender, wait = next(tries)
