@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
+from drivers import Driven
 
 
 def _zjobs_threads() -> set[threading.Thread]:
@@ -63,3 +65,18 @@ def artifacts(tmp_path: Path) -> Path:
     path = Path(folder) if folder else tmp_path
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(params=["sync", "async"])
+def connect(request: pytest.FixtureRequest) -> Iterator[Callable[..., Driven]]:
+    """Make clients of both kinds (the test runs once with each), shut down at the end."""
+    made: list[Driven] = []
+
+    def make(requests: Any, responses: Any, **options: Any) -> Driven:
+        client = Driven(request.param, requests, responses, **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.shutdown()

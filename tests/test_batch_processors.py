@@ -180,8 +180,8 @@ def test_asyncio_runs_items_concurrently_within_its_limit() -> None:
         finally:
             raw.close()
         assert body == list(range(40)) and "errors" not in header
-        # Every free slot, and no more: the reader holds one for the next message.
-        assert job.most == processor.concurrency - 1
+        # Every slot, and no more: the reader holds none while it waits for a message.
+        assert job.most == processor.concurrency
         wait_until(lambda: processor.in_flight == 0)  # the task ends just after publishing
 
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any, Final, Self
 
 import zmq
@@ -22,6 +22,7 @@ import zmq
 from zjobs.client.base import BaseClient
 from zjobs.core import tracing
 from zjobs.core.batching import DEFAULT_BATCH_SIZE, Emit, MapFlow, Send
+from zjobs.core.coalescing import DEFAULT_COALESCE, Group
 from zjobs.core.engine import DEFAULT_MAX_IN_FLIGHT, Call, CallEngine, Completion, completions
 from zjobs.core.monitor import ProcessorMonitor
 from zjobs.core.routing import Route
@@ -33,6 +34,8 @@ from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
 from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
 from zjobs.transport.sender import IdGenerator
 from zjobs.transport.sockets import ClientSecurity, change_endpoints, endpoint_list
+from zjobs.wire.batch import Batch
+from zjobs.wire.codec import encode
 from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
 from zjobs.wire.protocol import PONG, Id, Meta, Response
 
@@ -81,6 +84,9 @@ class AsyncClient(BaseClient):
             the call's ``timeout_s``.
         max_in_flight: calls pending at most; a call beyond it first waits for one to end
             (see :class:`zjobs.Client`).
+        coalesce: most calls sent together in one batch request (see
+            :class:`zjobs.Client`): a plain call made while others are in flight is held
+            and goes with those made in the same turn of the event loop, at the latest.
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class AsyncClient(BaseClient):
         liveness: int | None = None,
         send_timeout_s: float | None = None,
         max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
+        coalesce: int = DEFAULT_COALESCE,
     ) -> None:
         monitor = receiver.monitor or ProcessorMonitor(liveness or 3)
         if liveness is not None:
@@ -115,8 +122,9 @@ class AsyncClient(BaseClient):
                                   monitor=monitor, liveness=liveness,
                                   max_in_flight=max_in_flight,
                                   routes=None if self._routed is None
-                                  else self._routed.endpoints)
+                                  else self._routed.endpoints, coalesce=coalesce)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._flushes: set[asyncio.Task[None]] = set()  # sends of held calls under way
         self._ready_lock: asyncio.Lock | None = None
         self._pong: asyncio.Event | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -326,6 +334,16 @@ class AsyncClient(BaseClient):
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         meta = meta if ping else tracing.traced_call(meta, future)  # observability: keep
+        if (meta is None and deadline_ms is None and not whole and not ping
+                and type(request) is not Batch and engine.holds(timeout_s, retries)):
+            # Held back to travel with others in one batch (zjobs.core.coalescing); what
+            # this turn of the loop holds goes at the end of it, at the latest.
+            held = engine.hold(encode(request), future, timeout_s, retries)
+            if not held:
+                await self._flush()
+            elif held == 1:
+                loop.call_soon(self._flush_soon)
+            return future
         call = engine.start(request, future, timeout_s=timeout_s, retries=retries, meta=meta,
                             deadline_ms=deadline_ms, whole=whole, ping=ping)
         future.add_done_callback(lambda _: engine.forget(call))
@@ -342,11 +360,52 @@ class AsyncClient(BaseClient):
             raise
         return future
 
+    async def _flush(self) -> None:
+        """Send the calls held back, as one batch; a send that fails fails those calls."""
+        engine = self._engine
+        call = engine.take_held(self._refused)
+        if call is not None:
+            wait_s = self.send_timeout_s
+            await self._attempt(call, engine.order(call), call.timeout_s if wait_s is None
+                                else min(wait_s, call.timeout_s))
+
+    def _flush_soon(self) -> None:
+        if self._engine.held:
+            self._later(self._flush())
+
+    def _later(self, send: Coroutine[Any, Any, None]) -> None:
+        # A send nobody awaits; kept referenced until done (asyncio keeps tasks weakly).
+        task = asyncio.ensure_future(send)
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    def _refused(self, group: Group) -> None:
+        # A processor without the batch extension refused a coalesced batch: its calls go
+        # again one per message, and calls are no longer coalesced.
+        log.info("client %s: a processor refused a batch of %d calls; sending them one "
+                 "by one, and no longer coalescing", self.topic, len(group.handles))
+        engine = self._engine
+        for call in engine.refused(group):
+            self._later(self._attempt(call, engine.order(call), 0))
+
+    async def _attempt(self, call: Call, order: tuple[str, ...], wait_s: float) -> None:
+        # Send an attempt nobody waits on to raise: what stops it fails the call instead.
+        try:
+            await self._send(call, order, call.dedup, wait_s)
+        except Timeout as exc:
+            if not self._engine.undelivered(call):
+                completions(((call.handle, None, exc),))
+        except Exception as exc:
+            self._engine.forget(call)
+            completions(((call.handle, None, exc),))
+
     async def _wait_for_room(self, timeout_s: float) -> None:
         # max_in_flight calls pending: queue up until the reader ends one (calls end by
         # themselves at their deadlines, so this wait is bounded too). One waiter is woken
         # per call that ends: waking them all would have each answer wake thousands.
         engine = self._engine
+        if engine.held:
+            await self._flush()
         deadline = self._now() + timeout_s
         loop = self._loop or asyncio.get_running_loop()
         while engine.full:
@@ -581,6 +640,8 @@ class AsyncClient(BaseClient):
             turn = self._room.popleft()
             if not turn.done():
                 turn.set_result(None)
+        for task in list(self._flushes):
+            task.cancel()  # their calls failed above
         if self._reader is not None:
             self._reader.cancel()
         self.sender.close()

@@ -25,8 +25,8 @@ class BaseClient:
 
     @property
     def pending(self) -> int:
-        """How many calls are waiting for a response."""
-        return len(self._engine.pending)
+        """How many calls are waiting for a response (those held back to be coalesced too)."""
+        return self._engine.calls_pending
 
     @property
     def closed(self) -> bool:
@@ -67,6 +67,11 @@ class BaseClient:
     def replays(self) -> int:
         """Calls answered by a processor from its replay window (a repeat it had run)."""
         return self._engine.replays
+
+    @property
+    def coalesced(self) -> int:
+        """Batches of coalesced calls sent (see the ``coalesce`` option)."""
+        return self._engine.coalesced
 
     @property
     def returned(self) -> int:

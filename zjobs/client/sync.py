@@ -29,6 +29,7 @@ from zjobs.client.base import BaseClient
 from zjobs.client.watcher import DEFAULT_INTERVAL_S, MembershipWatcher
 from zjobs.core import tracing
 from zjobs.core.batching import DEFAULT_BATCH_SIZE, Emit, MapFlow, Send
+from zjobs.core.coalescing import DEFAULT_COALESCE, Group
 from zjobs.core.engine import DEFAULT_MAX_IN_FLIGHT, Call, CallEngine, Completion, completions
 from zjobs.core.membership import Members, Membership
 from zjobs.core.monitor import ProcessorMonitor
@@ -40,6 +41,8 @@ from zjobs.transport.reconnect import DEFAULT_RECONNECT, Reconnect
 from zjobs.transport.routed import RoutedSender
 from zjobs.transport.sender import IdGenerator, MpSend
 from zjobs.transport.sockets import ClientSecurity, SocketPeer, endpoint_list
+from zjobs.wire.batch import Batch
+from zjobs.wire.codec import encode
 from zjobs.wire.heartbeat import HEARTBEAT_TOPIC
 from zjobs.wire.protocol import Id, Meta, Response
 
@@ -200,10 +203,17 @@ class Client(BaseClient):
             (:class:`~zjobs.transport.receiver.HeartbeatReceive`, as :class:`ZmqReceiver`).
         send_timeout_s: how long the first send of a call may wait for room when no
             processor can take it; None: up to the call's ``timeout_s``.
-        max_in_flight: calls pending at most (10,000 by default, a receiver's buffer of
-            answers): a call beyond it first waits for one to end, up to its ``timeout_s``
+        max_in_flight: requests awaiting an answer at most (10,000 by default, a
+            receiver's buffer of answers; a batch of coalesced calls is one request): a call
+            beyond it first waits for one to end, up to its ``timeout_s``
             (then :class:`SendTimeout`). None: no bound (then mind the buffers: more
             answers on their way than the processor and the receiver buffer are dropped).
+        coalesce: most calls of :meth:`submit` sent together in one batch request: while
+            calls are in flight and every processor takes batches, a plain submit (no
+            ``meta``, no ``deadline_ms``) is held back and goes with the next ones when
+            this many are held, when any result is waited for, or within 2 ms (see
+            :mod:`zjobs.core.coalescing`). Each keeps its own future and its own outcome;
+            a batch is one attempt (one id, retried whole). 0 or 1: every call alone.
     """
 
     def __init__(
@@ -219,6 +229,7 @@ class Client(BaseClient):
         liveness: int | None = None,
         send_timeout_s: float | None = None,
         max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
+        coalesce: int = DEFAULT_COALESCE,
     ) -> None:
         monitor: ProcessorMonitor | None = None
         if isinstance(receiver, HeartbeatReceive):
@@ -242,7 +253,7 @@ class Client(BaseClient):
                                   expect_processors=expect_processors, monitor=monitor,
                                   liveness=liveness, max_in_flight=max_in_flight,
                                   routes=None if self._routed is None
-                                  else self._routed.endpoints)
+                                  else self._routed.endpoints, coalesce=coalesce)
         self._lock = threading.Lock()  # guards the engine
         self._ready_lock = threading.Lock()
         self._pong = threading.Event()
@@ -484,9 +495,22 @@ class Client(BaseClient):
         future = _CallFuture(self)
         meta = meta if ping else tracing.traced_call(meta, future)  # observability: keep
         with self._lock:
-            call = engine.start(request, future, timeout_s=timeout_s, retries=retries,
-                                meta=meta, deadline_ms=deadline_ms, whole=whole, ping=ping)
-            order = engine.order(call)
+            if (not attended and meta is None and deadline_ms is None and not whole
+                    and type(request) is not Batch and engine.holds(timeout_s, retries)):
+                # Held back to travel with others in one batch (zjobs.core.coalescing).
+                held = engine.hold(encode(request), future, timeout_s, retries)
+                call = None
+            else:
+                call = engine.start(request, future, timeout_s=timeout_s, retries=retries,
+                                    meta=meta, deadline_ms=deadline_ms, whole=whole,
+                                    ping=ping)
+                order = engine.order(call)
+        if call is None:
+            if not held or engine.held_due() <= time.monotonic():
+                self._flush()
+            elif held == 1 and self._reader_asleep:
+                self._work.set()  # it sends what is held if nobody waits
+            return future
         wait_s = self.send_timeout_s
         try:
             self._send(call, order, call.dedup, call.timeout_s if wait_s is None
@@ -517,11 +541,50 @@ class Client(BaseClient):
             self._work.set()  # futures nobody waits on may need the reader
         return future
 
+    def _flush(self) -> None:
+        """Send the calls held back, as one batch; a send that fails fails those calls."""
+        with self._lock:
+            call = self._engine.take_held(self._refused)
+            if call is None:
+                return
+            order = self._engine.order(call)
+        wait_s = self.send_timeout_s
+        self._attempt(call, order, call.timeout_s if wait_s is None
+                      else min(wait_s, call.timeout_s))
+
+    def _refused(self, group: Group) -> None:
+        # A processor without the batch extension refused a coalesced batch: its calls go
+        # again one per message, and calls are no longer coalesced.
+        log.info("client %s: a processor refused a batch of %d calls; sending them one "
+                 "by one, and no longer coalescing", self.topic, len(group.handles))
+        with self._lock:
+            calls = [(call, self._engine.order(call)) for call in self._engine.refused(group)]
+        for call, order in calls:
+            self._attempt(call, order, 0)
+
+    def _attempt(self, call: Call, order: tuple[str, ...], wait_s: float) -> None:
+        # Send an attempt nobody waits on to raise: what stops it fails the call instead.
+        try:
+            self._send(call, order, call.dedup, wait_s)
+        except Timeout as exc:
+            with self._lock:
+                goes_on = self._engine.undelivered(call)
+            if not goes_on:
+                completions(((call.handle, None, exc),))
+            elif self._reader_asleep:
+                self._work.set()  # the reader makes the next attempt
+        except Exception as exc:
+            with self._lock:
+                self._engine.forget(call)
+            completions(((call.handle, None, exc),))
+
     def _wait_for_room(self, timeout_s: float) -> None:
         # max_in_flight calls pending: read answers (or wait for whoever reads) until one
         # ends; calls end by themselves at their deadlines, so this wait is bounded too.
         deadline = time.monotonic() + timeout_s
         engine = self._engine
+        if engine.held:
+            self._flush()
         while engine.full:
             engine.check_open()
             left = deadline - time.monotonic()
@@ -640,7 +703,11 @@ class Client(BaseClient):
     def _await(self, future: _CallFuture, timeout: float | None) -> None:
         """Read responses in this thread until ``future`` is done or ``timeout`` passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        engine = self._engine
         while not future.settled:
+            if engine.held:
+                self._flush()  # whoever waits sends what is held
+                continue
             left = _TICK_S if deadline is None else min(_TICK_S, deadline - time.monotonic())
             if left <= 0:
                 return
@@ -692,6 +759,13 @@ class Client(BaseClient):
         closed, work, engine = self._closed, self._work, self._engine
         while not closed.is_set() and engine.broken is None:
             work.clear()
+            if engine.held:
+                due = engine.held_due() - time.monotonic()
+                if due <= 0:
+                    self._flush()  # nobody waited for these: they go after linger_s
+                elif not engine.pending:
+                    work.wait(min(due, _GRACE_S))
+                    continue
             if not engine.pending:
                 # Nothing pending: only look now and then, without waiting on the socket,
                 # at what came meanwhile (heartbeats: processors that came back). A reader
@@ -709,27 +783,40 @@ class Client(BaseClient):
                 continue
             quiet = time.monotonic() - self._last_read
             if quiet < _GRACE_S or self._wanting:
-                work.wait(_GRACE_S - quiet if quiet < _GRACE_S else _GRACE_S)
+                pause = _GRACE_S - quiet if quiet < _GRACE_S else _GRACE_S
+                if engine.held:
+                    pause = min(pause, max(0.0, engine.held_due() - time.monotonic()))
+                work.wait(pause)
                 continue
             if not self._pump.acquire(timeout=_GRACE_S):
                 continue
             try:
                 until = time.monotonic() + _TICK_S
-                while (self._pump_once(until) and engine.pending
+                while (self._pump_once(until) and engine.pending and not engine.held
                        and not self._wanting and time.monotonic() < until):
                     pass
             finally:
                 self._pump.release()
 
     def _pump_once(self, until: float) -> bool:
-        """Read at most one response (waiting until ``until`` at most), dispatch it, and do
-        the housekeeping (deadlines, retries, liveness, pings to processors that came back).
-        False once the client is closed or its receiver failed."""
+        """Do the housekeeping (deadlines, retries, liveness, pings to processors that came
+        back), then read at most one response (waiting until ``until`` at most) and
+        dispatch it. False once the client is closed or its receiver failed.
+
+        The housekeeping comes first, while a request is on its way, so that nothing but
+        the dispatch stands between a response and its caller; when it completed calls
+        itself, nothing is read (the caller's may be one of them)."""
         engine = self._engine
         if self._closed.is_set() or engine.broken is not None:
             return False
+        if self._changes or self._drain_at <= time.monotonic():
+            self._apply_changes(time.monotonic())
+        if self._housekeeping():
+            return True
         next_deadline = engine.next_deadline()
         end = until if next_deadline is None else min(until, next_deadline)
+        if engine.held:
+            end = min(end, engine.held_due())
         try:
             response: Response | None = self.receiver.receive(max(0.0, end - time.monotonic()))
         except ReceiveTimeout:
@@ -741,9 +828,6 @@ class Client(BaseClient):
             return False
         if response is not None:
             self._dispatch(response)
-        self._housekeeping()
-        if self._changes or self._drain_at <= time.monotonic():
-            self._apply_changes(time.monotonic())
         return True
 
     def _dispatch(self, response: Response) -> None:
@@ -754,7 +838,8 @@ class Client(BaseClient):
         elif response.status == "pong":
             self._pong.set()
 
-    def _housekeeping(self) -> None:
+    def _housekeeping(self) -> bool:
+        # Deadlines, retries, liveness and pings; True when it completed some call.
         engine = self._engine
         deadline = engine.next_deadline()
         failed: list[Completion] = []
@@ -773,6 +858,7 @@ class Client(BaseClient):
             self._send_ping(0)
         if upkeep is not None:
             self._upkeep(*upkeep)
+        return bool(failed)
 
     def _send(self, call: Call, order: tuple[str, ...], dedup: bool,
               timeout_s: float) -> None:

@@ -378,9 +378,11 @@ def _chain_client(requests: str | Sequence[str], responses: str | Sequence[str],
     # Chain pings reach the last stage's replicas in turn (the last link load-balances):
     # count distinct pongs until every replica answered, as Client does for a group.
     try:
+        # Links forward one response per request: a batch cannot travel a chain whole, so
+        # the chain's client sends every call alone.
         return Client(_ChainEntry(sender), _ChainExit(receiver), topic=topic,
                       timeout_s=timeout_s, ready_timeout_s=ready_timeout_s,
-                      expect_processors=max(1, len(exits)), retries=retries)
+                      expect_processors=max(1, len(exits)), retries=retries, coalesce=0)
     except BaseException:  # bad options: the client never took the sockets
         sender.close()
         receiver.close()

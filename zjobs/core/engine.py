@@ -27,9 +27,18 @@ from concurrent.futures import InvalidStateError
 from typing import Any, Final, Protocol
 
 from zjobs.core.batching import batch_limit
+from zjobs.core.coalescing import (
+    BATCH_ANSWER_BYTES,
+    DEFAULT_LINGER_S,
+    FAST_ANSWER_S,
+    PACE_WINDOW_S,
+    Group,
+    Held,
+)
 from zjobs.core.monitor import ProcessorMonitor
 from zjobs.core.routing import Route, Routes
 from zjobs.errors import CallTimeout, ClosedError, ProcessorsGone, RemoteError, ZJobsError
+from zjobs.wire.codec import decode
 from zjobs.wire.protocol import PONG, Id, Meta, Response
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "Call", "CallEngine", "Completion", "Handle"]
@@ -41,8 +50,9 @@ _COMPACT_EVERY: Final = 1024
 _UNKNOWN_INTERVAL_S: Final = 1.0  # a processor's heartbeat interval before one is heard
 
 DEFAULT_MAX_IN_FLIGHT: Final = 10_000
-"""Calls a client keeps pending at most by default: as many answers as a receiver buffers
-(its ZMQ_RCVHWM), so that the response path never overflows with a client's own answers."""
+"""Requests a client keeps awaiting an answer at most by default: as many answers as a
+receiver buffers (its ZMQ_RCVHWM), so that the response path never overflows with a
+client's own answers."""
 
 
 class Handle(Protocol):
@@ -70,8 +80,8 @@ class Call:
     """One call in flight: what to send again, and how long each attempt may take."""
 
     __slots__ = ("attempts", "deadline_ms", "done", "expires", "handle", "id", "mark",
-                 "meta", "ping", "request", "retries", "route", "timeout_s", "undelivered",
-                 "whole")
+                 "meta", "ping", "request", "retries", "route", "size", "timeout_s",
+                 "undelivered", "whole")
 
     def __init__(self, rid: Id, request: Any, handle: Handle, timeout_s: float, retries: int,
                  meta: Meta | None, deadline_ms: int | None, whole: bool, ping: bool,
@@ -97,6 +107,8 @@ class Call:
         """The route the current attempt went through (None: the sender chose)."""
         self.mark = 0
         """The route's answer count when the current attempt was sent."""
+        self.size = 1
+        """Calls it carries: more than 1 for a coalesced batch (its handle is a Group)."""
 
     @property
     def dedup(self) -> bool:
@@ -121,12 +133,15 @@ class CallEngine:
             and processor runs it reports that were never confirmed are pinged.
         liveness: heartbeat intervals of silence after which a processor counts as gone
             (None: no liveness failures).
-        max_in_flight: calls pending at most; a driver waits for room before starting
-            another (None: no bound). More answers on their way than the response path
-            buffers (the processor's PUB high-water mark plus the receiver's) would let
-            ZeroMQ drop some.
+        max_in_flight: requests awaiting an answer at most (a batch of coalesced calls
+            is one); a driver waits for room before starting another (None: no bound).
+            More answers on their way than the response path buffers (the processor's
+            PUB high-water mark plus the receiver's) would let ZeroMQ drop some.
         routes: the request endpoints, when the driver's sender sends through a chosen
             one (see :mod:`zjobs.core.routing`); None: the sender balances by itself.
+        coalesce: most plain calls held back to travel as one batch while others are in
+            flight (see :mod:`zjobs.core.coalescing`); 0 or 1: every call is sent alone.
+        linger_s: longest a held call waits for company when nobody waits for a result.
     """
 
     def __init__(
@@ -141,8 +156,14 @@ class CallEngine:
         liveness: int | None = None,
         max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
         routes: Iterable[str] | None = None,
+        coalesce: int = 0,
+        linger_s: float = DEFAULT_LINGER_S,
     ) -> None:
         check_call_options(timeout_s, retries)
+        if coalesce < 0:
+            raise ValueError(f"coalesce must not be negative, not {coalesce!r}")
+        if not linger_s >= 0:
+            raise ValueError(f"linger_s must not be negative, not {linger_s!r}")
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1 (or None)")
         self.max_in_flight = max_in_flight
@@ -183,6 +204,22 @@ class CallEngine:
         self._next_liveness = 0.0
         self.routes = None if routes is None else Routes(routes, clock)
         self._probes: dict[Id, Route] = {}
+        self.coalesce = coalesce
+        self.linger_s = linger_s
+        self.coalesced = 0
+        """Batches of coalesced calls sent."""
+        self._held = Held()
+        # How fast answers come while calls are in flight: coalescing pays only when each
+        # call costs the processor less than a message does (see zjobs.core.coalescing).
+        self._gap: float | None = None  # seconds per answer, over the last busy window
+        self._window = 0.0  # when the window being measured began
+        self._window_answers = 0
+        self._window_bytes = 0
+        self._answer_bytes = 0.0  # body bytes per call answered, over that window
+        self._busy = False  # calls were still pending after the last answer
+        self._hold_limit: int | None = None  # batch_size(coalesce), until processors change
+        self._batch_limit = 0  # calls the batch being held may take
+        self._grouped = 0  # calls pending inside coalesced batches, beyond one per batch
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "ready" if self._ready else "new"
@@ -206,8 +243,13 @@ class CallEngine:
         tries = self.retries if retries is None else retries
         if timeout_s is not None or retries is not None:
             check_call_options(limit, tries)
-        call = Call(self.ids(), request, handle, limit, tries, meta, deadline_ms, whole, ping,
-                    self.clock() + limit)
+        return self._register(request, handle, limit, tries, meta, deadline_ms, whole, ping)
+
+    def _register(self, request: Any, handle: Handle, timeout_s: float, retries: int,
+                  meta: Meta | None, deadline_ms: int | None, whole: bool,
+                  ping: bool) -> Call:
+        call = Call(self.ids(), request, handle, timeout_s, retries, meta, deadline_ms, whole,
+                    ping, self.clock() + timeout_s)
         self.pending[call.id] = call
         self._enqueue(call)
         self._registered += 1
@@ -216,8 +258,94 @@ class CallEngine:
         return call
 
     @property
+    def calls_pending(self) -> int:
+        """Calls waiting for an answer: each call in a coalesced batch counts, and so do
+        the calls held back."""
+        return len(self.pending) + self._grouped + len(self._held)
+
+    # -- coalescing (see zjobs.core.coalescing) -------------------------------------------
+
+    def holds(self, timeout_s: float | None, retries: int | None) -> bool:
+        """Whether a plain call (no meta, no deadline, its value alone) made now is held
+        back for a coalesced batch instead of sent: coalescing is on, every processor
+        takes batches, other calls are in flight or held, and those held share its
+        timeout and retries."""
+        held = self._held
+        if self.coalesce < 2 or not (self.pending or held.handles):
+            return False
+        gap = self._gap
+        if not held.handles and (gap is None or gap > FAST_ANSWER_S):
+            return False
+        key = (self.timeout_s if timeout_s is None else timeout_s,
+               self.retries if retries is None else retries)
+        if held.handles and key != held.key:
+            return False
+        limit = self._hold_limit
+        if limit is None:
+            limit = self._hold_limit = self.batch_size(self.coalesce)
+        if not held.handles:
+            # Calls held with the answers seen lately: their batch's answer stays about
+            # one small message (a PUB's high-water mark counts messages, not bytes).
+            self._batch_limit = min(limit, int(BATCH_ANSWER_BYTES // max(1.0,
+                                                                         self._answer_bytes)))
+        return self._batch_limit > 1
+
+    def hold(self, body: bytes, handle: Handle, timeout_s: float | None,
+             retries: int | None) -> int:
+        """Hold a call :meth:`holds` accepted (its value encoded as ``body``); return how
+        many are held now, 0 when the batch is full and the driver should send it now
+        (:meth:`take_held`).
+
+        Raises:
+            ClosedError: the client is closed.
+            ValueError: a non-positive timeout or a negative retry count.
+        """
+        self.check_open()
+        key = (self.timeout_s if timeout_s is None else timeout_s,
+               self.retries if retries is None else retries)
+        if timeout_s is not None or retries is not None:
+            check_call_options(*key)
+        count = self._held.add(body, handle, key, self.clock())
+        return 0 if count >= self._batch_limit else count
+
+    @property
+    def held(self) -> int:
+        """Calls held back now."""
+        return len(self._held)
+
+    def held_due(self) -> float:
+        """When the calls held now must be sent even if nobody waits (inf: none held)."""
+        return self._held.since + self.linger_s
+
+    def take_held(self, refused: Callable[[Group], None]) -> Call | None:
+        """The calls held, as one batch call now pending (the driver sends it like any
+        call), or None when none is held. ``refused`` gets the group back if a processor
+        refuses the batch whole; the driver then sends each call on its own."""
+        if not self._held.handles:
+            return None
+        group = self._held.take(refused)
+        call = self._register(group.batch(), group, *group.key, None, None, False, False)
+        call.size = len(group.handles)
+        self._grouped += call.size - 1
+        self.coalesced += 1
+        return call
+
+    def refused(self, group: Group) -> list[Call]:
+        """A processor refused a coalesced batch whole (it ran none of it): stop coalescing
+        for good, and return each of its calls not yet done as a call of its own (now
+        pending), for the driver to send."""
+        self.coalesce = 0
+        calls = []
+        for body, handle in zip(group.bodies, group.handles, strict=True):
+            if not handle.done() and not self.closed:
+                calls.append(self._register(decode(body), handle, *group.key, None, None,
+                                            False, False))
+        return calls
+
+    @property
     def full(self) -> bool:
-        """True while ``max_in_flight`` calls are pending: wait for one to end first."""
+        """True while ``max_in_flight`` requests await an answer (a coalesced batch is one:
+        the bound is on answers the response path must buffer): wait for one to end."""
         limit = self.max_in_flight
         return limit is not None and len(self.pending) >= limit
 
@@ -248,11 +376,14 @@ class CallEngine:
         call.done = True
         if self.pending.get(call.id) is call:
             del self.pending[call.id]
+            self._grouped -= call.size - 1
 
     def receive(self, response: Response) -> Completion | None:
         """Take in a response; return the call it completes, if any."""
         rid = response.id
         call = self.pending.pop(rid, None) if rid is not None else None
+        if call is not None and call.size > 1:
+            self._grouped -= call.size - 1
         instance = response.instance
         if instance is not None and instance not in self._confirmed:
             self._heard(instance)
@@ -266,6 +397,21 @@ class CallEngine:
                 self.unmatched += 1
             return None
         call.done = True
+        if self._busy:
+            # Calls were in flight since the last answer: answers per window are the
+            # processors' pace (a window long enough that reading a backlog at once
+            # does not look like fast jobs).
+            self._window_answers += call.size
+            self._window_bytes += response.size
+            elapsed = self.clock() - self._window
+            if elapsed >= PACE_WINDOW_S:
+                self._gap = elapsed / self._window_answers
+                self._answer_bytes = self._window_bytes / self._window_answers
+                self._window += elapsed
+                self._window_answers = self._window_bytes = 0
+        else:
+            self._window, self._window_answers, self._window_bytes = self.clock(), 0, 0
+        self._busy = bool(self.pending)
         route = call.route
         if route is not None:
             route.answers += 1
@@ -343,15 +489,21 @@ class CallEngine:
         for instance in gone:
             del self._confirmed[instance]
             self._advertised.pop(instance, None)
+            self._hold_limit = None
         if self.liveness is None or not self.pending or not monitor.all_gone():
             return []
         return self.fail_all(lambda call: ProcessorsGone(call.id, call.timeout_s,
                                                          call.attempts))
 
     def fail_all(self, error: Callable[[Call], BaseException]) -> list[Completion]:
-        """Forget every pending call; return them failed with ``error(call)``."""
+        """Forget every pending call, and every held one; return them failed with
+        ``error(call)`` (a held call fails with the error of the batch it would have been)."""
+        if self._held.handles:
+            group = self._held.take(lambda group: None)
+            self._register(group.batch(), group, *group.key, None, None, False, False)
         calls = list(self.pending.values())
         self.pending.clear()
+        self._grouped = 0
         self._queues.clear()
         self._queued = 0
         failed: list[Completion] = []
@@ -516,6 +668,7 @@ class CallEngine:
     def _heard(self, instance: str) -> None:
         if instance not in self._unconfirmed:
             self._unconfirmed.add(instance)
+            self._hold_limit = None
             if self._ready:
                 self.returned += 1
             self._ping_interval = _PING_FIRST_S
@@ -526,6 +679,7 @@ class CallEngine:
         self._confirmed[key] = response.processor
         self._advertised[key] = (response.extensions, response.batch_max)
         self._unconfirmed.discard(key)
+        self._hold_limit = None
         if len(self._confirmed) >= self.expect_processors:
             self._ready = True
         if self._ready and not self._unconfirmed:

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import zmq
 import zmq.asyncio
@@ -46,6 +46,21 @@ __all__ = ["DEFAULT_CONCURRENCY", "AsyncZmqProcessor"]
 log = logging.getLogger(__name__)
 
 _BURST = 100  # messages taken without yielding to the loop, so finished jobs get to publish
+
+
+class _Slots(asyncio.Semaphore):
+    """The concurrency limit: one slot per request, or per batch item, being answered."""
+
+    taken = 0
+
+    async def acquire(self) -> Literal[True]:
+        await super().acquire()
+        self.taken += 1
+        return True
+
+    def release(self) -> None:
+        self.taken -= 1
+        super().release()
 
 
 class AsyncZmqProcessor(BaseZmqProcessor):
@@ -96,7 +111,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         self._resources = AsyncResources(resources)
         self._calls: JobCalls | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: _Slots | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop_flag = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,8 +139,9 @@ class AsyncZmqProcessor(BaseZmqProcessor):
 
     @property
     def in_flight(self) -> int:
-        """How many requests are being answered right now."""
-        return len(self._tasks)
+        """How many requests are being answered right now (each item of a batch counts)."""
+        slots = self._slots
+        return len(self._tasks) if slots is None else slots.taken
 
     def async_client(self, **options: Any) -> AsyncClient:
         """An :class:`~zjobs.aio.AsyncClient` connected to this processor."""
@@ -180,7 +196,7 @@ class AsyncZmqProcessor(BaseZmqProcessor):
                                             thread_name_prefix=f"zjobs-pool-{self.name}")
         self._handler = self._new_handler(value)
         self._calls = JobCalls(self.job, self._pool)
-        self._slots = asyncio.Semaphore(self.concurrency)
+        self._slots = _Slots(self.concurrency)
 
     async def _serve(self) -> None:
         handler, pub = self._handler, self._sockets.pub
@@ -232,13 +248,15 @@ class AsyncZmqProcessor(BaseZmqProcessor):
         pull, slots, take = self._sockets.pull, self._slots, self._take
         assert isinstance(pull, zmq.asyncio.Socket) and slots is not None
         while True:
-            # A slot first, then a message: with every slot taken nothing more is read.
+            # A message waiting, then a slot, then the message: with every slot taken
+            # nothing more is read, and no slot is held while nothing comes (the items of
+            # a batch being answered may take every slot).
+            await pull.poll()
             await slots.acquire()
-            try:
-                frames = await pull.recv_multipart()
-            except BaseException:
+            frames = recv_nowait(pull)
+            if frames is None:
                 slots.release()
-                raise
+                continue
             take(frames)
             for _ in range(_BURST):  # take what is already queued while slots are free
                 if slots.locked():

@@ -187,19 +187,25 @@ class AsyncZmqReceiver(SocketPeer[zmq.asyncio.Socket]):
             # one, so no receive of pyzmq's is pending to be overtaken.
             if self._plain is None:
                 self._plain = zmq.Socket.shadow(sock.underlying)
-            try:
-                return self._plain.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                pass
-            if deadline is None:
-                return await sock.recv_multipart()
-            wait_s = deadline - asyncio.get_running_loop().time()
-            if wait_s <= 0:
-                return None
-            try:
-                return await asyncio.wait_for(sock.recv_multipart(), wait_s)
-            except TimeoutError:
-                return None
+            while True:
+                try:
+                    return self._plain.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
+                try:
+                    if deadline is None:
+                        return await sock.recv_multipart()
+                    wait_s = deadline - asyncio.get_running_loop().time()
+                    if wait_s <= 0:
+                        return None
+                    try:
+                        return await asyncio.wait_for(sock.recv_multipart(), wait_s)
+                    except TimeoutError:
+                        return None
+                except zmq.Again:
+                    # The rest of a message whose connection was dropped while it was
+                    # being read (a disconnected endpoint): libzmq ends it there.
+                    continue
         except asyncio.CancelledError:
             if cancelled_by_close(self._socket is None):
                 raise ClosedError("receiver is closed") from None

@@ -429,6 +429,9 @@ class Response:
     ``("batch",)``; empty for other responses and for processors that advertise none."""
     batch_max: int | None = None
     """Most items the processor takes in one batch (a pong's ``"batch_max"``)."""
+    size: int = field(default=0, compare=False, repr=False)
+    """Bytes of the body frame as received (0 for a response built, not received); not
+    part of what the response says, so not compared."""
 
     @property
     def ok(self) -> bool:
@@ -546,6 +549,7 @@ class Response:
             seq=seq if type(seq) is int else None,
             extensions=extensions,
             batch_max=batch_max,
+            size=len(frames[2]),
         )
 
 
@@ -560,8 +564,9 @@ def _plain_response(header: dict[Any, Any], frames: Sequence[bytes]) -> Response
             or type(rid) not in (str, bytes) or type(processor) is not str
             or type(instance) is not str or type(seq) is not int or type(cached) is not bool):
         return None
-    return Response(rid, OK, decode(frames[2]), None, cached, processor, None, bytes(frames[0]),
-                    instance, False, seq)
+    body = frames[2]
+    return Response(rid, OK, decode(body), None, cached, processor, None, bytes(frames[0]),
+                    instance, False, seq, (), None, len(body))
 
 
 def _batch_result(header: Mapping[Any, Any], values: Any, rid: Id | None, processor: str,
