@@ -21,7 +21,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 import zjobs
-from zjobs.cli.commands import RET_INTERRUPTED, RET_OK, RET_USAGE, main
+from zjobs.cli import main
+from zjobs.cli.app import RET_INTERRUPTED, RET_OK, RET_USAGE
 from zjobs.demo import square
 from zjobs.testing import running_processor, wait_until
 

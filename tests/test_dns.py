@@ -138,7 +138,7 @@ def _ports(proc: zjobs.ZmqProcessor) -> tuple[str, str]:
 def test_send_and_ping_resolve_dns_endpoints(server: DnsServer) -> None:
     from click.testing import CliRunner
 
-    from zjobs.cli.commands import main
+    from zjobs.cli import main
 
     with running_processor(lambda r, _: r, name="clidns") as proc:
         req, res = _ports(proc)

@@ -107,7 +107,7 @@ def test_no_module_imports_from_a_higher_layer() -> None:
 @pytest.mark.parametrize(("where", "source"), [
     ("core/handler.py", "from zjobs.processor.sync import ZmqProcessor\n"),
     ("core/handler.py", "def f():\n    from zjobs.client import sync\n"),
-    ("transport/memory.py", "import zjobs.cli.commands\n"),
+    ("transport/memory.py", "import zjobs.cli.app\n"),
     ("wire/codec.py", "from zjobs import aio\n"),
     ("processor/base.py", "from ..compose import link\n"),
     ("core/job.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
