@@ -197,9 +197,7 @@ _APP_DIR = option("--app-dir", type=click.Path(file_okay=False), default=".",
 @click.command()
 @click.argument("job", metavar="MODULE:OBJECT")
 @serve_options
-@option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
-                                         case_sensitive=False),
-        default="INFO", show_default=True, help="Logging level (logs go to stderr).")
+@LOG_LEVEL
 @LOG_FORMAT
 @_APP_DIR
 @option("--secret-key", metavar="FILE",
@@ -243,9 +241,7 @@ def serve(job: str, options: ProcessorOptions, resources: str | None, log_level:
 
 @click.command(SERVE_SETTINGS_COMMAND, hidden=True)
 @click.argument("settings_json", metavar="JSON")
-@option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
-                                         case_sensitive=False),
-        default="INFO", show_default=True, help="Logging level (logs go to stderr).")
+@LOG_LEVEL
 @LOG_FORMAT
 @_APP_DIR
 def serve_settings(settings_json: str, log_level: str, log_format: str, app_dir: str) -> None:
