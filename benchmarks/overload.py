@@ -76,7 +76,7 @@ def zjobs_command() -> list[str]:
     script = Path(sys.executable).with_name("zjobs")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from zjobs.cli.commands import main; main()"]
+    return [sys.executable, "-c", "import sys; from zjobs.cli import main; main()"]
 
 
 def processor_counters(responses: str, *, after: float) -> dict[str, int]:

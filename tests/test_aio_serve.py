@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from zjobs import Client
-from zjobs.cli.commands import main
+from zjobs.cli import main
 from zjobs.testing import wait_until
 
 BIN = Path(sys.executable).with_name("zjobs")

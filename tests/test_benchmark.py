@@ -10,23 +10,24 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from zjobs.cli import commands
-from zjobs.cli.commands import BENCHMARKS, main
+from zjobs.cli import main, tools
+from zjobs.cli.app import RET_ERROR
+from zjobs.cli.tools import BENCHMARKS
 
-harness = commands.load_harness(BENCHMARKS)
+harness = tools.load_harness(BENCHMARKS)
 Settings, met, run, write_json = harness.Settings, harness.met, harness.run, harness.write_json
 
 
 def test_the_harness_is_not_part_of_the_package() -> None:
     assert Path(harness.__file__).resolve() == BENCHMARKS.resolve() / "harness.py"
-    assert not (Path(commands.__file__).parent.parent / "benchmark.py").exists()
+    assert not (Path(tools.__file__).parent.parent / "benchmark.py").exists()
 
 
 def test_bench_without_a_source_checkout_says_so(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(commands, "BENCHMARKS", tmp_path)
+    monkeypatch.setattr(tools, "BENCHMARKS", tmp_path)
     done = CliRunner().invoke(main, ["bench", "--quick"])
-    assert done.exit_code == commands.RET_ERROR
+    assert done.exit_code == RET_ERROR
     assert "zjobs bench needs a source checkout" in done.output
     assert str(tmp_path / "harness.py") in done.output
 

@@ -11,8 +11,9 @@ import zmq
 from click.testing import CliRunner, Result
 
 import zjobs
-from zjobs.cli import commands as cli
-from zjobs.cli.commands import RET_ERROR, RET_OK, RET_USAGE, main
+from zjobs.cli import main
+from zjobs.cli.app import RET_ERROR, RET_OK, RET_USAGE, CliError
+from zjobs.cli.calls import parse_payload
 from zjobs.cli.console import response_json
 from zjobs.demo import square
 from zjobs.testing import running_processor
@@ -233,9 +234,9 @@ def test_response_json_shapes() -> None:
 
 
 def test_parse_payload_accepts_the_reversible_form() -> None:
-    assert cli.parse_payload('{"$bytes": "AP8="}', "x") == b"\x00\xff"
-    with pytest.raises(cli.CliError) as info:
-        cli.parse_payload("[1,", "stdin line 3")
+    assert parse_payload('{"$bytes": "AP8="}', "x") == b"\x00\xff"
+    with pytest.raises(CliError) as info:
+        parse_payload("[1,", "stdin line 3")
     assert info.value.exit_code == RET_USAGE
     assert str(info.value).startswith("stdin line 3: invalid JSON")
 

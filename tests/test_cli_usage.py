@@ -21,7 +21,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 import zjobs
-from zjobs.cli.commands import RET_INTERRUPTED, RET_OK, RET_USAGE, main
+from zjobs.cli import main
+from zjobs.cli.app import RET_INTERRUPTED, RET_OK, RET_USAGE
 from zjobs.demo import square
 from zjobs.testing import running_processor, wait_until
 
@@ -93,7 +94,8 @@ def test_send_port_out_of_range_is_exit_2() -> None:
 def test_up_check_says_port_out_of_range(tmp_path: Path) -> None:
     system = tmp_path / "s.toml"
     system.write_text('[processors.a]\njob = "zjobs.demo:square"\n'
-                      'requests = "tcp://127.0.0.1:99999"\nresponses = "tcp://127.0.0.1:5601"\n')
+                      'requests = "tcp://127.0.0.1:99999"\n'
+                      f'responses = "ipc://{tmp_path}/a.pub"\n')
     result = invoke("up", "--check", str(system))
     assert result.exit_code == RET_USAGE
     assert "port 99999 is out of range (1 to 65535)" in result.stderr
@@ -102,15 +104,25 @@ def test_up_check_says_port_out_of_range(tmp_path: Path) -> None:
 
 # -- 5. a host name that cannot be resolved ---------------------------------------------------
 # nohost.invalid: the .invalid domain never resolves (RFC 6761), and zjobs answers it
-# without asking any resolver, so these tests send nothing anywhere.
+# without asking any resolver, so these tests send nothing anywhere. IPC is an ipc path
+# that nothing binds: endpoints that only have to be valid.
+
+IPC = "ipc://{dir}/unbound"
+
+
+def ipc(args: list[str], folder: Path) -> list[str]:
+    """``args`` with IPC made an ipc path in ``folder``."""
+    return [arg.format(dir=folder) if arg == IPC else arg for arg in args]
+
 
 @pytest.mark.parametrize("command", [
-    ["send", "--requests", "tcp://nohost.invalid:1", "--responses", "tcp://127.0.0.1:1", "7"],
-    ["ping", "--requests", "tcp://127.0.0.1:1", "--responses", "tcp://nohost.invalid:1"],
+    ["send", "--requests", "tcp://nohost.invalid:1", "--responses", IPC, "7"],
+    ["ping", "--requests", IPC, "--responses", "tcp://nohost.invalid:1"],
     ["listen", "--responses", "tcp://nohost.invalid:1"],
-    ["link", "--from", "tcp://nohost.invalid:1", "--to-requests", "tcp://127.0.0.1:1"],
+    ["link", "--from", "tcp://nohost.invalid:1", "--to-requests", IPC],
 ])
-def test_an_unresolvable_host_is_exit_2_at_once(command: list[str]) -> None:
+def test_an_unresolvable_host_is_exit_2_at_once(command: list[str], ipc_dir: Path) -> None:
+    command = ipc(command, ipc_dir)
     result = invoke(*command, "--timeout", "60") if command[0] in ("send", "ping") \
         else invoke(*command)
     assert_one_line_error(result, RET_USAGE, "cannot resolve host 'nohost.invalid'")
@@ -131,9 +143,9 @@ def test_serve_with_an_empty_allow_list_is_exit_2(tmp_path: Path) -> None:
 # -- 10. option counts checked up front -------------------------------------------------------
 
 @pytest.mark.parametrize("command", ["ping", "send"])
-def test_requests_and_responses_must_pair_up(command: str) -> None:
-    args = [command, "--requests", "tcp://127.0.0.1:1", "--requests", "tcp://127.0.0.1:2",
-            "--responses", "tcp://127.0.0.1:3", "--timeout", "60"]
+def test_requests_and_responses_must_pair_up(command: str, ipc_dir: Path) -> None:
+    args = [command, "--requests", f"ipc://{ipc_dir}/a.req", "--requests",
+            f"ipc://{ipc_dir}/b.req", "--responses", f"ipc://{ipc_dir}/a.pub", "--timeout", "60"]
     result = invoke(*args, *(["1"] if command == "send" else []))
     assert_one_line_error(result, RET_USAGE, "2 --requests but 1 --responses")
 
@@ -143,10 +155,10 @@ def test_requests_and_responses_must_pair_up(command: str) -> None:
 @pytest.mark.parametrize("command", [
     ["serve", "zjobs.demo:square", "--requests", "localhost:5555",
      "--responses", "tcp://127.0.0.1:*"],
-    ["send", "--requests", "localhost:5555", "--responses", "tcp://127.0.0.1:1", "1"],
+    ["send", "--requests", "localhost:5555", "--responses", IPC, "1"],
 ])
-def test_an_endpoint_without_transport_suggests_tcp(command: list[str]) -> None:
-    result = invoke(*command)
+def test_an_endpoint_without_transport_suggests_tcp(command: list[str], ipc_dir: Path) -> None:
+    result = invoke(*ipc(command, ipc_dir))
     assert_one_line_error(result, RET_USAGE, "localhost:5555", "did you mean tcp://localhost:5555?")
 
 
@@ -187,12 +199,13 @@ def test_a_job_with_defaults_or_varargs_loads(jobs_dir: Path) -> None:
 
 # -- 15. wording -----------------------------------------------------------------------------
 
-def test_an_is_written_before_a_vowel(jobs_dir: Path) -> None:
+def test_an_is_written_before_a_vowel(jobs_dir: Path, ipc_dir: Path) -> None:
     result = invoke("serve", "signjobs:NUMBER", "--app-dir", str(jobs_dir), "--requests",
                     "tcp://127.0.0.1:*", "--responses", "tcp://127.0.0.1:*")
     assert_one_line_error(result, RET_USAGE, "signjobs:NUMBER: an int is not a job")
-    result = invoke("link", "--from", "tcp://127.0.0.1:1", "--to-requests", "tcp://127.0.0.1:2",
-                    "--app-dir", str(jobs_dir), "--transform", "signjobs:NUMBER")
+    result = invoke("link", "--from", f"ipc://{ipc_dir}/up.pub", "--to-requests",
+                    f"ipc://{ipc_dir}/down.req", "--app-dir", str(jobs_dir), "--transform",
+                    "signjobs:NUMBER")
     assert_one_line_error(result, RET_USAGE, "an int is not callable")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from zjobs.cli.commands import main
+from zjobs.cli import main
 from zjobs.demo import describe, lookup, run_demo, sleep, square
 
 BIN = Path(sys.executable).with_name("zjobs")

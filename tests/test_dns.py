@@ -6,6 +6,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from dns_server import DnsServer
@@ -30,6 +31,8 @@ def free_port() -> int:
     raise AssertionError("no free port")
 
 
+# Record data: the tcp endpoints these names resolve to (their ports included) are only
+# compared, never bound or connected; the processors a test calls bind tcp://127.0.0.1:*.
 HOSTS = {"a.svc.test": ["127.0.0.5", "127.0.0.6"], "six.svc.test": ["::1"],
          "box.svc.test": ["127.0.0.7"]}
 SRV = [("_requests._tcp.s.svc.test", "a.svc.test", 7001),
@@ -135,10 +138,10 @@ def _ports(proc: zjobs.ZmqProcessor) -> tuple[str, str]:
     return eps.requests.rsplit(":", 1)[1], eps.responses.rsplit(":", 1)[1]
 
 
-def test_send_and_ping_resolve_dns_endpoints(server: DnsServer) -> None:
+def test_send_and_ping_resolve_dns_endpoints(server: DnsServer, ipc_dir: Path) -> None:
     from click.testing import CliRunner
 
-    from zjobs.cli.commands import main
+    from zjobs.cli import main
 
     with running_processor(lambda r, _: r, name="clidns") as proc:
         req, res = _ports(proc)
@@ -156,8 +159,8 @@ def test_send_and_ping_resolve_dns_endpoints(server: DnsServer) -> None:
                                            "--requests", "dns://nope.svc.test:1"])
         assert result.exit_code == 1
         assert "no such name nope.svc.test" in result.output
-        result = CliRunner().invoke(main, ["ping", "--requests", "tcp://127.0.0.1:1",
-                                           "--responses", "tcp://127.0.0.1:2",
+        result = CliRunner().invoke(main, ["ping", "--requests", f"ipc://{ipc_dir}/a.req",
+                                           "--responses", f"ipc://{ipc_dir}/a.pub",
                                            "--dns-server", "127.0.0.1"])
         assert result.exit_code == 2 and "needs a dns://" in result.output
 

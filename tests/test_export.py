@@ -14,8 +14,7 @@ from click.testing import CliRunner
 from jobs_interop import REPO, Peer, run, skip_or_fail
 
 import zjobs
-from zjobs.cli import commands
-from zjobs.cli.commands import main
+from zjobs.cli import main, serve
 from zjobs.run.export import serve_flags, systemd_units
 from zjobs.run.system import SystemFileError, load_system
 from zjobs.testing import wait_until
@@ -206,7 +205,7 @@ def test_a_unit_carries_every_processor_option_as_serve_flags(
     flags = serve_flags(options)
     assert "--name" not in flags and "--requests" not in flags
     served: list[zjobs.ServeSettings] = []
-    monkeypatch.setattr(commands, "_serve", lambda settings, *rest: served.append(settings))
+    monkeypatch.setattr(serve, "_serve", lambda settings, *rest: served.append(settings))
     done = CliRunner().invoke(main, ["serve", "m:f", "--requests", "ipc:///tmp/r",
                                      "--responses", "ipc:///tmp/p", *flags],
                               catch_exceptions=False)

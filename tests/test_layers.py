@@ -107,7 +107,7 @@ def test_no_module_imports_from_a_higher_layer() -> None:
 @pytest.mark.parametrize(("where", "source"), [
     ("core/handler.py", "from zjobs.processor.sync import ZmqProcessor\n"),
     ("core/handler.py", "def f():\n    from zjobs.client import sync\n"),
-    ("transport/memory.py", "import zjobs.cli.commands\n"),
+    ("transport/memory.py", "import zjobs.cli.app\n"),
     ("wire/codec.py", "from zjobs import aio\n"),
     ("processor/base.py", "from ..compose import link\n"),
     ("core/job.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
@@ -133,3 +133,39 @@ def test_import_zjobs_imports_neither_asyncio_nor_click() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# -- inside the cli: the group, the command modules, what they share ----------------------
+
+CLI_COMMANDS = {"zjobs.cli.serve", "zjobs.cli.calls", "zjobs.cli.system",
+                "zjobs.cli.observe", "zjobs.cli.tools"}
+
+
+def cli_import_problems(overrides: dict[str, str] | None = None) -> list[str]:
+    """What breaks the cli's shape: only the package (zjobs/cli/__init__.py) imports the
+    command modules, to register them; nothing in zjobs.cli imports the package back.
+    ``overrides`` replaces the source of some modules (by module name), to test the check."""
+    problems = []
+    for path in sorted((PACKAGE / "cli").glob("*.py")):
+        module = module_name(path)
+        source = (overrides or {}).get(module, path.read_text())
+        for line, target in imported(source, module, path.name == "__init__.py"):
+            if target == "zjobs.cli" and module != "zjobs.cli":
+                problems.append(f"{module}:{line} imports the package zjobs.cli")
+            elif target in CLI_COMMANDS and module != "zjobs.cli":
+                problems.append(f"{module}:{line} imports the command module {target}")
+    return problems
+
+
+def test_only_the_cli_package_imports_the_command_modules() -> None:
+    assert {module_name(path) for path in (PACKAGE / "cli").glob("*.py")} >= CLI_COMMANDS
+    assert cli_import_problems() == []
+
+
+@pytest.mark.parametrize(("module", "source"), [
+    ("zjobs.cli.app", "from zjobs.cli import serve\n"),
+    ("zjobs.cli.calls", "from zjobs.cli.observe import status\n"),
+    ("zjobs.cli.tools", "from zjobs.cli import main\n"),
+])
+def test_the_cli_check_catches_a_cycle(module: str, source: str) -> None:
+    assert len(cli_import_problems({module: source})) == 1

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from zjobs import CrashedError, Endpoints, ZmqProcessor, ZmqReceiver, ZmqSender
 from zjobs.aio import AsyncZmqProcessor
-from zjobs.cli.commands import main
+from zjobs.cli import main
 from zjobs.compose.link import Link
 from zjobs.errors import ClosedError, NotReady, ReceiveTimeout
 from zjobs.testing import wait_subscribed, wait_until

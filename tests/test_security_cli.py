@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from zjobs import Client, CurveClient, CurveServer, KeyPair
-from zjobs.cli.commands import main
+from zjobs.cli import main
 from zjobs.run.runner import ProcessorProcess
 from zjobs.transport.security import load_public_key, write_key_pair
 

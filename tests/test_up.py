@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from jobs_up import Up, alive
 
 from zjobs import Keepalive, Pipeline, ProcessorOptions, ServeSettings, StageError, ZmqProcessor
-from zjobs.cli.commands import main
+from zjobs.cli import main
 from zjobs.run.system import SystemFileError, link_children, load_system, processor_children
 from zjobs.testing import wait_subscribed
 from zjobs.wire.chain import PATH_KEY

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from zjobs import ZmqProcessor
-from zjobs.cli.commands import main
+from zjobs.cli import main
 from zjobs.cli.watch import MISSING, Expected, Watch, format_duration, sparkline
 from zjobs.testing import wait_until
 

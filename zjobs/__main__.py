@@ -1,5 +1,5 @@
 """``python -m zjobs``: the command line, as the ``zjobs`` console script."""
 
-from zjobs.cli.commands import main
+from zjobs.cli import main
 
 main()

@@ -3,7 +3,7 @@ one, sending one value many times with a summary, and printing what processors p
 
 Lines are handed to the ``write`` (stdout) and ``error`` (stderr) callables given, so this
 module knows nothing of argv, signals or exit codes: ``zjobs send`` and ``zjobs listen``
-(:mod:`zjobs.cli.commands`) wire it to the terminal.
+(:mod:`zjobs.cli.calls`) wire it to the terminal.
 """
 
 from __future__ import annotations
