@@ -35,7 +35,13 @@ from zjobs.client.sync import Client
 from zjobs.client.watcher import MembershipWatcher
 from zjobs.compose.link import Link
 from zjobs.core.membership import Membership
-from zjobs.core.options import DEFAULT_MAX_MESSAGE_SIZE, Keepalive, ProcessorOptions, option_names
+from zjobs.core.options import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ClientOptions,
+    Keepalive,
+    ProcessorOptions,
+    option_names,
+)
 from zjobs.demo import run_demo
 from zjobs.errors import (
     BindError,
@@ -201,16 +207,23 @@ def parse_payload(text: str, where: str) -> Any:
 # -- client connection options ------------------------------------------------------------
 
 
+def call_options(timeout_s: float, retries: int = 0) -> ClientOptions:
+    """The :class:`~zjobs.ClientOptions` of client commands, from their flags: ``--timeout``
+    bounds the readiness handshake, each attempt, and each send's wait for room alike;
+    ``--retries`` (``send``) is the number of resends."""
+    return ClientOptions(timeout_s=timeout_s, ready_timeout_s=timeout_s,
+                         send_timeout_s=timeout_s, retries=retries)
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where client commands connect, and how long they wait (built from the options)."""
+    """Where client commands connect, and how they call (built from the flags)."""
 
     requests: tuple[str, ...]
     responses: tuple[str, ...]
-    timeout_s: float
+    options: ClientOptions
     security: CurveClient | None = None
     dns_server: str | None = None
-    retries: int = 0
 
     def check(self) -> None:
         """Refuse, with exit code 2, what would only show as a timeout later: unpaired
@@ -225,16 +238,14 @@ class Target:
     def client(self, context: zmq.Context[zmq.Socket[bytes]]) -> Client:
         """A connected client (readiness handshake not yet done); DNS endpoints are
         resolved now and watched while it runs."""
-        options: dict[str, Any] = {
-            "context": context, "security": self.security, "send_timeout_s": self.timeout_s,
-            "timeout_s": self.timeout_s, "ready_timeout_s": self.timeout_s,
-            "retries": self.retries}
         requests = [connectable(ep) for ep in self.requests]
         responses = [connectable(ep) for ep in self.responses]
         membership = _dns_membership(requests, responses, self.dns_server)
         if membership is None:
-            return Client.connect(requests, responses, **options)
-        return Client.connect(membership=membership, **options)
+            return Client.connect(requests, responses, context=context,
+                                  security=self.security, options=self.options)
+        return Client.connect(membership=membership, context=context, security=self.security,
+                              options=self.options)
 
 
 _SERVER = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]+))(?::(?P<port>\d+))?$")
@@ -318,7 +329,7 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*, requests: tuple[str, ...], responses: tuple[str, ...], timeout: float,
                 security: CurveClient | None, dns_server: str | None,
                 **kwargs: Any) -> Any:
-        target = Target(requests, responses, timeout, security, dns_server)
+        target = Target(requests, responses, call_options(timeout), security, dns_server)
         target.check()
         return command(target=target, **kwargs)
 
@@ -638,7 +649,8 @@ def send(target: Target, count: int | None, concurrency: int, retries: int, as_j
         raise CliError("--count needs a PAYLOAD to repeat", RET_USAGE)
     if payload is not None:
         _warn_if_too_large(value)
-    target = dataclasses.replace(target, retries=retries)
+    target = dataclasses.replace(target, options=call_options(target.options.timeout_s,
+                                                              retries))
     code = RET_OK
     waiting = True
     try:
@@ -650,7 +662,7 @@ def send(target: Target, count: int | None, concurrency: int, retries: int, as_j
             else:
                 values = iter([value]) if payload is not None else _stdin_values()
                 ok = console.send_each(client, values, concurrency=concurrency,
-                                       timeout_s=target.timeout_s, write=_echo,
+                                       timeout_s=target.options.timeout_s, write=_echo,
                                        error=_echo_error)
                 code = RET_OK if ok else RET_ERROR
     except KeyboardInterrupt:
