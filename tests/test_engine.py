@@ -14,6 +14,7 @@ import pytest
 
 from zjobs.core.engine import CallEngine, Completion, completions
 from zjobs.core.monitor import ProcessorMonitor
+from zjobs.core.options import ClientOptions
 from zjobs.errors import CallTimeout, ClosedError, ProcessorsGone, RemoteError
 from zjobs.wire.heartbeat import Heartbeat, with_seq
 from zjobs.wire.protocol import ERROR, OK, PONG, ErrorInfo, Response
@@ -27,9 +28,11 @@ class Clock:
         return self.now
 
 
-def make(clock: Clock, **options: Any) -> CallEngine:
+def make(clock: Clock, monitor: ProcessorMonitor | None = None,
+         routes: list[str] | None = None, **options: Any) -> CallEngine:
     counter = iter(range(1, 1_000_000))
-    return CallEngine(ids=lambda: f"id-{next(counter)}", clock=clock, **options)
+    return CallEngine(ids=lambda: f"id-{next(counter)}", clock=clock,
+                      options=ClientOptions(**options), monitor=monitor, routes=routes)
 
 
 def ok(rid: Any, value: Any = None, *, instance: str = "i1", replay: bool = False) -> Response:

@@ -67,8 +67,15 @@ def test_the_names_the_issue_asks_for() -> None:
     required = {"Run", "GetCache", "MpSend", "McReceive", "Processor", "Client", "ZmqProcessor",
                 "ZmqSender", "ZmqReceiver", "MemoryProcessor", "MemorySender", "MemoryReceiver",
                 "MemoryCache", "cached", "MISS", "ZJobsError", "RemoteError", "CallTimeout",
-                "ProcessorOptions", "ServeSettings"}
+                "ProcessorOptions", "ServeSettings", "ClientOptions"}
     assert required <= set(zjobs.__all__)
+
+
+def test_client_options_are_one_class_for_both_clients() -> None:
+    import zjobs.aio
+
+    assert zjobs.aio.ClientOptions is zjobs.ClientOptions
+    assert "ClientOptions" in zjobs.aio.__all__
 
 
 def test_version_is_a_string() -> None:

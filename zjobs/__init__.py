@@ -21,7 +21,7 @@ from zjobs.core.job import MISS, GetCache, PutCache, Run
 from zjobs.core.load import LoadSnapshot
 from zjobs.core.membership import Members, Membership, StaticMembership
 from zjobs.core.monitor import ProcessorMonitor
-from zjobs.core.options import Keepalive, ProcessorOptions
+from zjobs.core.options import ClientOptions, Keepalive, ProcessorOptions
 from zjobs.errors import (
     BindError,
     CallTimeout,
@@ -113,6 +113,7 @@ __all__ = [  # noqa: RUF022 (grouped by concept, as the README presents them)
     "LoadSnapshot",
     # Calling processors: clients, senders and receivers, the messages they carry
     "Client",
+    "ClientOptions",
     "MpSend",
     "McReceive",
     "ZmqSender",

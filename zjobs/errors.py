@@ -9,7 +9,7 @@ Every error zjobs raises derives from :class:`ZJobsError`::
     ├── ConnectError           an endpoint could not be connected (names the endpoint)
     ├── StartError             a processor could not start (its resources factory raised)
     ├── CrashedError           a processor's or link's background thread or task died
-    ├── OptionsError           processor options that cannot be used (also a ValueError)
+    ├── OptionsError           processor or client options that cannot be used (also a ValueError)
     ├── LoadError              a MODULE:OBJECT reference cannot be loaded (also a ValueError)
     ├── KeyFileError           a CURVE key file is missing or unusable (names the file)
     ├── MembershipError        the set of processors cannot be read (a DNS name, a file)
@@ -115,8 +115,8 @@ class CrashedError(ZJobsError):
 
 
 class OptionsError(ZJobsError, ValueError):
-    """Processor options that cannot be used: a value out of range, of the wrong type, or an
-    unknown name.
+    """Processor or client options that cannot be used: a value out of range, of the wrong
+    type, or an unknown name.
 
     Attributes:
         problems: ``(option name, what is wrong)`` for every mistake found.

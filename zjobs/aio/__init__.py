@@ -18,6 +18,7 @@ from zjobs.client.aio import AsyncClient
 from zjobs.client.async_watcher import AsyncMembershipWatcher
 from zjobs.core.async_job import AsyncGetCache, AsyncPutCache, AsyncRun, is_async_job
 from zjobs.core.async_resources import AsyncResources
+from zjobs.core.options import ClientOptions  # what AsyncClient takes, as zjobs.ClientOptions
 from zjobs.processor.aio import AsyncZmqProcessor
 from zjobs.transport.async_receiver import AsyncMcReceive, AsyncZmqReceiver
 from zjobs.transport.async_sender import AsyncMpSend, AsyncZmqSender
@@ -34,5 +35,6 @@ __all__ = [
     "AsyncZmqProcessor",
     "AsyncZmqReceiver",
     "AsyncZmqSender",
+    "ClientOptions",
     "is_async_job",
 ]

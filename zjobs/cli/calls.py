@@ -26,7 +26,13 @@ from zjobs.cli.app import (
     echo_error,
     option,
 )
-from zjobs.cli.connect import Target, check_connectable, client_options, curve_client_options
+from zjobs.cli.connect import (
+    Target,
+    call_options,
+    check_connectable,
+    client_options,
+    curve_client_options,
+)
 from zjobs.client.sync import Client
 from zjobs.core.options import DEFAULT_MAX_MESSAGE_SIZE
 from zjobs.errors import ZJobsError
@@ -146,7 +152,8 @@ def send(target: Target, count: int | None, concurrency: int, retries: int, as_j
         raise CliError("--count needs a PAYLOAD to repeat", RET_USAGE)
     if payload is not None:
         _warn_if_too_large(value)
-    target = dataclasses.replace(target, retries=retries)
+    target = dataclasses.replace(target, options=call_options(target.options.timeout_s,
+                                                              retries))
     code = RET_OK
     waiting = True
     try:
@@ -158,7 +165,7 @@ def send(target: Target, count: int | None, concurrency: int, retries: int, as_j
             else:
                 values = iter([value]) if payload is not None else _stdin_values()
                 ok = console.send_each(client, values, concurrency=concurrency,
-                                       timeout_s=target.timeout_s, write=echo,
+                                       timeout_s=target.options.timeout_s, write=echo,
                                        error=echo_error)
                 code = RET_OK if ok else RET_ERROR
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ import zmq
 from zjobs.cli.app import RET_USAGE, CliError, option
 from zjobs.client.sync import Client
 from zjobs.core.membership import Membership
+from zjobs.core.options import ClientOptions
 from zjobs.transport.security import CurveClient
 from zjobs.transport.sockets import check_resolvable, connectable, is_dns_endpoint
 
@@ -26,16 +27,23 @@ def check_connectable(endpoints: tuple[str, ...]) -> None:
         check_resolvable(connectable(endpoint))
 
 
+def call_options(timeout_s: float, retries: int = 0) -> ClientOptions:
+    """The :class:`~zjobs.ClientOptions` of client commands, from their flags: ``--timeout``
+    bounds the readiness handshake, each attempt, and each send's wait for room alike;
+    ``--retries`` (``send``) is the number of resends."""
+    return ClientOptions(timeout_s=timeout_s, ready_timeout_s=timeout_s,
+                         send_timeout_s=timeout_s, retries=retries)
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where client commands connect, and how long they wait (built from the options)."""
+    """Where client commands connect, and how they call (built from the flags)."""
 
     requests: tuple[str, ...]
     responses: tuple[str, ...]
-    timeout_s: float
+    options: ClientOptions
     security: CurveClient | None = None
     dns_server: str | None = None
-    retries: int = 0
 
     def check(self) -> None:
         """Refuse, with exit code 2, what would only show as a timeout later: unpaired
@@ -50,16 +58,14 @@ class Target:
     def client(self, context: zmq.Context[zmq.Socket[bytes]]) -> Client:
         """A connected client (readiness handshake not yet done); DNS endpoints are
         resolved now and watched while it runs."""
-        options: dict[str, Any] = {
-            "context": context, "security": self.security, "send_timeout_s": self.timeout_s,
-            "timeout_s": self.timeout_s, "ready_timeout_s": self.timeout_s,
-            "retries": self.retries}
         requests = [connectable(ep) for ep in self.requests]
         responses = [connectable(ep) for ep in self.responses]
         membership = dns_membership(requests, responses, self.dns_server)
         if membership is None:
-            return Client.connect(requests, responses, **options)
-        return Client.connect(membership=membership, **options)
+            return Client.connect(requests, responses, context=context,
+                                  security=self.security, options=self.options)
+        return Client.connect(membership=membership, context=context, security=self.security,
+                              options=self.options)
 
 
 _SERVER = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]+))(?::(?P<port>\d+))?$")
@@ -143,7 +149,7 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*, requests: tuple[str, ...], responses: tuple[str, ...], timeout: float,
                 security: CurveClient | None, dns_server: str | None,
                 **kwargs: Any) -> Any:
-        target = Target(requests, responses, timeout, security, dns_server)
+        target = Target(requests, responses, call_options(timeout), security, dns_server)
         target.check()
         return command(target=target, **kwargs)
 

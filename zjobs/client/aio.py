@@ -22,9 +22,10 @@ import zmq
 from zjobs.client.base import BaseClient
 from zjobs.core import tracing
 from zjobs.core.batching import DEFAULT_BATCH_SIZE, Emit, MapFlow, Send
-from zjobs.core.coalescing import DEFAULT_COALESCE, Group
-from zjobs.core.engine import DEFAULT_MAX_IN_FLIGHT, Call, CallEngine, Completion, completions
+from zjobs.core.coalescing import Group
+from zjobs.core.engine import Call, CallEngine, Completion, completions
 from zjobs.core.monitor import ProcessorMonitor
+from zjobs.core.options import ClientOptions, build_client_options, expecting
 from zjobs.core.routing import Route
 from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, SendTimeout, Timeout
 from zjobs.transport.async_receiver import AsyncZmqReceiver
@@ -72,21 +73,14 @@ class AsyncClient(BaseClient):
         sender: where requests go.
         receiver: where responses come from; the client subscribes it to its private topic
             and to heartbeats.
-        timeout_s: the default time one attempt of a call may take.
-        ready_timeout_s: how long the readiness handshake may take.
-        expect_processors: how many distinct processors must answer a ping before the client
-            counts as ready.
+        options: how the client calls (:class:`~zjobs.ClientOptions`, as for
+            :class:`zjobs.Client`); its fields may be given as keywords instead, not both.
         topic: the private reply topic; random (32 hex characters) by default.
-        retries: the default number of times an unanswered request is sent again (same id).
-        liveness: fail waiting calls with :class:`~zjobs.ProcessorsGone` once every
-            processor heard from was silent for this many heartbeat intervals.
-        send_timeout_s: how long the first send of a call may wait for room; None: up to
-            the call's ``timeout_s``.
-        max_in_flight: calls pending at most; a call beyond it first waits for one to end
-            (see :class:`zjobs.Client`).
-        coalesce: most calls sent together in one batch request (see
-            :class:`zjobs.Client`): a plain call made while others are in flight is held
-            and goes with those made in the same turn of the event loop, at the latest.
+
+    Raises:
+        TypeError: a keyword is not a client option, or ``options`` and keywords were
+            both given.
+        OptionsError: an option's value cannot be used (each named).
     """
 
     def __init__(
@@ -94,35 +88,29 @@ class AsyncClient(BaseClient):
         sender: AsyncZmqSender | AsyncRoutedSender,
         receiver: AsyncZmqReceiver,
         *,
-        timeout_s: float = 30.0,
-        ready_timeout_s: float = 10.0,
-        expect_processors: int = 1,
+        options: ClientOptions | None = None,
         topic: str | None = None,
-        retries: int = 0,
-        liveness: int | None = None,
-        send_timeout_s: float | None = None,
-        max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
-        coalesce: int = DEFAULT_COALESCE,
+        **keywords: Any,
     ) -> None:
+        options = expecting(build_client_options(options, keywords, "AsyncClient"), 1)
+        liveness = options.liveness
         monitor = receiver.monitor or ProcessorMonitor(liveness or 3)
         if liveness is not None:
             monitor.liveness = liveness
         receiver.monitor = monitor
+        self._options = options
         self.sender = sender
         self.receiver = receiver
-        self.ready_timeout_s = ready_timeout_s
-        self.send_timeout_s = send_timeout_s
+        self.ready_timeout_s = options.ready_timeout_s
+        self.send_timeout_s = options.send_timeout_s
         self.topic = topic or secrets.token_hex(16)
         self.monitor = monitor
         """What the client learns from heartbeats."""
         # A routed sender lets the engine choose each call's endpoint (zjobs.core.routing).
         self._routed = sender if isinstance(sender, AsyncRoutedSender) else None
-        self._engine = CallEngine(ids=IdGenerator(), clock=self._now, timeout_s=timeout_s,
-                                  retries=retries, expect_processors=expect_processors,
-                                  monitor=monitor, liveness=liveness,
-                                  max_in_flight=max_in_flight,
-                                  routes=None if self._routed is None
-                                  else self._routed.endpoints, coalesce=coalesce)
+        self._engine = CallEngine(ids=IdGenerator(), clock=self._now, options=options,
+                                  monitor=monitor, routes=None if self._routed is None
+                                  else self._routed.endpoints)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flushes: set[asyncio.Task[None]] = set()  # sends of held calls under way
         self._ready_lock: asyncio.Lock | None = None
@@ -141,18 +129,21 @@ class AsyncClient(BaseClient):
         *,
         context: zmq.Context[Any] | None = None,
         security: ClientSecurity | None = None,
-        expect_processors: int | None = None,
         immediate: bool = True,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
         reconnect: Reconnect | None = DEFAULT_RECONNECT,
-        **options: Any,
+        topic: str | None = None,
+        options: ClientOptions | None = None,
+        **keywords: Any,
     ) -> AsyncClient:
         """A client over ZeroMQ, connected to processors' request and response endpoints.
 
-        By default the readiness handshake waits for as many processors as there are
-        request endpoints. ``immediate``, ``keepalive`` and ``reconnect`` are those of
-        :meth:`zjobs.Client.connect`; other options those of :class:`AsyncClient`.
+        Unless ``expect_processors`` is given, the readiness handshake waits for as many
+        processors as there are request endpoints. ``immediate``, ``keepalive`` and
+        ``reconnect`` are those of :meth:`zjobs.Client.connect`; ``options`` (or its fields
+        as keywords) and ``topic`` those of :class:`AsyncClient`.
         """
+        chosen = build_client_options(options, keywords, "AsyncClient.connect")
         request_eps, response_eps = endpoint_list(requests), endpoint_list(responses)
         sender = AsyncRoutedSender(request_eps, context=context, security=security,
                                    immediate=immediate, keepalive=keepalive,
@@ -164,9 +155,9 @@ class AsyncClient(BaseClient):
         except BaseException:
             sender.close()
             raise
-        expected = expect_processors or max(1, len(request_eps))
         try:
-            return cls(sender, receiver, expect_processors=expected, **options)
+            return cls(sender, receiver, topic=topic,
+                       options=expecting(chosen, max(1, len(request_eps))))
         except BaseException:
             sender.close()
             receiver.close()

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from zjobs.core.batching import MapFlow, map_window
-from zjobs.core.engine import CallEngine, check_call_options
+from zjobs.core.engine import CallEngine
+from zjobs.core.options import ClientOptions, check_call_options
 
 __all__ = ["BaseClient"]
 
@@ -21,7 +22,14 @@ class BaseClient:
     Not for use on its own."""
 
     _engine: CallEngine
+    _options: ClientOptions
     topic: str
+
+    @property
+    def options(self) -> ClientOptions:
+        """The :class:`~zjobs.ClientOptions` this client was built with (``expect_processors``
+        filled in with the count it started with)."""
+        return self._options
 
     @property
     def pending(self) -> int:
@@ -92,7 +100,8 @@ class BaseClient:
         """The flow of one ``map`` call, its arguments checked now (not at the first next).
 
         Raises:
-            ValueError: bad ``timeout_s``, ``retries``, ``batch_size`` or ``window``.
+            OptionsError: bad ``timeout_s`` or ``retries`` (a ValueError).
+            ValueError: bad ``batch_size`` or ``window``.
         """
         engine = self._engine
         check_call_options(engine.timeout_s if timeout_s is None else timeout_s,

@@ -29,10 +29,11 @@ from zjobs.client.base import BaseClient
 from zjobs.client.watcher import DEFAULT_INTERVAL_S, MembershipWatcher
 from zjobs.core import tracing
 from zjobs.core.batching import DEFAULT_BATCH_SIZE, Emit, MapFlow, Send
-from zjobs.core.coalescing import DEFAULT_COALESCE, Group
-from zjobs.core.engine import DEFAULT_MAX_IN_FLIGHT, Call, CallEngine, Completion, completions
+from zjobs.core.coalescing import Group
+from zjobs.core.engine import Call, CallEngine, Completion, completions
 from zjobs.core.membership import Members, Membership
 from zjobs.core.monitor import ProcessorMonitor
+from zjobs.core.options import ClientOptions, build_client_options, expecting
 from zjobs.core.routing import Route
 from zjobs.errors import ClosedError, NotReady, ReceiveTimeout, SendTimeout, Timeout, ZJobsError
 from zjobs.transport.keepalive import DEFAULT_KEEPALIVE, Keepalive
@@ -188,32 +189,19 @@ class Client(BaseClient):
         sender: where requests go.
         receiver: where responses come from; the client subscribes it to its private topic
             (and, when it reads heartbeats, to the heartbeat topic).
-        timeout_s: the default time one attempt of a call may take; after the last attempt
-            its future fails with :class:`CallTimeout`.
-        ready_timeout_s: how long the readiness handshake may take.
-        expect_processors: how many distinct processors must answer a ping before the client
-            counts as ready (load balancing over N processors needs all N subscribed).
+        options: how the client calls (:class:`~zjobs.ClientOptions`: ``timeout_s``,
+            ``ready_timeout_s``, ``expect_processors`` (1 when None), ``retries``,
+            ``liveness``, ``send_timeout_s``, ``max_in_flight``, ``coalesce``). Its fields
+            may be given as keywords instead (``timeout_s=5, retries=2``), not both.
         topic: the private reply topic; random (32 hex characters) by default.
-        retries: the default number of times an unanswered request is sent again (same id)
-            before the call fails; 0 sends each request once (at most once). A first
-            attempt that no processor takes in time counts as an attempt too.
-        liveness: when set, fail the waiting calls with :class:`ProcessorsGone` as soon as
-            every processor heard from has been silent for this many heartbeat intervals
-            (or said it stopped). Needs a receiver that reads heartbeats
-            (:class:`~zjobs.transport.receiver.HeartbeatReceive`, as :class:`ZmqReceiver`).
-        send_timeout_s: how long the first send of a call may wait for room when no
-            processor can take it; None: up to the call's ``timeout_s``.
-        max_in_flight: requests awaiting an answer at most (10,000 by default, a
-            receiver's buffer of answers; a batch of coalesced calls is one request): a call
-            beyond it first waits for one to end, up to its ``timeout_s``
-            (then :class:`SendTimeout`). None: no bound (then mind the buffers: more
-            answers on their way than the processor and the receiver buffer are dropped).
-        coalesce: most calls of :meth:`submit` sent together in one batch request: while
-            calls are in flight and every processor takes batches, a plain submit (no
-            ``meta``, no ``deadline_ms``) is held back and goes with the next ones when
-            this many are held, when any result is waited for, or within 2 ms (see
-            :mod:`zjobs.core.coalescing`). Each keeps its own future and its own outcome;
-            a batch is one attempt (one id, retried whole). 0 or 1: every call alone.
+
+    ``liveness`` needs a receiver that reads heartbeats
+    (:class:`~zjobs.transport.receiver.HeartbeatReceive`, as :class:`ZmqReceiver`).
+
+    Raises:
+        TypeError: a keyword is not a client option, ``options`` and keywords were both
+            given, or ``liveness`` with a receiver that reads no heartbeats.
+        OptionsError: an option's value cannot be used (each named).
     """
 
     def __init__(
@@ -221,16 +209,12 @@ class Client(BaseClient):
         sender: MpSend,
         receiver: McReceive,
         *,
-        timeout_s: float = 30.0,
-        ready_timeout_s: float = 10.0,
-        expect_processors: int = 1,
+        options: ClientOptions | None = None,
         topic: str | None = None,
-        retries: int = 0,
-        liveness: int | None = None,
-        send_timeout_s: float | None = None,
-        max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
-        coalesce: int = DEFAULT_COALESCE,
+        **keywords: Any,
     ) -> None:
+        options = expecting(build_client_options(options, keywords, "Client"), 1)
+        liveness = options.liveness
         monitor: ProcessorMonitor | None = None
         if isinstance(receiver, HeartbeatReceive):
             monitor = receiver.monitor or ProcessorMonitor(liveness or 3)
@@ -239,21 +223,19 @@ class Client(BaseClient):
             receiver.monitor = monitor
         elif liveness is not None:
             raise TypeError(f"liveness needs a receiver that reads heartbeats, not {receiver!r}")
+        self._options = options
         self.sender = sender
         self.receiver = receiver
-        self.ready_timeout_s = ready_timeout_s
-        self.send_timeout_s = send_timeout_s
+        self.ready_timeout_s = options.ready_timeout_s
+        self.send_timeout_s = options.send_timeout_s
         self.topic = topic or secrets.token_hex(16)
         self.monitor = monitor
         """What the client learns from heartbeats (None with a receiver that reads none)."""
         # A routed sender lets the engine choose each call's endpoint (zjobs.core.routing).
         self._routed = sender if isinstance(sender, RoutedSender) else None
-        self._engine = CallEngine(ids=IdGenerator(), clock=time.monotonic,
-                                  timeout_s=timeout_s, retries=retries,
-                                  expect_processors=expect_processors, monitor=monitor,
-                                  liveness=liveness, max_in_flight=max_in_flight,
-                                  routes=None if self._routed is None
-                                  else self._routed.endpoints, coalesce=coalesce)
+        self._engine = CallEngine(ids=IdGenerator(), clock=time.monotonic, options=options,
+                                  monitor=monitor, routes=None if self._routed is None
+                                  else self._routed.endpoints)
         self._lock = threading.Lock()  # guards the engine
         self._ready_lock = threading.Lock()
         self._pong = threading.Event()
@@ -287,16 +269,17 @@ class Client(BaseClient):
         membership_interval_s: float = DEFAULT_INTERVAL_S,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         security: ClientSecurity | None = None,
-        expect_processors: int | None = None,
         immediate: bool = True,
         keepalive: Keepalive | None = DEFAULT_KEEPALIVE,
         reconnect: Reconnect | None = DEFAULT_RECONNECT,
-        **options: Any,
+        topic: str | None = None,
+        options: ClientOptions | None = None,
+        **keywords: Any,
     ) -> Client:
         """A client over ZeroMQ, connected to processors' request and response endpoints.
 
-        By default the readiness handshake waits for as many processors as there are
-        request endpoints.
+        Unless ``expect_processors`` is given, the readiness handshake waits for as many
+        processors as there are request endpoints.
 
         Args:
             membership: instead of ``requests`` and ``responses``, a source of them that is
@@ -313,8 +296,10 @@ class Client(BaseClient):
             reconnect: connect timeout and reconnect interval of both sockets, so a
                 healed host is used again quickly (None: libzmq's defaults).
 
-        Other options are those of :class:`Client`.
+        ``options`` (or its fields as keywords), ``topic`` and what they raise are those of
+        :class:`Client`.
         """
+        chosen = build_client_options(options, keywords, "Client.connect")
         first: Members | None = None
         if membership is not None:
             if endpoint_list(requests) or endpoint_list(responses):
@@ -331,9 +316,9 @@ class Client(BaseClient):
         except BaseException:
             sender.close()
             raise
-        expected = expect_processors or max(1, len(request_eps))
         try:
-            client = cls(sender, receiver, expect_processors=expected, **options)
+            client = cls(sender, receiver, topic=topic,
+                         options=expecting(chosen, max(1, len(request_eps))))
         except BaseException:
             sender.close()
             receiver.close()

@@ -44,6 +44,7 @@ import zmq
 
 from zjobs.client.sync import Client
 from zjobs.compose.link import Link, Transform, endpoints_of
+from zjobs.core.options import ClientOptions, build_client_options, expecting
 from zjobs.errors import CrashedError, RemoteError, StageError
 from zjobs.processor.base import Endpoints, HasEndpoints
 from zjobs.transport.receiver import ZmqReceiver
@@ -171,14 +172,19 @@ class Pipeline:
             running processors.
         context: the zmq context (the shared instance by default).
         security: client-side security for every socket.
-        timeout_s: the default time one attempt of a call may take end to end.
-        ready_timeout_s: how long starting (links' and the caller's handshakes) may take.
-        retries: the default number of times a call unanswered within ``timeout_s`` is
-            sent again with the same id (see the module docstring); 0 sends it once.
+        options: how the pipeline's caller calls (:class:`~zjobs.ClientOptions`, or its
+            fields as keywords, not both), end to end: ``timeout_s`` is the default time
+            one attempt of a call may take through the whole chain; ``ready_timeout_s``
+            how long starting (links' and the caller's handshakes) may take; ``retries``
+            the default number of times a call unanswered within ``timeout_s`` is sent
+            again with the same id (see the module docstring; 0 sends it once). Readiness
+            waits for every replica of the last stage unless ``expect_processors`` says.
 
     Raises:
-        ValueError: no stages; a stage given twice (its links would make a cycle); negative
-            ``retries``.
+        ValueError: no stages; a stage given twice (its links would make a cycle).
+        TypeError: a keyword is not a client option, or ``options`` and keywords were
+            both given.
+        OptionsError: an option's value cannot be used (each named).
     """
 
     def __init__(
@@ -187,10 +193,10 @@ class Pipeline:
         *,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         security: ClientSecurity | None = None,
-        timeout_s: float = 30.0,
-        ready_timeout_s: float = 10.0,
-        retries: int = 0,
+        options: ClientOptions | None = None,
+        **keywords: Any,
     ) -> None:
+        chosen = build_client_options(options, keywords, "Pipeline")
         listed = [_stage(item, i) for i, item in enumerate(stages)]
         if not listed:
             raise ValueError("a pipeline needs at least one stage")
@@ -199,13 +205,12 @@ class Pipeline:
         links = [
             Link(a.endpoints, b.endpoints.requests, name=f"{a.name}->{b.name}", topic=topic,
                  transform=b.transform, keep=b.keep, context=context, security=security,
-                 ready_timeout_s=ready_timeout_s)
+                 ready_timeout_s=chosen.ready_timeout_s)
             for a, b in itertools.pairwise(listed)
         ]
         client = _chain_client(listed[0].endpoints.requests, listed[-1].endpoints.responses,
                                topic=topic, context=context, security=security,
-                               timeout_s=timeout_s, ready_timeout_s=ready_timeout_s,
-                               retries=retries)
+                               options=chosen)
         self._assemble(listed, links, client)
 
     def _assemble(self, stages: list[Stage], links: list[Link], client: Client) -> None:
@@ -223,9 +228,8 @@ class Pipeline:
         topic_prefix: str = "",
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         security: ClientSecurity | None = None,
-        timeout_s: float = 30.0,
-        ready_timeout_s: float = 10.0,
-        retries: int = 0,
+        options: ClientOptions | None = None,
+        **keywords: Any,
     ) -> Pipeline:
         """A caller of a chain whose links run elsewhere (``zjobs link``, ``zjobs up``).
 
@@ -236,13 +240,14 @@ class Pipeline:
             topic_prefix: the prefix the links take work from (their ``topic``); the
                 caller's topic is this prefix plus 32 random hex characters.
 
-        The other arguments are those of :class:`Pipeline`.
+        The other arguments (``options``, or its fields as keywords) are those of
+        :class:`Pipeline`.
         """
+        chosen = build_client_options(options, keywords, "Pipeline.connect")
         pipeline = cls.__new__(cls)
         pipeline._assemble([], [], _chain_client(
             requests, responses, topic=topic_prefix + secrets.token_hex(16), context=context,
-            security=security, timeout_s=timeout_s, ready_timeout_s=ready_timeout_s,
-            retries=retries))
+            security=security, options=chosen))
         return pipeline
 
     def __repr__(self) -> str:
@@ -269,6 +274,12 @@ class Pipeline:
     def resent(self) -> int:
         """Calls sent into the chain again because an attempt got no answer in time."""
         return self._client.resent
+
+    @property
+    def options(self) -> ClientOptions:
+        """The :class:`~zjobs.ClientOptions` of the pipeline's caller (``coalesce`` is
+        always 0: links forward one response per request, so no batch travels a chain)."""
+        return self._client.options
 
     def start(self, timeout_s: float | None = None) -> Self:
         """Start the links, then ping through the whole chain until the pong comes back.
@@ -366,8 +377,7 @@ class Pipeline:
 def _chain_client(requests: str | Sequence[str], responses: str | Sequence[str], *,
                   topic: str,
                   context: zmq.Context[zmq.Socket[bytes]] | None,
-                  security: ClientSecurity | None, timeout_s: float,
-                  ready_timeout_s: float, retries: int) -> Client:
+                  security: ClientSecurity | None, options: ClientOptions) -> Client:
     exits = endpoint_list(responses)
     sender = ZmqSender(endpoint_list(requests), context=context, security=security)
     try:
@@ -381,9 +391,8 @@ def _chain_client(requests: str | Sequence[str], responses: str | Sequence[str],
         # Links forward one response per request: a batch cannot travel a chain whole, so
         # the chain's client sends every call alone.
         return Client(_ChainEntry(sender), _ChainExit(receiver), topic=topic,
-                      timeout_s=timeout_s, ready_timeout_s=ready_timeout_s,
-                      expect_processors=max(1, len(exits)), retries=retries, coalesce=0)
-    except BaseException:  # bad options: the client never took the sockets
+                      options=expecting(options, max(1, len(exits))).replace(coalesce=0))
+    except BaseException:  # liveness without heartbeats: the client never took the sockets
         sender.close()
         receiver.close()
         raise

@@ -36,6 +36,7 @@ from zjobs.core.coalescing import (
     Held,
 )
 from zjobs.core.monitor import ProcessorMonitor
+from zjobs.core.options import DEFAULT_MAX_IN_FLIGHT, ClientOptions, check_call_options
 from zjobs.core.routing import Route, Routes
 from zjobs.errors import CallTimeout, ClosedError, ProcessorsGone, RemoteError, ZJobsError
 from zjobs.wire.codec import decode
@@ -48,11 +49,7 @@ _PING_FIRST_S: Final = 0.002
 _PING_MAX_S: Final = 0.1
 _COMPACT_EVERY: Final = 1024
 _UNKNOWN_INTERVAL_S: Final = 1.0  # a processor's heartbeat interval before one is heard
-
-DEFAULT_MAX_IN_FLIGHT: Final = 10_000
-"""Requests a client keeps awaiting an answer at most by default: as many answers as a
-receiver buffers (its ZMQ_RCVHWM), so that the response path never overflows with a
-client's own answers."""
+_DEFAULT_OPTIONS: Final = ClientOptions()
 
 
 class Handle(Protocol):
@@ -125,23 +122,21 @@ class CallEngine:
     Args:
         ids: makes a new request id.
         clock: monotonic seconds (a fake one in tests).
-        timeout_s: the default time one attempt may take.
-        retries: the default number of times an unanswered request is sent again.
-        expect_processors: distinct processors that must answer a readiness ping.
+        options: the client's options, checked already (:class:`ClientOptions`): the
+            default ``timeout_s`` and ``retries`` of a call, the distinct processors that
+            must answer a readiness ping (``expect_processors``, 1 when None), ``liveness``
+            (heartbeat intervals of silence after which a processor counts as gone; None:
+            no liveness failures), ``max_in_flight`` (requests awaiting an answer at most,
+            a batch of coalesced calls being one; a driver waits for room before starting
+            another; None: no bound) and ``coalesce`` (most calls held back to travel as
+            one batch while others are in flight, see :mod:`zjobs.core.coalescing`).
         monitor: what heartbeats told the receiver; with ``liveness`` set, waiting calls
             fail with :class:`ProcessorsGone` once every processor heard from is gone,
             and processor runs it reports that were never confirmed are pinged.
-        liveness: heartbeat intervals of silence after which a processor counts as gone
-            (None: no liveness failures).
-        max_in_flight: requests awaiting an answer at most (a batch of coalesced calls
-            is one); a driver waits for room before starting another (None: no bound).
-            More answers on their way than the response path buffers (the processor's
-            PUB high-water mark plus the receiver's) would let ZeroMQ drop some.
         routes: the request endpoints, when the driver's sender sends through a chosen
             one (see :mod:`zjobs.core.routing`); None: the sender balances by itself.
-        coalesce: most plain calls held back to travel as one batch while others are in
-            flight (see :mod:`zjobs.core.coalescing`); 0 or 1: every call is sent alone.
-        linger_s: longest a held call waits for company when nobody waits for a result.
+        linger_s: longest a held call waits for company when nobody waits for a result
+            (coalescing, see :mod:`zjobs.core.coalescing`).
     """
 
     def __init__(
@@ -149,33 +144,24 @@ class CallEngine:
         *,
         ids: Callable[[], Id],
         clock: Callable[[], float],
-        timeout_s: float = 30.0,
-        retries: int = 0,
-        expect_processors: int = 1,
+        options: ClientOptions = _DEFAULT_OPTIONS,
         monitor: ProcessorMonitor | None = None,
-        liveness: int | None = None,
-        max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
         routes: Iterable[str] | None = None,
-        coalesce: int = 0,
         linger_s: float = DEFAULT_LINGER_S,
     ) -> None:
-        check_call_options(timeout_s, retries)
-        if coalesce < 0:
-            raise ValueError(f"coalesce must not be negative, not {coalesce!r}")
         if not linger_s >= 0:
             raise ValueError(f"linger_s must not be negative, not {linger_s!r}")
-        if max_in_flight is not None and max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1 (or None)")
-        self.max_in_flight = max_in_flight
-        if expect_processors < 1:
-            raise ValueError("expect_processors must be at least 1")
+        self.options = options
+        """The options the engine was built with (``expect`` changes the count it waits
+        for, not these)."""
+        self.max_in_flight = options.max_in_flight
         self.ids = ids
         self.clock = clock
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.expect_processors = expect_processors
+        self.timeout_s = options.timeout_s
+        self.retries = options.retries
+        self.expect_processors = options.expect_processors or 1
         self.monitor = monitor
-        self.liveness = liveness
+        self.liveness = options.liveness
         self.pending: dict[Id, Call] = {}
         self.resent = 0
         """Attempts after the first (a request sent again with the same id)."""
@@ -204,7 +190,7 @@ class CallEngine:
         self._next_liveness = 0.0
         self.routes = None if routes is None else Routes(routes, clock)
         self._probes: dict[Id, Route] = {}
-        self.coalesce = coalesce
+        self.coalesce = options.coalesce
         self.linger_s = linger_s
         self.coalesced = 0
         """Batches of coalesced calls sent."""
@@ -706,18 +692,6 @@ class CallEngine:
             else:
                 del self._queues[timeout]
         self._queued = sum(len(queue) for queue in self._queues.values())
-
-
-def check_call_options(timeout_s: float, retries: int) -> None:
-    """Reject a call's options that cannot work.
-
-    Raises:
-        ValueError: ``timeout_s`` not positive, or ``retries`` negative.
-    """
-    if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be positive, not {timeout_s!r}")
-    if retries < 0:
-        raise ValueError(f"retries must not be negative, not {retries!r}")
 
 
 def remote_error(response: Response) -> RemoteError:

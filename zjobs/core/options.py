@@ -1,4 +1,5 @@
-"""Processor options, defined once: :class:`ProcessorOptions` and the :class:`Keepalive` it holds.
+"""Options, defined once: :class:`ProcessorOptions` (with the :class:`Keepalive` it holds)
+for processors, :class:`ClientOptions` for clients.
 
 Every way to start a processor takes this one frozen dataclass: the
 :class:`~zjobs.ZmqProcessor` and :class:`~zjobs.aio.AsyncZmqProcessor` constructors (as
@@ -6,6 +7,11 @@ Every way to start a processor takes this one frozen dataclass: the
 :class:`~zjobs.Daemon`, :class:`~zjobs.ProcessorProcess`, ``zjobs serve`` (one flag per
 field) and system files (one key per field, spelled as here). Child processes are handed
 the dataclass itself, never a command line rebuilt from it.
+
+Every client takes :class:`ClientOptions` alike: :class:`~zjobs.Client`,
+:class:`~zjobs.aio.AsyncClient` and their ``connect`` (as ``options=`` or as keywords that
+build it), :class:`~zjobs.Pipeline`, and ``zjobs send``/``zjobs ping`` (built from their
+flags). The call engine takes them checked.
 
 Only values live here; the transport layer applies them to sockets.
 """
@@ -18,15 +24,22 @@ from dataclasses import dataclass
 from types import NoneType, UnionType
 from typing import Any, Final, Self, get_args, get_type_hints
 
+from zjobs.core.coalescing import DEFAULT_COALESCE
 from zjobs.errors import OptionsError
 from zjobs.wire.batch import DEFAULT_BATCH_MAX
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_KEEPALIVE",
+    "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "ClientOptions",
     "Keepalive",
     "ProcessorOptions",
+    "build_client_options",
+    "check_call_options",
+    "client_option_names",
+    "expecting",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
@@ -235,7 +248,12 @@ def _ranges(name: str, value: Any) -> str | None:
 
 
 def _problem(name: str, value: Any) -> str | None:
-    hint = _HINTS[name]
+    return _type_problem(_HINTS[name], value) or _ranges(name, value)
+
+
+def _type_problem(hint: Any, value: Any) -> str | None:
+    """What is wrong with the type of ``value`` for a field annotated ``hint``, if anything
+    (None passes where the annotation allows it)."""
     optional = isinstance(hint, UnionType) and NoneType in get_args(hint)
     if value is None:
         return None if optional else "must be given (None is not allowed)"
@@ -250,7 +268,7 @@ def _problem(name: str, value: Any) -> str | None:
         typed = isinstance(value, kind)
     if not typed:
         return f"must be {wanted}{' (or none)' if optional else ''}, not {value!r}"
-    return _ranges(name, value)
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -269,3 +287,189 @@ def _from_plain(name: str, value: Any) -> Any:
                              f"{', '.join(sorted(known))})")
         return Keepalive(**value)
     return value
+
+
+# -- clients -------------------------------------------------------------------------------
+
+DEFAULT_MAX_IN_FLIGHT: Final = 10_000
+"""Calls a client keeps pending at most by default: as many answers as a receiver buffers
+(its ZMQ_RCVHWM), so that the response path never overflows with a client's own answers."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientOptions:
+    """How a client calls: the policy of :class:`~zjobs.Client` and
+    :class:`~zjobs.aio.AsyncClient` (and of a :class:`~zjobs.Pipeline`'s caller), in one
+    frozen value. How it connects (endpoints, security, keepalive...) is not here: that
+    belongs to ``connect``.
+
+    Attributes:
+        timeout_s: the default time one attempt of a call may take; after the last attempt
+            the call fails with :class:`~zjobs.CallTimeout`.
+        ready_timeout_s: how long the readiness handshake may take.
+        expect_processors: how many distinct processors must answer a ping before the
+            client counts as ready (load balancing over N processors needs all N
+            subscribed). None: as many as there are request endpoints (``connect``, a
+            pipeline's last stage), 1 for a client built from a sender.
+        retries: the default number of times an unanswered request is sent again (same id)
+            before the call fails; 0 sends each request once (at most once). A first
+            attempt that no processor takes in time counts as an attempt too.
+        liveness: when set, fail the waiting calls with :class:`~zjobs.ProcessorsGone` as
+            soon as every processor heard from has been silent for this many heartbeat
+            intervals (or said it stopped). Needs a receiver that reads heartbeats.
+        send_timeout_s: how long the first send of a call may wait for room when no
+            processor can take it; None: up to the call's ``timeout_s``.
+        max_in_flight: requests awaiting an answer at most (:data:`DEFAULT_MAX_IN_FLIGHT`,
+            a receiver's buffer of answers; a batch of coalesced calls is one request): a
+            call beyond it first waits for one to end, up to its ``timeout_s`` (then
+            :class:`~zjobs.SendTimeout`). None: no bound (then mind the buffers: more
+            answers on their way than the processor and the receiver buffer are dropped).
+        coalesce: most calls sent together in one batch request
+            (:data:`~zjobs.core.coalescing.DEFAULT_COALESCE`): while calls with fast, small
+            answers are in flight and every processor takes batches, a plain ``submit``
+            (no ``meta``, no ``deadline_ms``) is held and goes with the next ones, when
+            this many are held, when any result is waited for, or within 2 ms (asyncio:
+            at the end of the event loop's turn). Each keeps its own future and outcome;
+            a batch is one attempt (one id, retried whole). 0 or 1: every call alone. See
+            :mod:`zjobs.core.coalescing`.
+
+    Raises:
+        OptionsError: every value out of range or of the wrong type, named.
+
+    Example::
+
+        options = zjobs.ClientOptions(timeout_s=5, retries=2)
+        with zjobs.Client.connect(requests, responses, options=options) as client: ...
+    """
+
+    timeout_s: float = 30.0
+    ready_timeout_s: float = 10.0
+    expect_processors: int | None = None
+    retries: int = 0
+    liveness: int | None = None
+    send_timeout_s: float | None = None
+    max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT
+    coalesce: int = DEFAULT_COALESCE
+
+    def __post_init__(self) -> None:
+        problems = [(name, problem) for name in _CLIENT_NAMES
+                    if (problem := _client_problem(name, getattr(self, name))) is not None]
+        if problems:
+            raise OptionsError(problems)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (option names as keywords).
+
+        Raises:
+            TypeError: a keyword is not a client option.
+            OptionsError: a changed value cannot be used.
+        """
+        _refuse_unknown(changes, "")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain values, for JSON and logs."""
+        return {name: getattr(self, name) for name in _CLIENT_NAMES}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClientOptions:
+        """Options from plain values, as :meth:`to_dict` writes them (``false`` stands for
+        None where None is allowed).
+
+        Raises:
+            OptionsError: every unknown name and every value that cannot be used.
+        """
+        problems = [(key, f"unknown option (options: {', '.join(_CLIENT_NAMES)})")
+                    for key in data if key not in _CLIENT_HINTS]
+        values: dict[str, Any] = {
+            key: None if value is False and NoneType in get_args(_CLIENT_HINTS[key]) else value
+            for key, value in data.items() if key in _CLIENT_HINTS}
+        try:
+            options = cls(**values)
+        except OptionsError as exc:
+            problems += exc.problems
+        if problems:
+            raise OptionsError(problems)
+        return options
+
+
+_CLIENT_HINTS: Final[dict[str, Any]] = {
+    f.name: get_type_hints(ClientOptions)[f.name] for f in dataclasses.fields(ClientOptions)}
+_CLIENT_NAMES: Final = tuple(_CLIENT_HINTS)
+
+
+def client_option_names() -> tuple[str, ...]:
+    """The names of every client option, in their declared order."""
+    return _CLIENT_NAMES
+
+
+def _client_ranges(name: str, value: Any) -> str | None:
+    """What is wrong with a well-typed ``value`` of client option ``name``, if anything."""
+    if value is None:
+        return None
+    match name:
+        case "timeout_s" | "ready_timeout_s":
+            return None if value > 0 else f"must be positive, not {value!r}"
+        case "expect_processors" | "liveness" | "max_in_flight":
+            return None if value >= 1 else f"must be at least 1 (or none), not {value!r}"
+    # retries, send_timeout_s (0: do not wait for room at all), coalesce (0: never)
+    return None if value >= 0 else f"must not be negative, not {value!r}"
+
+
+def _client_problem(name: str, value: Any) -> str | None:
+    return _type_problem(_CLIENT_HINTS[name], value) or _client_ranges(name, value)
+
+
+def _refuse_unknown(keywords: Mapping[str, Any], owner: str) -> None:
+    unknown = sorted(set(keywords) - set(_CLIENT_NAMES))
+    if unknown:
+        where = f"{owner}(): " if owner else ""
+        raise TypeError(f"{where}not a client option: {', '.join(unknown)} (options: "
+                        f"{', '.join(_CLIENT_NAMES)})")
+
+
+def build_client_options(options: ClientOptions | None, keywords: Mapping[str, Any],
+                         owner: str) -> ClientOptions:
+    """The options a client constructor was given: ``options``, or its fields as
+    ``keywords`` (defaults for the rest), never both.
+
+    Raises:
+        TypeError: a keyword is not a client option, or both were given (naming ``owner``).
+        OptionsError: a value cannot be used.
+    """
+    _refuse_unknown(keywords, owner)
+    if options is None:
+        return ClientOptions(**keywords)
+    if not isinstance(options, ClientOptions):
+        raise TypeError(f"{owner}(): options must be a ClientOptions, not {options!r}")
+    if keywords:
+        raise TypeError(f"{owner}(): give options= or its fields as keywords, not both "
+                        f"(also given: {', '.join(sorted(keywords))}; use "
+                        "options.replace(...) to change some)")
+    return options
+
+
+def expecting(options: ClientOptions, processors: int) -> ClientOptions:
+    """``options`` waiting for ``processors`` at readiness, unless ``expect_processors``
+    was given."""
+    if options.expect_processors is not None:
+        return options
+    return dataclasses.replace(options, expect_processors=processors)
+
+
+def check_call_options(timeout_s: float, retries: int) -> None:
+    """Reject one call's own ``timeout_s`` and ``retries`` as :class:`ClientOptions` would.
+
+    Raises:
+        OptionsError: ``timeout_s`` not a positive number, or ``retries`` not a whole
+            number of at least 0 (each named).
+    """
+    # The common case in two comparisons: this runs for every call given its own options.
+    if (type(timeout_s) is float or type(timeout_s) is int) and timeout_s > 0 \
+            and type(retries) is int and retries >= 0:
+        return
+    problems = [(name, problem) for name, value in (("timeout_s", timeout_s),
+                                                     ("retries", retries))
+                if (problem := _client_problem(name, value)) is not None]
+    if problems:
+        raise OptionsError(problems)
