@@ -190,19 +190,26 @@ class ZmqReceiver(SocketPeer[zmq.Socket[bytes]]):
         """
         sock = self._live()
         # One blocking receive bounded by ZMQ_RCVTIMEO: cheaper than failing a non-blocking
-        # receive and polling before receiving again.
-        left_ms = wait_ms(deadline, time.monotonic())
-        try:
-            if left_ms == 0:
-                return recv_multipart(sock, block=False)
-            if left_ms != self._rcvtimeo:
-                sock.rcvtimeo = self._rcvtimeo = left_ms
-            return recv_multipart(sock)
-        except zmq.Again:
-            return None
-        except zmq.ZMQError as exc:
-            self._raise_if_unusable(exc)
-            raise
+        # receive and polling before receiving again. Setting the option costs more than
+        # waking early, so a shorter timeout already set is kept (and the wait resumed)
+        # unless it is less than half of what is wanted.
+        while True:
+            left_ms = wait_ms(deadline, time.monotonic())
+            try:
+                if left_ms == 0:
+                    return recv_multipart(sock, block=False)
+                current = self._rcvtimeo
+                if left_ms != current and (left_ms < current or current < 0 or left_ms < 0
+                                           or left_ms > 2 * current):
+                    sock.setsockopt(zmq.RCVTIMEO, left_ms)
+                    self._rcvtimeo = left_ms
+                return recv_multipart(sock)
+            except zmq.Again:
+                if deadline is None or time.monotonic() >= deadline:
+                    return None
+            except zmq.ZMQError as exc:
+                self._raise_if_unusable(exc)
+                raise
 
     def parse(self, frames: list[bytes]) -> Response | None:
         """The response in ``frames``, or None (counted in ``skipped``) if it is not one
