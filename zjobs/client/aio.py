@@ -316,7 +316,7 @@ class AsyncClient(BaseClient):
 
     async def _start(self, request: Any, timeout_s: float | None, meta: Meta | None,
                      deadline_ms: int | None, *, whole: bool, retries: int | None,
-                     ping: bool = False) -> asyncio.Future[Any]:
+                     ping: bool = False, alone: bool = False) -> asyncio.Future[Any]:
         engine = self._engine
         if not engine.ready:
             await self.wait_ready()
@@ -325,7 +325,7 @@ class AsyncClient(BaseClient):
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         meta = meta if ping else tracing.traced_call(meta, future)  # observability: keep
-        if (meta is None and deadline_ms is None and not whole and not ping
+        if (not alone and meta is None and deadline_ms is None and not whole and not ping
                 and type(request) is not Batch and engine.holds(timeout_s, retries)):
             # Held back to travel with others in one batch (zjobs.core.coalescing); what
             # this turn of the loop holds goes at the end of it, at the latest.
@@ -492,8 +492,9 @@ class AsyncClient(BaseClient):
     async def _map_submit(self, value: Any, timeout_s: float | None,
                           retries: int | None) -> asyncio.Future[Any] | Exception:
         try:
+            # One message per value: a map batches by itself, or was asked not to.
             return await self._start(value, timeout_s, None, None, whole=False,
-                                     retries=retries)
+                                     retries=retries, alone=True)
         except Exception as exc:  # this value's outcome (e.g. EncodeError, SendTimeout)
             return exc
 

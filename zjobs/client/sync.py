@@ -471,7 +471,7 @@ class Client(BaseClient):
 
     def _start(self, request: Any, timeout_s: float | None, meta: Meta | None,
                deadline_ms: int | None, *, whole: bool, retries: int | None = None,
-               ping: bool = False, attended: bool = False) -> _CallFuture:
+               ping: bool = False, attended: bool = False, alone: bool = False) -> _CallFuture:
         engine = self._engine
         if not engine.ready:
             self.wait_ready()
@@ -480,7 +480,7 @@ class Client(BaseClient):
         future = _CallFuture(self)
         meta = meta if ping else tracing.traced_call(meta, future)  # observability: keep
         with self._lock:
-            if (not attended and meta is None and deadline_ms is None and not whole
+            if (not attended and not alone and meta is None and deadline_ms is None and not whole
                     and type(request) is not Batch and engine.holds(timeout_s, retries)):
                 # Held back to travel with others in one batch (zjobs.core.coalescing).
                 held = engine.hold(encode(request), future, timeout_s, retries)
@@ -671,7 +671,9 @@ class Client(BaseClient):
     def _map_submit(self, value: Any, timeout_s: float | None,
                     retries: int | None) -> Future[Any] | Exception:
         try:
-            return self._start(value, timeout_s, None, None, whole=False, retries=retries)
+            # One message per value: a map batches by itself, or was asked not to.
+            return self._start(value, timeout_s, None, None, whole=False, retries=retries,
+                               alone=True)
         except Exception as exc:  # this value's outcome (e.g. EncodeError, SendTimeout)
             return exc
 
