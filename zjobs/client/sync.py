@@ -247,6 +247,7 @@ class Client(BaseClient):
         self._work = threading.Event()  # wakes the reader thread from its sleep
         self._reader_asleep = False  # waiting for _work with nothing pending
         self._wanting = 0  # callers waiting for the socket: the reader thread hands it over
+        self._attended = 0  # threads in call(), call_response() or ping(), reading for it
         self._last_read = 0.0  # monotonic time a caller last read the socket
         self._submitted = 0
         # Membership changes (see update_endpoints), applied by the holder of _pump.
@@ -409,8 +410,8 @@ class Client(BaseClient):
             # A ping sent before the subscription is live could be lost (slow joiner).
             self.wait_ready(limit)
         start = time.monotonic()
-        self._start(None, limit, None, None, whole=True, retries=0, ping=True,
-                    attended=True).result()
+        self._attend(self._start(None, limit, None, None, whole=True, retries=0, ping=True,
+                                 attended=True))
         return time.monotonic() - start
 
     # -- calls ---------------------------------------------------------------------------
@@ -459,15 +460,28 @@ class Client(BaseClient):
             ProcessorsGone: (with ``liveness``) every processor stopped heartbeating.
             SendTimeout, NotReady, ClosedError, EncodeError, ValueError: as :meth:`submit`.
         """
-        return self._start(request, timeout_s, meta, deadline_ms, whole=False,
-                           retries=retries, attended=True).result()
+        return self._attend(self._start(request, timeout_s, meta, deadline_ms, whole=False,
+                                        retries=retries, attended=True))
 
     def call_response(self, request: Any, *, timeout_s: float | None = None,
                       meta: Meta | None = None, retries: int | None = None) -> Response:
         """Like :meth:`call`, but return the whole :class:`Response` (error responses too)."""
-        future = self._start(request, timeout_s, meta, None, whole=True, retries=retries,
-                             attended=True)
-        return future.result()  # type: ignore[no-any-return]
+        response: Response = self._attend(self._start(request, timeout_s, meta, None,
+                                                      whole=True, retries=retries,
+                                                      attended=True))
+        return response
+
+    def _attend(self, future: _CallFuture) -> Any:
+        # Wait for the result in this thread. Meanwhile its call is one the reader thread
+        # need not read for: with every pending call attended so, it stays asleep instead
+        # of waking every _GRACE_S to take the GIL beside a sequential caller.
+        with self._lock:
+            self._attended += 1
+        try:
+            return future.result()
+        finally:
+            with self._lock:
+                self._attended -= 1
 
     def _start(self, request: Any, timeout_s: float | None, meta: Meta | None,
                deadline_ms: int | None, *, whole: bool, retries: int | None = None,
@@ -753,13 +767,14 @@ class Client(BaseClient):
                 elif not engine.pending:
                     work.wait(min(due, _GRACE_S))
                     continue
-            if not engine.pending:
-                # Nothing pending: only look now and then, without waiting on the socket,
-                # at what came meanwhile (heartbeats: processors that came back). A reader
-                # blocked in a receive would answer a sequential caller's calls itself,
-                # a thread hop per call.
+            if len(engine.pending) <= self._attended and not engine.held:
+                # Nothing pending that no thread waits for: only look now and then, without
+                # waiting on the socket, at what came meanwhile (heartbeats: processors
+                # that came back). A reader blocked in a receive would answer a sequential
+                # caller's calls itself, a thread hop per call.
                 self._reader_asleep = True
-                woken = work.wait(_IDLE_LOOK_S) if not engine.pending else True
+                woken = (work.wait(_IDLE_LOOK_S) if len(engine.pending) <= self._attended
+                         else True)
                 self._reader_asleep = False
                 if not woken and not engine.pending and self._pump.acquire(blocking=False):
                     try:
