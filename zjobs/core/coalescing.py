@@ -122,14 +122,21 @@ class Group:
                 _settle(handle, value, None)
             else:
                 _settle(handle, None, error)
+        self._release()
 
     def set_exception(self, exception: BaseException, /) -> None:
         """Fail every call with the batch's error, or hand a refused batch back."""
         if isinstance(exception, RemoteError) and exception.type == BAD_REQUEST:
             self.refused(self)
-            return
-        for handle in self.handles:
-            _settle(handle, None, exception)
+        else:
+            for handle in self.handles:
+                _settle(handle, None, exception)
+        self._release()
+
+    def _release(self) -> None:
+        # Settled: the engine may keep the batch's call a while (its deadline entry), so
+        # the calls' futures and bodies are let go of now.
+        self.handles, self.bodies = [], []
 
 
 def _settle(handle: Handle, value: Any, error: BaseException | None) -> None:
