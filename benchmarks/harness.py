@@ -138,7 +138,7 @@ def processor(kind: str, job: str, transport: str, *, cached: bool = False) -> I
         else:
             requests = responses = "tcp://127.0.0.1:*"
         parent, child_conn = ctx.Pipe()
-        target = _serve_zjobs if kind == "zjobs" else _serve_raw
+        target = _serve_raw if kind == "raw" else _serve_zjobs
         proc = ctx.Process(target=target, args=(job, cached, requests, responses, child_conn),
                            daemon=True)
         proc.start()
@@ -415,9 +415,13 @@ class Settings:
 
 
 def _client(kind: str, child: Child | list[Child]) -> RawClient | ZJobsClient:
+    # kind: "raw", "zjobs", or "zjobs-alone" (zjobs sending one message per call: coalesce=0)
     children = child if isinstance(child, list) else [child]
-    cls = RawClient if kind == "raw" else ZJobsClient
-    return cls([c.requests for c in children], [c.responses for c in children])
+    requests, responses = [c.requests for c in children], [c.responses for c in children]
+    if kind == "raw":
+        return RawClient(requests, responses)
+    return ZJobsClient(requests, responses, **({"coalesce": 0} if kind == "zjobs-alone"
+                                               else {}))
 
 
 def throughput(kind: str, job: str, transport: str, values: list[Any], window: int | None,
@@ -636,6 +640,11 @@ def run(settings: Settings, out: Callable[[str], None] = print) -> Results:
         raw = _median(partial(throughput, "raw", "square", transport, big, None), s.rounds)
         row(f"list comprehension of {s.pipelined:,} submits, {transport}", rate, zj, raw,
             ">= 1.0x", 1, lost)
+        lost = []
+        alone = _median(partial(throughput, "zjobs-alone", "square", transport, big, None,
+                                lost=lost), s.rounds)
+        row("  the same, one message per call (coalesce=0)", rate, alone, raw, "", None,
+            lost)
         lost = []
         zj = _median(partial(throughput, "zjobs", "square", transport, values, s.window,
                              lost=lost), s.rounds)
