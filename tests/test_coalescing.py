@@ -346,6 +346,9 @@ def test_a_batch_refused_whole_is_sent_again_one_call_each(
         assert refuser.refused >= 1  # at least one batch went, and came back refused
         ran = [v for v in refuser.answered if isinstance(v, int)]
         assert sorted(ran) == list(range(2000))  # every call ran once, alone
-        assert not client._engine.holds(None, None)  # no more batches from this client
+        coalesced = client.coalesced
+        again = [client.submit(n) for n in range(500)]
+        assert [f.result(WAIT_S) for f in again] == list(range(500))
+        assert client.coalesced == coalesced  # no more batches from this client
     finally:
         refuser.close()
