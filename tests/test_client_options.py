@@ -154,24 +154,24 @@ def test_clients_refuse_bad_and_unknown_keywords(gate: tuple[ZmqProcessor, Gate]
         Pipeline([proc], retires=1)
 
 
-def test_options_and_keywords_together_are_refused(gate: tuple[ZmqProcessor, Gate]) -> None:
+def test_keywords_given_with_options_override_its_fields(
+        gate: tuple[ZmqProcessor, Gate]) -> None:
+    # As for processors: options=, and keywords for the fields to change.
     proc, _ = gate
     ep = proc.endpoints
-    options = ClientOptions(retries=1)
-    both = r"\(\): give options= or its fields as keywords, not both \(also given: timeout_s"
-    with pytest.raises(TypeError, match="^Client.connect" + both):
-        Client.connect(ep.requests, ep.responses, options=options, timeout_s=1)
-    with pytest.raises(TypeError, match="^AsyncClient.connect" + both):
-        AsyncClient.connect(ep.requests, ep.responses, options=options, timeout_s=1)
+    options = ClientOptions(retries=1, timeout_s=5)
+    wanted = ClientOptions(retries=1, timeout_s=1, expect_processors=1)
+    with Client.connect(ep.requests, ep.responses, options=options, timeout_s=1) as client:
+        assert client.options == wanted
     with ZmqSender(ep.requests) as sender, ZmqReceiver(ep.responses) as receiver:
-        with pytest.raises(TypeError, match="^Client" + both):
-            Client(sender, receiver, options=options, timeout_s=1)
-    with pytest.raises(TypeError, match="^Pipeline" + both):
-        Pipeline([proc], options=options, timeout_s=1)
-    with pytest.raises(TypeError, match="^Pipeline.connect" + both):
-        Pipeline.connect(ep.requests, ep.responses, options=options, timeout_s=1)
-    with proc.client(options=options) as client:  # processor.client() passes them on
-        assert client.retries == 1
+        with Client(sender, receiver, options=options, timeout_s=1) as client:
+            assert client.options == wanted
+    with Pipeline([proc], options=options, timeout_s=1) as pipeline:
+        assert pipeline.options == wanted.replace(coalesce=0)
+    with proc.client(options=options, timeout_s=1) as client:  # passed on
+        assert client.options == wanted
+    with pytest.raises(OptionsError, match="timeout_s"):
+        Client.connect(ep.requests, ep.responses, options=options, timeout_s=0)
 
 
 def test_async_client_takes_options_too(gate: tuple[ZmqProcessor, Gate]) -> None:

@@ -74,7 +74,8 @@ class AsyncClient(BaseClient):
         receiver: where responses come from; the client subscribes it to its private topic
             and to heartbeats.
         options: how the client calls (:class:`~zjobs.ClientOptions`, as for
-            :class:`zjobs.Client`); its fields may be given as keywords instead, not both.
+            :class:`zjobs.Client`); its fields may be given as keywords instead, or with it
+            (keywords override its fields).
         topic: the private reply topic; random (32 hex characters) by default.
 
     Raises:

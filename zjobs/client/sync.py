@@ -192,7 +192,8 @@ class Client(BaseClient):
         options: how the client calls (:class:`~zjobs.ClientOptions`: ``timeout_s``,
             ``ready_timeout_s``, ``expect_processors`` (1 when None), ``retries``,
             ``liveness``, ``send_timeout_s``, ``max_in_flight``, ``coalesce``). Its fields
-            may be given as keywords instead (``timeout_s=5, retries=2``), not both.
+            may be given as keywords instead (``timeout_s=5, retries=2``), or with it
+            (keywords override its fields, as for processors).
         topic: the private reply topic; random (32 hex characters) by default.
 
     ``liveness`` needs a receiver that reads heartbeats

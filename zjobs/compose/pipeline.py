@@ -173,7 +173,7 @@ class Pipeline:
         context: the zmq context (the shared instance by default).
         security: client-side security for every socket.
         options: how the pipeline's caller calls (:class:`~zjobs.ClientOptions`, or its
-            fields as keywords, not both), end to end: ``timeout_s`` is the default time
+            fields as keywords, which override it), end to end: ``timeout_s`` is the default time
             one attempt of a call may take through the whole chain; ``ready_timeout_s``
             how long starting (links' and the caller's handshakes) may take; ``retries``
             the default number of times a call unanswered within ``timeout_s`` is sent

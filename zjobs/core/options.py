@@ -430,11 +430,12 @@ def _refuse_unknown(keywords: Mapping[str, Any], owner: str) -> None:
 
 def build_client_options(options: ClientOptions | None, keywords: Mapping[str, Any],
                          owner: str) -> ClientOptions:
-    """The options a client constructor was given: ``options``, or its fields as
-    ``keywords`` (defaults for the rest), never both.
+    """The options a client constructor was given: ``options`` (defaults when None) with
+    the fields given as ``keywords`` replaced, as processors' options are.
 
     Raises:
-        TypeError: a keyword is not a client option, or both were given (naming ``owner``).
+        TypeError: a keyword is not a client option, or ``options`` is not a
+            :class:`ClientOptions` (naming ``owner``).
         OptionsError: a value cannot be used.
     """
     _refuse_unknown(keywords, owner)
@@ -442,11 +443,7 @@ def build_client_options(options: ClientOptions | None, keywords: Mapping[str, A
         return ClientOptions(**keywords)
     if not isinstance(options, ClientOptions):
         raise TypeError(f"{owner}(): options must be a ClientOptions, not {options!r}")
-    if keywords:
-        raise TypeError(f"{owner}(): give options= or its fields as keywords, not both "
-                        f"(also given: {', '.join(sorted(keywords))}; use "
-                        "options.replace(...) to change some)")
-    return options
+    return options.replace(**keywords) if keywords else options
 
 
 def expecting(options: ClientOptions, processors: int) -> ClientOptions:
