@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any, TypeVar
 
 from zjobs import AsyncClient, Client
@@ -15,9 +16,38 @@ T = TypeVar("T")
 WAIT_S = 30.0
 
 
+def _mirror(source: asyncio.Future[Any]) -> Future[Any]:
+    # A concurrent future completed as ``source`` is (on the loop's thread).
+    target: Future[Any] = Future()
+
+    def copy(_: asyncio.Future[Any]) -> None:
+        if source.cancelled():
+            target.cancel()
+        elif (error := source.exception()) is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(source.result())
+
+    source.add_done_callback(copy)
+    return target
+
+
+def _failed(error: BaseException) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_exception(error)
+    return future
+
+
+def _submitted(submit: Callable[[], Future[Any]]) -> Future[Any]:
+    try:
+        return submit()
+    except Exception as exc:
+        return _failed(exc)
+
+
 class Driven:
     """Either client behind one synchronous face: ``call``, ``submit`` (a concurrent
-    future), ``ping``, ``wait_ready``, ``close`` and the counters."""
+    future), ``submit_many`` (a burst), ``ping``, ``wait_ready``, ``close`` and the counters."""
 
     def __init__(self, kind: str, requests: Any, responses: Any, **options: Any) -> None:
         self.kind = kind
@@ -50,6 +80,26 @@ class Driven:
             return future
         return asyncio.run_coroutine_threadsafe(self.client.call(request, **options),
                                                 self._loop)
+
+    def submit_many(self, requests: Iterable[Any], **options: Any) -> list[Future[Any]]:
+        """Submit every request in one go, as a user makes a burst: a loop of ``submit``,
+        or for the async client a loop of ``await submit`` in one task (one call sent per
+        cross-thread hop would be a trickle, never a burst). A submit that raised is a
+        future failed with its error, and the ones after it are still made."""
+        if self._loop is None:
+            return [_submitted(partial(self.client.submit, request, **options))
+                    for request in requests]
+
+        async def submit_all() -> list[Future[Any]]:
+            futures = []
+            for request in requests:
+                try:
+                    futures.append(_mirror(await self.client.submit(request, **options)))
+                except Exception as exc:
+                    futures.append(_failed(exc))
+            return futures
+
+        return self._run(submit_all())
 
     def wait_ready(self, timeout_s: float = WAIT_S) -> None:
         if self._loop is None:

@@ -88,6 +88,36 @@ def _main(job: str, sndhwm: str) -> None:
     proc.run()
 
 
+RUN_LOG_ENV = "ZJOBS_TEST_RUN_LOG"
+"""The folder where :func:`logged` appends its runs, one file per daemon process."""
+
+_run_log: int | None = None
+
+
+def logged(request: Any, resources: Any) -> Any:
+    """Like :func:`picky` for ints (a negative one raises ValueError), after appending the
+    request to ``<$ZJOBS_TEST_RUN_LOG>/<pid>.log``: a side channel the test reads to count
+    the job's runs per value and per daemon run, also of one killed before it answered
+    (each line is one write with O_APPEND, in the kernel once written)."""
+    global _run_log
+    if _run_log is None:
+        folder = os.environ[RUN_LOG_ENV]
+        _run_log = os.open(os.path.join(folder, f"{os.getpid()}.log"),
+                           os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(_run_log, f"{request!r}\n".encode())
+    if type(request) is int and request < 0:
+        raise ValueError(f"negative: {request}")
+    return double(request, resources)
+
+
+def paced(request: Any, resources: Any) -> Any:
+    """:func:`logged`, and every 32nd int takes 1 ms more: a coalesced batch of them then
+    takes a few ms (still fast per call), so a kill lands in the middle of one."""
+    if type(request) is int and request % 32 == 31:
+        time.sleep(0.001)
+    return logged(request, resources)
+
+
 def picky(request: Any, resources: Any) -> Any:
     """An int doubled; ``{"fail": x}`` raises ValueError; anything else echoed."""
     if isinstance(request, dict) and "fail" in request:

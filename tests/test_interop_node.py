@@ -362,6 +362,42 @@ def test_python_client_batches_to_the_node_processor(node_dir: Path) -> None:
         assert peer.stop() == 0
 
 
+def warm_up(client: zjobs.Client) -> int:
+    """Bursts, growing, until one was coalesced (the client holds calls only once it has
+    measured fast answers); the batches sent so far."""
+    for round_ in range(12):
+        futures = [client.submit(f"warm-{n}") for n in range(min(300 << round_, 4_000))]
+        for future in futures:
+            future.result(CALL_TIMEOUT_S)
+        if client.coalesced:
+            break
+    return client.coalesced
+
+
+def test_python_client_coalesces_a_burst_to_the_node_processor(node_dir: Path) -> None:
+    # Plain submits while fast answers are in flight travel as batches (the client
+    # coalesces them, seeing the processor advertise the extension); the Node.js processor
+    # answers each item, a failed one only for its own call.
+    peer = node_peer(node_dir)
+    try:
+        with zjobs.Client.connect(peer.requests, peer.responses,
+                                  timeout_s=CALL_TIMEOUT_S) as client:
+            before = warm_up(client)
+            values: list[object] = [n if n % 100 else {"fail": str(n)} for n in range(2000)]
+            futures = [client.submit(value) for value in values]
+            for value, future in zip(values, futures, strict=True):
+                if isinstance(value, int):
+                    assert future.result(CALL_TIMEOUT_S) == value * value
+                else:
+                    error = future.exception(CALL_TIMEOUT_S)
+                    assert isinstance(error, zjobs.RemoteError)
+                    assert (error.type, error.message) == ("JobFailed", f"Error: {value['fail']}")
+            assert before > 0 and client.coalesced > before
+            assert client.pending == 0
+    finally:
+        assert peer.stop() == 0
+
+
 def test_node_processor_without_batches_never_runs_one(node_dir: Path) -> None:
     # --batch-max 0: the processor as written from the base protocol. A batch is refused
     # by its frame count (nothing runs), the pong advertises nothing, and map sends one
@@ -377,6 +413,10 @@ def test_node_processor_without_batches_never_runs_one(node_dir: Path) -> None:
         with zjobs.Client.connect(peer.requests, peer.responses,
                                   timeout_s=CALL_TIMEOUT_S) as client:
             assert list(client.map(range(200))) == [i * i for i in range(200)]
+            warm_up(client)  # bursts of plain submits are never coalesced for it
+            futures = [client.submit(n) for n in range(1000)]
+            assert [f.result(CALL_TIMEOUT_S) for f in futures] == [n * n for n in range(1000)]
+            assert client.coalesced == 0
             with pytest.raises(zjobs.RemoteError) as refused:
                 client.call(zjobs.Batch.of([1, 2]))
             assert refused.value.type == "BadRequest"

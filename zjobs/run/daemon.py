@@ -42,6 +42,9 @@ __all__ = ["Daemon", "ServeSettings", "ServedProcessor", "build_processor"]
 log = logging.getLogger(__name__)
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_SIGNAL_LOOK_S = 0.1
+"""How often the main thread, waiting for the processor's end, runs Python code: a signal
+the kernel delivered to another thread is only handled then (see :meth:`Daemon.run`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,9 +222,13 @@ class Daemon:
                     log.info("metrics for %r at %s", processor.name, processor.metrics.url)
                 if on_ready is not None:
                     on_ready(processor)
-            # request_stop() stops the processor, so its end is all there is to wait for;
-            # signal handlers still run while this thread waits.
-            processor.wait()
+            # request_stop() stops the processor, so its end is all there is to wait for.
+            # Not in one blocking wait: Python runs signal handlers in this thread, and a
+            # signal the kernel gave another thread does not interrupt the wait (it does
+            # after SIGSTOP: SIGTERM then SIGCONT, as systemd stops a unit, goes to the
+            # first thread to run, often not this one), so it looks again now and then.
+            while not processor.wait(_SIGNAL_LOOK_S):
+                pass
             processor.stop(timeout_s=None)  # raises CrashedError if it ended by itself
             if not self._stop.is_set():
                 raise ZJobsError(f"processor {processor.name!r} stopped unexpectedly")
