@@ -392,9 +392,10 @@ class AsyncClient(BaseClient):
             completions(((call.handle, None, exc),))
 
     async def _wait_for_room(self, timeout_s: float) -> None:
-        # max_in_flight calls pending: queue up until the reader ends one (calls end by
-        # themselves at their deadlines, so this wait is bounded too). One waiter is woken
-        # per call that ends: waking them all would have each answer wake thousands.
+        # max_in_flight requests awaiting an answer: queue up until the reader ends one
+        # (calls end by themselves at their deadlines, so this wait is bounded too). One
+        # waiter is woken per call that ends: waking them all would have each answer wake
+        # thousands.
         engine = self._engine
         if engine.held:
             await self._flush()

@@ -579,8 +579,9 @@ class Client(BaseClient):
             completions(((call.handle, None, exc),))
 
     def _wait_for_room(self, timeout_s: float) -> None:
-        # max_in_flight calls pending: read answers (or wait for whoever reads) until one
-        # ends; calls end by themselves at their deadlines, so this wait is bounded too.
+        # max_in_flight requests awaiting an answer: read answers (or wait for whoever
+        # reads) until one ends; calls end by themselves at their deadlines, so this wait
+        # is bounded too.
         deadline = time.monotonic() + timeout_s
         engine = self._engine
         if engine.held:
