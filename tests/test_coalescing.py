@@ -22,7 +22,7 @@ from drivers import WAIT_S, Driven
 from test_engine import Clock, make, ok
 
 from zjobs import CallTimeout, ClosedError, EncodeError, RemoteError, ZmqProcessor
-from zjobs.core.coalescing import FAST_ANSWER_S, PACE_WINDOW_S, Group
+from zjobs.core.coalescing import BATCH_RUN_S, PACE_WINDOW_S, Group
 from zjobs.core.engine import CallEngine, completions
 from zjobs.wire.batch import BATCH, Batch, BatchResult
 from zjobs.wire.protocol import ERROR, ErrorInfo, Response
@@ -40,6 +40,9 @@ def batch_pong(rid: Any, instance: str = "i1") -> Response:
                     batch_max=100)
 
 
+FAST_S = BATCH_RUN_S / 40  # an answer every 50 us: 40 calls to a batch's worth of time
+
+
 def fast(clock: Clock, **options: Any) -> CallEngine:
     """An engine ready with one batch-taking processor whose answers came fast for longer
     than a pace window, with one call still in flight."""
@@ -49,9 +52,9 @@ def fast(clock: Clock, **options: Any) -> CallEngine:
     assert engine.ready
     calls = [engine.start(n, Future()) for n in range(300)]
     for call in calls[:-1]:
-        clock.now += FAST_ANSWER_S / 2
+        clock.now += FAST_S
         completions([c for c in (engine.receive(ok(call.id, 0)),) if c])
-    assert (len(calls) - 2) * FAST_ANSWER_S / 2 > PACE_WINDOW_S
+    assert (len(calls) - 2) * FAST_S > PACE_WINDOW_S
     return engine
 
 

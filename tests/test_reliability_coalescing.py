@@ -128,6 +128,21 @@ def reaches(client: Driven, run_log: RunLog, peer: Peer, start: int) -> None:
     wait_until(ran_there, WAIT_S)
 
 
+def sigstop(peer: Peer) -> None:
+    """SIGSTOP ``peer`` (by PID), and wait until every thread of it is stopped: the signal
+    is only queued when ``kill`` returns, and a daemon still running meanwhile could take
+    up a batch sent right after."""
+    peer.proc.send_signal(signal.SIGSTOP)
+
+    def stopped() -> bool:
+        tasks = Path(f"/proc/{peer.pid}/task")
+        states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                  for task in tasks.iterdir()]
+        return all(state in "Tt" for state in states)
+
+    wait_until(stopped, WAIT_S)
+
+
 def values_of(counter: Counter[Any]) -> Counter[Any]:
     """The runs of the test's values (ints), without the warm-up's strings."""
     return Counter({v: n for v, n in counter.items() if type(v) is int})
@@ -201,7 +216,10 @@ def test_a_daemon_restarted_mid_stream_loses_nothing_and_answers_each_call_once(
         answers.add(client.submit_many(chunks[4 * cycle + 3]))
     assert answers.outcomes() == [2 * v for v in values]  # 0 lost
     assert answers.once_each()  # no duplicate answer to any caller
-    assert all(batches), batches  # each kill came in a coalesced burst
+    # A kill came in a coalesced burst. Not necessarily both: after an outage the client
+    # may find the answers slow (they came after timeouts) and send the next burst alone,
+    # until it has measured fast answers again.
+    assert any(batches), batches
     assert (runs[-1].requests, runs[-1].responses) == (a.requests, a.responses)
     ran = [values_of(run_log.runs(peer)) for peer in [*runs, b]]
     assert all(max(counts.values(), default=1) == 1 for counts in ran)  # once per window
@@ -225,7 +243,7 @@ def test_a_daemon_stopped_longer_than_the_timeout_leaves_the_rotation(
     client.wait_ready(60)
     warm_up(client)
     before, resent = client.coalesced, client.resent
-    a.proc.send_signal(signal.SIGSTOP)
+    sigstop(a)
     answers = Answers()
     values = list(range(CALLS))
     answers.add(client.submit_many(values))
@@ -257,7 +275,7 @@ def test_a_batch_with_failing_items_retried_after_a_timeout_answers_each_call_on
     client.wait_ready(60)
     warm_up(client)
     before, resent = client.coalesced, client.resent
-    a.proc.send_signal(signal.SIGSTOP)
+    sigstop(a)
     answers = Answers()
     values = [-n - 1 if n % 7 == 3 else n for n in range(CALLS)]
     answers.add(client.submit_many(values))

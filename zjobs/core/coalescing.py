@@ -9,12 +9,14 @@ sequential caller never waits: the rule is Nagle's algorithm's, and a Kafka prod
 carry many calls, which is what lets a pipelined Python client outrun a loop that sends
 one message per call.
 
-Only fast jobs with small answers are coalesced: calls are held while answers came at
-least every :data:`FAST_ANSWER_S` over the last :data:`PACE_WINDOW_S` with calls in
-flight, and a batch takes as many as keep its answer near :data:`BATCH_ANSWER_BYTES`.
-A batch's calls are answered together when its last one is done, by one processor, so
-for slow jobs, which gain little from saving a message, it would delay the first
-answers and leave other processors idle.
+Only fast jobs with small answers are coalesced. A batch's calls are answered together
+when its last one is done, by one processor, so a batch takes only as many calls as a
+processor answers in about :data:`BATCH_RUN_S` (from the answers counted over the last
+:data:`PACE_WINDOW_S` with calls in flight, and the processors answering), and as many
+as keep its answer near :data:`BATCH_ANSWER_BYTES`; when that is fewer than two, calls
+go alone. So slow jobs, which gain little from saving a message, are never held: their
+first answers are not delayed, and no processor is left idle while another runs a
+batch.
 
 Every held call keeps its own future: a :class:`Group` is the batch's handle in the call
 engine and completes each item's handle from the batch's answer (a failed item fails only
@@ -40,9 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_ANSWER_BYTES",
+    "BATCH_RUN_S",
     "DEFAULT_COALESCE",
     "DEFAULT_LINGER_S",
-    "FAST_ANSWER_S",
     "PACE_WINDOW_S",
     "Group",
     "Held",
@@ -52,12 +54,11 @@ DEFAULT_COALESCE: Final = 64
 """Most calls one coalesced batch holds by default. A few dozen already cut the cost per
 call to a fraction of a message's; more only delays the first answers of a burst."""
 
-FAST_ANSWER_S: Final = 0.0001
-"""Calls are held only while answers came at least this often (per call, over the last
-:data:`PACE_WINDOW_S` with calls in flight): jobs that fast cost a processor less than a
-message does, so a batch saves most of the work. Slower jobs gain little from a batch and
-would lose by it: its calls are answered together, when the last is done, and by one
-processor."""
+BATCH_RUN_S: Final = 0.002
+"""About the longest one coalesced batch is made to keep a processor busy: it takes as
+many calls as a processor answered in this time lately, so jobs of a millisecond or more
+always go alone. Jobs that fast cost a processor about what a message does, so a batch
+saves much of the work; slower ones gain little from it and would wait for each other."""
 
 BATCH_ANSWER_BYTES: Final = 16 * 1024
 """About the most answer bytes one coalesced batch is made to carry, from the answers'

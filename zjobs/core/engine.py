@@ -29,8 +29,8 @@ from typing import Any, Final, Protocol
 from zjobs.core.batching import batch_limit
 from zjobs.core.coalescing import (
     BATCH_ANSWER_BYTES,
+    BATCH_RUN_S,
     DEFAULT_LINGER_S,
-    FAST_ANSWER_S,
     PACE_WINDOW_S,
     Group,
     Held,
@@ -259,9 +259,8 @@ class CallEngine:
         held = self._held
         if self.coalesce < 2 or not (self.pending or held.handles):
             return False
-        gap = self._gap
-        if not held.handles and (gap is None or gap > FAST_ANSWER_S):
-            return False
+        if not held.handles and self._gap is None:
+            return False  # no pace measured yet
         key = (self.timeout_s if timeout_s is None else timeout_s,
                self.retries if retries is None else retries)
         if held.handles and key != held.key:
@@ -270,10 +269,12 @@ class CallEngine:
         if limit is None:
             limit = self._hold_limit = self.batch_size(self.coalesce)
         if not held.handles:
-            # Calls held with the answers seen lately: their batch's answer stays about
-            # one small message (a PUB's high-water mark counts messages, not bytes).
-            self._batch_limit = min(limit, int(BATCH_ANSWER_BYTES // max(1.0,
-                                                                         self._answer_bytes)))
+            # From the answers seen lately: the batch keeps one processor busy about
+            # BATCH_RUN_S (each answered gap x processors apart), and its answer stays one
+            # small message (a PUB's high-water mark counts messages, not bytes).
+            per_processor = (self._gap or BATCH_RUN_S) * max(1, len(self._confirmed))
+            self._batch_limit = min(limit, int(BATCH_RUN_S / per_processor),
+                                    int(BATCH_ANSWER_BYTES // max(1.0, self._answer_bytes)))
         return self._batch_limit > 1
 
     def hold(self, body: bytes, handle: Handle, timeout_s: float | None,
